@@ -1,0 +1,13 @@
+// Command kube-controller-manager is the upstream kube-controller-manager, built from its Go module for the simulated test cluster.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewControllerManagerCommand()))
+}

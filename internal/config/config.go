@@ -1,0 +1,102 @@
+// Package config reads repos.yaml, the list of app repositories deployd deploys,
+// validates it strictly (every problem with file and line), and reloads it when it changes.
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// Defaults applied to a repo when neither it nor the file's defaults section sets a field.
+const (
+	DefaultBranch   = "main"
+	DefaultPath     = "deploy/manifests"
+	DefaultInterval = time.Minute
+	DefaultTimeout  = 5 * time.Minute
+	DefaultPrune    = true
+)
+
+// Config is a validated repos.yaml.
+type Config struct {
+	// File is the path the config was read from, as it was given.
+	File string `json:"file"`
+	// Defaults are the values repos inherit, after built-in defaults were applied.
+	Defaults Settings `json:"defaults"`
+	// Repos are the configured repositories, in file order, with defaults applied.
+	Repos []Repo `json:"repos"`
+}
+
+// Settings are the fields a repo may set itself or inherit from the defaults section.
+type Settings struct {
+	// Branch is the branch whose head is deployed.
+	Branch string `json:"branch"`
+	// Path is the directory in the repo holding the manifests. It may contain {environment}.
+	Path string `json:"path"`
+	// Interval is how often the repo is polled; 0 disables polling.
+	Interval time.Duration `json:"interval"`
+	// Timeout is how long a rollout may take before it counts as failed.
+	Timeout time.Duration `json:"timeout"`
+	// Prune deletes objects deployd applied earlier that are no longer in the manifests.
+	Prune bool `json:"prune"`
+}
+
+// Repo is one app repository and where it is deployed.
+type Repo struct {
+	// Name is owner/repo: the repo's key in the API.
+	Name string `json:"name"`
+	// URL is where the repo is fetched from: https, http, ssh (or scp-like git@host:path), git or file.
+	URL string `json:"url"`
+	// Namespace is the Kubernetes namespace its manifests are applied to.
+	Namespace string `json:"namespace"`
+	// Environment names the deployment target (also the GitHub environment).
+	Environment string `json:"environment"`
+	// Auth says how to authenticate to the git server; empty means anonymous.
+	Auth Auth `json:"auth"`
+	Settings
+	// Line is the line in the config file where the repo's entry starts.
+	Line int `json:"line"`
+}
+
+// Auth names files holding git credentials. The files are read when used, never logged.
+type Auth struct {
+	// TokenFile holds an HTTPS token, sent as basic auth the way GitHub expects.
+	TokenFile string `json:"tokenFile,omitempty"`
+	// SSHKeyFile holds an SSH private key for ssh URLs.
+	SSHKeyFile string `json:"sshKeyFile,omitempty"`
+	// KnownHostsFile holds the known_hosts entries used to check the SSH server's key.
+	KnownHostsFile string `json:"knownHostsFile,omitempty"`
+}
+
+// Key identifies a repo entry: a repo may be configured once per environment.
+type Key struct {
+	// Name is the owner/repo name in lower case (GitHub names are case-insensitive).
+	Name string
+	// Environment is the entry's environment.
+	Environment string
+}
+
+// String returns "owner/repo@environment".
+func (k Key) String() string { return k.Name + "@" + k.Environment }
+
+// Key returns the repo's identity.
+func (r Repo) Key() Key {
+	return Key{Name: strings.ToLower(r.Name), Environment: r.Environment}
+}
+
+// Owner returns the owner part of the repo's name.
+func (r Repo) Owner() string { owner, _, _ := strings.Cut(r.Name, "/"); return owner }
+
+// ManifestPath returns Path with {environment} replaced by the repo's environment.
+func (r Repo) ManifestPath() string {
+	return strings.ReplaceAll(r.Path, "{environment}", r.Environment)
+}
+
+// Repo returns the entry with the given key, if configured.
+func (c *Config) Repo(k Key) (Repo, bool) {
+	for _, r := range c.Repos {
+		if r.Key() == k {
+			return r, true
+		}
+	}
+	return Repo{}, false
+}

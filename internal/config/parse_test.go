@@ -1,0 +1,197 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseValid(t *testing.T) {
+	cfg, err := Parse("/etc/deployd/repos.yaml", []byte(`
+defaults:
+  branch: release
+  interval: 30s
+repos:
+  - name: Shop/Web
+    url: https://github.com/shop/web.git
+    namespace: shop
+    auth: {tokenFile: token}
+  - name: shop/web
+    url: git@github.com:shop/web.git
+    namespace: shop-dev
+    environment: dev
+    path: deploy/overlays/{environment}
+    interval: 0
+    timeout: 90s
+    prune: false
+    auth: {sshKeyFile: /keys/id, knownHostsFile: /keys/known_hosts}
+`), Options{DefaultEnvironment: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Repo{{
+		Name: "Shop/Web", URL: "https://github.com/shop/web.git", Namespace: "shop", Environment: "prod",
+		Auth:     Auth{TokenFile: "/etc/deployd/token"},
+		Settings: Settings{Branch: "release", Path: "deploy/manifests", Interval: 30 * time.Second, Timeout: 5 * time.Minute, Prune: true},
+		Line:     6,
+	}, {
+		Name: "shop/web", URL: "git@github.com:shop/web.git", Namespace: "shop-dev", Environment: "dev",
+		Auth:     Auth{SSHKeyFile: "/keys/id", KnownHostsFile: "/keys/known_hosts"},
+		Settings: Settings{Branch: "release", Path: "deploy/overlays/{environment}", Interval: 0, Timeout: 90 * time.Second, Prune: false},
+		Line:     10,
+	}}
+	if diff := cmp.Diff(want, cfg.Repos); diff != "" {
+		t.Errorf("repos (-want +got):\n%s", diff)
+	}
+	if got := cfg.Repos[1].ManifestPath(); got != "deploy/overlays/dev" {
+		t.Errorf("ManifestPath = %q, want deploy/overlays/dev", got)
+	}
+	if cfg.Repos[0].Key() != (Key{Name: "shop/web", Environment: "prod"}) {
+		t.Errorf("Key = %v: names must compare case-insensitively", cfg.Repos[0].Key())
+	}
+}
+
+func TestParseTheExampleFile(t *testing.T) {
+	cfg, err := Load("../../repos.yaml", DefaultOptions())
+	if err != nil {
+		t.Fatalf("the committed repos.yaml must be valid:\n%v", err)
+	}
+	if len(cfg.Repos) != 2 || cfg.Repos[1].Interval != 30*time.Second {
+		t.Errorf("repos.yaml parsed as %+v", cfg.Repos)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // each problem, as printed
+	}{{
+		name: "unknown field with a suggestion",
+		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
+		want: []string{
+			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: auth, branch, environment, interval, name, namespace, path, prune, timeout, url`,
+		},
+	}, {
+		name: "unknown top-level and defaults fields",
+		yaml: "default:\n  branch: main\nrepos: []\n",
+		want: []string{`repos.yaml:1: default: field not known (did you mean "defaults"?); known fields here: defaults, repos`},
+	}, {
+		name: "duplicate name and environment, case-insensitively",
+		yaml: "repos:\n  - {name: a/b, url: 'https://h/a/b', namespace: x, environment: dev}\n  - {name: A/B, url: 'https://h/a/b', namespace: y, environment: dev}\n",
+		want: []string{`repos.yaml:3: repos[1]: A/B in environment "dev" is already configured at line 2: give one of them another environment, or remove one`},
+	}, {
+		name: "bad owner/repo",
+		yaml: "repos:\n  - {name: just-a-name, url: 'https://h/a/b', namespace: x}\n  - {name: -bad/b, url: 'https://h/a/b', namespace: x}\n",
+		want: []string{
+			`repos.yaml:2: repos[0].name: "just-a-name" is not owner/repo: write it as on GitHub, e.g. haraldsk/an-application`,
+			`repos.yaml:3: repos[1].name: owner "-bad" is not valid: letters, digits and '-', at most 39, not starting with '-'`,
+		},
+	}, {
+		name: "urls deployd cannot use, and no secret in the message",
+		yaml: "repos:\n  - {name: a/b, url: 'ftp://h/a/b', namespace: x}\n  - {name: a/c, url: 'https://me:s3cret@h/a/c', namespace: x}\n  - {name: a/d, url: 'not a url', namespace: x}\n  - {name: a/e, url: 'file://relative', namespace: x}\n",
+		want: []string{
+			`repos.yaml:2: repos[0].url: scheme "ftp" is not supported: use https, http, ssh, git or file`,
+			`repos.yaml:3: repos[1].url: https://me:xxxxx@h/a/c has a password or token in it: remove it and put the token in a file named by auth.tokenFile`,
+			`repos.yaml:4: repos[2].url: "not a url" is not a URL deployd can fetch: use https://host/owner/repo.git, ssh://git@host/owner/repo.git, git@host:owner/repo.git or file:///path`,
+			`repos.yaml:5: repos[3].url: "file://relative" needs an absolute path: file:///srv/git/app.git`,
+		},
+	}, {
+		name: "namespace not a DNS label",
+		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namespace: My_App\n",
+		want: []string{`repos.yaml:4: repos[0].namespace: "My_App" is not a valid namespace name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters (e.g. "my-app")`},
+	}, {
+		name: "negative, unparsable and unitless durations",
+		yaml: "defaults:\n  interval: -1m\n  timeout: soon\nrepos:\n  - {name: a/b, url: 'https://h/a/b', namespace: x, timeout: 30, interval: 0}\n  - {name: a/c, url: 'https://h/a/c', namespace: x, timeout: 0}\n",
+		want: []string{
+			`repos.yaml:2: defaults.interval: -1m is negative: give a duration of 0 or more`,
+			`repos.yaml:3: defaults.timeout: "soon" is not a duration: write it like 30s, 1m or 1h30m`,
+			`repos.yaml:5: repos[0].timeout: "30" has no unit: write it as a duration such as 30s or 30m`,
+			`repos.yaml:6: repos[1].timeout: must be more than 0 (e.g. 5m)`,
+		},
+	}, {
+		name: "YAML syntax error names its line",
+		yaml: "repos:\n  - name: a/b\n    url: [unclosed\n",
+		want: []string{`repos.yaml:3: YAML syntax error: sequence end token ']' not found`},
+	}, {
+		name: "wrong types",
+		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namespace: x\n    prune: yes please\n    branch: [a]\n",
+		want: []string{
+			`repos.yaml:5: repos[0].prune: must be true or false, not "yes please"`,
+			`repos.yaml:6: repos[0].branch: must be a branch name such as main, not a list`,
+		},
+	}, {
+		name: "credentials that do not fit the url",
+		yaml: "repos:\n  - {name: a/b, url: 'git@h:a/b.git', namespace: x, auth: {tokenFile: t}}\n  - {name: a/c, url: 'https://h/a/c', namespace: x, auth: {knownHostsFile: k}}\n",
+		want: []string{
+			`repos.yaml:2: repos[0].auth.tokenFile: a token works with https URLs, but the url is ssh: use an https URL or auth.sshKeyFile`,
+			`repos.yaml:3: repos[1].auth.knownHostsFile: only used with auth.sshKeyFile`,
+		},
+	}, {
+		name: "path outside the repo and bad branch",
+		yaml: "repos:\n  - {name: a/b, url: 'https://h/a/b', namespace: x, path: ../etc, branch: refs/heads/main}\n",
+		want: []string{
+			`repos.yaml:2: repos[0].path: "../etc" points outside the repo: remove the '..'`,
+			`repos.yaml:2: repos[0].branch: "refs/heads/main" is a ref: give the branch name alone, e.g. "main"`,
+		},
+	}, {
+		name: "a key set twice",
+		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namespace: x\n    namespace: y\n",
+		want: []string{`repos.yaml:5: repos[0].namespace: set twice (first at line 4); keep one`},
+	}, {
+		name: "empty file",
+		yaml: "",
+		want: []string{`repos.yaml: file is empty: it needs a repos: list (see the commented repos.yaml in deployd's repository)`},
+	}, {
+		name: "repos is not a list",
+		yaml: "repos:\n  name: a/b\n",
+		want: []string{`repos.yaml:2: repos: must be a list of repositories (each item starting with '- name:'), not a mapping`},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("repos.yaml", []byte(tt.yaml), DefaultOptions())
+			var cfgErr *Error
+			if !errors.As(err, &cfgErr) {
+				t.Fatalf("Parse error = %v, want a *config.Error", err)
+			}
+			got := strings.Split(cfgErr.Error(), "\n")
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryProblemAtOnce(t *testing.T) {
+	_, err := Parse("r.yaml", []byte("repos:\n  - {name: x, url: 'ftp://h', namespace: A}\n  - {name: y, url: 'ftp://h', namespace: B}\n"), DefaultOptions())
+	var cfgErr *Error
+	if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 6 {
+		t.Fatalf("want 6 problems (3 per repo), got %v", err)
+	}
+}
+
+func TestDiff(t *testing.T) {
+	parse := func(s string) *Config {
+		c, err := Parse("r.yaml", []byte(s), DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	old := parse("repos:\n- {name: a/a, url: 'https://h/a', namespace: a}\n- {name: a/b, url: 'https://h/b', namespace: b}\n")
+	cur := parse("repos:\n\n- {name: a/b, url: 'https://h/b', namespace: b}\n- {name: a/c, url: 'https://h/c', namespace: c}\n- {name: a/a, url: 'https://h/a', namespace: z}\n")
+	want := Changes{
+		Added:   []Key{{"a/c", "production"}},
+		Changed: []Key{{"a/a", "production"}},
+	}
+	if diff := cmp.Diff(want, Diff(old, cur)); diff != "" {
+		t.Errorf("Diff (-want +got):\n%s", diff)
+	}
+	if got := Diff(cur, old); len(got.Removed) != 1 || got.Removed[0].Name != "a/c" {
+		t.Errorf("Diff back = %+v, want a/c removed", got)
+	}
+}

@@ -1,0 +1,300 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// settings reads the fields shared by defaults and repos into s; extra adds the
+// fields only a repo has.
+func (p *parser) settings(n *yaml.Node, field string, s *Settings, extra map[string]func(k, v *yaml.Node)) {
+	handlers := map[string]func(k, v *yaml.Node){
+		"branch": func(k, v *yaml.Node) {
+			if b, ok := p.scalar(v, join(field, "branch"), "a branch name such as main"); ok {
+				if msg := checkBranch(b); msg != "" {
+					p.add(v, join(field, "branch"), "%q %s", b, msg)
+					return
+				}
+				s.Branch = b
+			}
+		},
+		"path": func(k, v *yaml.Node) {
+			if dir, ok := p.scalar(v, join(field, "path"), "a directory in the repo such as deploy/manifests"); ok {
+				if msg := checkPath(dir); msg != "" {
+					p.add(v, join(field, "path"), "%q %s", dir, msg)
+					return
+				}
+				s.Path = path.Clean(dir)
+			}
+		},
+		"interval": func(k, v *yaml.Node) { p.duration(v, join(field, "interval"), true, &s.Interval) },
+		"timeout":  func(k, v *yaml.Node) { p.duration(v, join(field, "timeout"), false, &s.Timeout) },
+		"prune":    func(k, v *yaml.Node) { p.boolean(v, join(field, "prune"), &s.Prune) },
+	}
+	for k, h := range extra {
+		handlers[k] = h
+	}
+	p.mapping(n, field, handlers)
+}
+
+func (p *parser) repos(n *yaml.Node, cfg *Config) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // "repos:" with nothing: a valid, empty config
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.add(n, "repos", "must be a list of repositories (each item starting with '- name:'), not %s", describe(n))
+		return
+	}
+	seen := map[Key]int{}
+	for i, item := range n.Content {
+		field := fmt.Sprintf("repos[%d]", i)
+		r, ok := p.repo(deref(item), field, cfg.Defaults)
+		if !ok {
+			continue
+		}
+		if line, dup := seen[r.Key()]; dup {
+			p.add(item, field, "%s in environment %q is already configured at line %d: give one of them another environment, or remove one",
+				r.Name, r.Environment, line)
+			continue
+		}
+		seen[r.Key()] = item.Line
+		cfg.Repos = append(cfg.Repos, r)
+	}
+}
+
+// repo reads one entry of repos; ok is false when it had a problem.
+func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool) {
+	before := len(p.problems)
+	r := Repo{Settings: defaults, Environment: p.opts.DefaultEnvironment, Line: n.Line}
+	var urlNode, authNode *yaml.Node
+	str := func(name, want string, check func(string) string, out *string) func(k, v *yaml.Node) {
+		return func(k, v *yaml.Node) {
+			if s, ok := p.scalar(v, join(field, name), want); ok {
+				if msg := check(s); msg != "" {
+					p.add(v, join(field, name), "%s", msg)
+					return
+				}
+				*out = s
+			}
+		}
+	}
+	ok := true
+	p.settings(n, field, &r.Settings, map[string]func(k, v *yaml.Node){
+		"name":        str("name", "owner/repo", checkName, &r.Name),
+		"url":         func(k, v *yaml.Node) { urlNode = v; str("url", "the repo's clone URL", checkURL, &r.URL)(k, v) },
+		"namespace":   str("namespace", "a Kubernetes namespace name", checkNamespace, &r.Namespace),
+		"environment": str("environment", "an environment name such as dev", checkEnvironment, &r.Environment),
+		"auth":        func(k, v *yaml.Node) { authNode = v; p.auth(v, join(field, "auth"), &r.Auth) },
+	})
+	if deref(n).Kind != yaml.MappingNode {
+		return r, false
+	}
+	for _, req := range []struct{ name, val, why string }{
+		{"name", r.Name, "owner/repo, the repo's key in the API"},
+		{"url", r.URL, "where to fetch it from"},
+		{"namespace", r.Namespace, "the namespace its manifests go to"},
+	} {
+		if req.val == "" && !p.hasProblem(before, join(field, req.name)) {
+			p.add(n, join(field, req.name), "missing: set %s (%s)", req.name, req.why)
+			ok = false
+		}
+	}
+	if r.Environment == "" {
+		p.add(n, join(field, "environment"), "missing, and deployd has no default: set it here or start deployd with --environment")
+	}
+	p.checkAuth(r, field, urlNode, authNode)
+	r.Auth = p.resolveAuth(r.Auth)
+	return r, ok && len(p.problems) == before
+}
+
+func (p *parser) hasProblem(since int, field string) bool {
+	for _, pr := range p.problems[since:] {
+		if pr.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *parser) auth(n *yaml.Node, field string, a *Auth) {
+	file := func(name string, out *string) func(k, v *yaml.Node) {
+		return func(k, v *yaml.Node) {
+			if s, ok := p.scalar(v, join(field, name), "a file path"); ok {
+				*out = s
+			}
+		}
+	}
+	p.mapping(n, field, map[string]func(k, v *yaml.Node){
+		"tokenFile":      file("tokenFile", &a.TokenFile),
+		"sshKeyFile":     file("sshKeyFile", &a.SSHKeyFile),
+		"knownHostsFile": file("knownHostsFile", &a.KnownHostsFile),
+	})
+}
+
+// checkAuth reports credentials that do not fit each other or the URL.
+func (p *parser) checkAuth(r Repo, field string, urlNode, authNode *yaml.Node) {
+	a := r.Auth
+	at := authNode
+	if at == nil {
+		at = urlNode
+	}
+	scheme := urlScheme(r.URL)
+	switch {
+	case a.TokenFile != "" && a.SSHKeyFile != "":
+		p.add(at, join(field, "auth"), "set tokenFile or sshKeyFile, not both")
+	case a.TokenFile != "" && scheme != "" && scheme != "https" && scheme != "http":
+		p.add(at, join(field, "auth.tokenFile"), "a token works with https URLs, but the url is %s: use an https URL or auth.sshKeyFile", scheme)
+	case a.SSHKeyFile != "" && scheme != "" && scheme != "ssh":
+		p.add(at, join(field, "auth.sshKeyFile"), "an SSH key works with ssh URLs (ssh://… or git@host:owner/repo.git), but the url is %s", scheme)
+	}
+	if a.KnownHostsFile != "" && a.SSHKeyFile == "" {
+		p.add(at, join(field, "auth.knownHostsFile"), "only used with auth.sshKeyFile")
+	}
+}
+
+// resolveAuth makes relative credential paths relative to the config file's directory.
+func (p *parser) resolveAuth(a Auth) Auth {
+	abs := func(f string) string {
+		if f == "" || filepath.IsAbs(f) {
+			return f
+		}
+		return filepath.Join(p.dir, f)
+	}
+	return Auth{TokenFile: abs(a.TokenFile), SSHKeyFile: abs(a.SSHKeyFile), KnownHostsFile: abs(a.KnownHostsFile)}
+}
+
+var (
+	ownerRE = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
+	repoRE  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+	scpRE   = regexp.MustCompile(`^(?:[A-Za-z0-9._-]+@)?([A-Za-z0-9.-]+):([^/].*)$`)
+)
+
+func checkName(s string) string {
+	owner, repo, ok := strings.Cut(s, "/")
+	switch {
+	case !ok || strings.Contains(repo, "/"):
+		return fmt.Sprintf("%q is not owner/repo: write it as on GitHub, e.g. haraldsk/an-application", s)
+	case !ownerRE.MatchString(owner):
+		return fmt.Sprintf("owner %q is not valid: letters, digits and '-', at most 39, not starting with '-'", owner)
+	case !repoRE.MatchString(repo) || repo == "." || repo == "..":
+		return fmt.Sprintf("repo %q is not valid: letters, digits, '.', '_' and '-', at most 100", repo)
+	}
+	return ""
+}
+
+// urlScheme returns the scheme deployd will use for a repo URL, "ssh" for scp-like ones.
+func urlScheme(s string) string {
+	if !strings.Contains(s, "://") && scpRE.MatchString(s) {
+		return "ssh"
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme
+}
+
+func checkURL(s string) string {
+	if !strings.Contains(s, "://") {
+		if scpRE.MatchString(s) {
+			return ""
+		}
+		return fmt.Sprintf("%q is not a URL deployd can fetch: use https://host/owner/repo.git, ssh://git@host/owner/repo.git, git@host:owner/repo.git or file:///path", s)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "is not a valid URL: " + strings.TrimPrefix(err.Error(), "parse ")
+	}
+	if _, hasPassword := u.User.Password(); hasPassword {
+		return fmt.Sprintf("%s has a password or token in it: remove it and put the token in a file named by auth.tokenFile", u.Redacted())
+	}
+	switch u.Scheme {
+	case "https", "http", "ssh", "git":
+		if u.Host == "" {
+			return fmt.Sprintf("%q has no host", s)
+		}
+	case "file":
+		if u.Path == "" || !path.IsAbs(u.Path) {
+			return fmt.Sprintf("%q needs an absolute path: file:///srv/git/app.git", s)
+		}
+	default:
+		return fmt.Sprintf("scheme %q is not supported: use https, http, ssh, git or file", u.Scheme)
+	}
+	return ""
+}
+
+func checkNamespace(s string) string {
+	if errs := validation.IsDNS1123Label(s); len(errs) > 0 {
+		return fmt.Sprintf("%q is not a valid namespace name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters (e.g. %q)",
+			s, exampleLabel(s))
+	}
+	return ""
+}
+
+func checkEnvironment(s string) string {
+	if errs := validation.IsDNS1123Label(s); len(errs) > 0 {
+		return fmt.Sprintf("%q is not a valid environment name: lowercase letters, digits and '-', at most 63 characters (e.g. %q); it is used in Kubernetes names and labels",
+			s, exampleLabel(s))
+	}
+	return ""
+}
+
+// CheckEnvironment reports why s is not a valid environment name, or "" when it is.
+func CheckEnvironment(s string) string { return checkEnvironment(s) }
+
+// exampleLabel suggests a valid label close to s.
+func exampleLabel(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	out := strings.Trim(b.String(), "-")
+	if len(out) > 63 {
+		out = strings.Trim(out[:63], "-")
+	}
+	if out == "" {
+		return "my-app"
+	}
+	return out
+}
+
+func checkBranch(b string) string {
+	switch {
+	case strings.HasPrefix(b, "refs/"):
+		return fmt.Sprintf("is a ref: give the branch name alone, e.g. %q", strings.TrimPrefix(b, "refs/heads/"))
+	case b == "@", strings.HasPrefix(b, "-"), strings.HasPrefix(b, "/"), strings.HasSuffix(b, "/"),
+		strings.HasSuffix(b, "."), strings.HasSuffix(b, ".lock"), strings.Contains(b, ".."),
+		strings.Contains(b, "//"), strings.Contains(b, "@{"), strings.ContainsAny(b, " ~^:?*[\\\t"):
+		return "is not a valid branch name (see git check-ref-format)"
+	}
+	for _, r := range b {
+		if r < 0x20 || r == 0x7f {
+			return "is not a valid branch name: it has a control character"
+		}
+	}
+	return ""
+}
+
+func checkPath(p string) string {
+	switch {
+	case path.IsAbs(p):
+		return "must be relative to the repo's root, e.g. deploy/manifests"
+	case path.Clean(p) == ".." || strings.HasPrefix(path.Clean(p), "../"):
+		return "points outside the repo: remove the '..'"
+	case strings.Contains(p, "\\"):
+		return "must use '/' between directories"
+	}
+	return ""
+}
