@@ -13,6 +13,9 @@ KWOK_VERSION=v0.8.0
 key="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_$(go env GOVERSION)"
 bin=${DEPLOYD_SIMCLUSTER_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/deployd/simcluster/$key}
 mkdir -p "$bin"
+# Several test binaries may ask at once on a cold machine: build once, the others wait.
+exec 9>"$bin/.lock"
+flock 9
 
 say() { echo "simcluster: $*" >&2; }
 have() { [ -x "$bin/$1" ]; }

@@ -1,0 +1,319 @@
+// Package simcluster runs a real Kubernetes control plane (etcd, kube-apiserver,
+// controller-manager, scheduler) with kwok's simulated node, for tests and the demo.
+//
+// Nothing is downloaded and no container runs: the binaries are built from Go modules
+// by hack/simcluster/build.sh. Pods are scheduled onto a fake node that kwok makes
+// Ready at once, so Deployments really roll out. Pods labelled with CrashLoopLabel
+// never become Ready, and pods labelled with FailLabel end Failed.
+package simcluster
+
+import (
+	"context"
+	_ "embed"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// CrashLoopLabel set to "true" on a pod template keeps its pods Running but never Ready
+// (CrashLoopBackOff), so the rollout stalls into ProgressDeadlineExceeded.
+const CrashLoopLabel = "simcluster.deployd.dev/crashloop"
+
+// FailLabel set to "true" on a pod template makes kwok fail its pods (phase Failed).
+const FailLabel = "pod-init-container-running-failed.stage.kwok.x-k8s.io"
+
+//go:embed stages/pod-crashloop.yaml
+var crashLoopStage []byte
+
+// NodeName is the simulated node's name.
+const NodeName = "kwok-node-0"
+
+// Options configure a cluster.
+type Options struct {
+	// Dir holds the cluster's data, certificates and logs; a new temporary directory when empty.
+	Dir string
+	// KeepDir leaves Dir in place after Stop, for reading the components' logs.
+	KeepDir bool
+	// BinDir holds the binaries; found or built by Binaries when empty.
+	BinDir string
+	// Progress receives a line for each step, for people waiting on a cold start.
+	Progress io.Writer
+}
+
+// DefaultOptions returns options for a throw-away cluster that reports no progress.
+func DefaultOptions() Options {
+	return Options{Progress: io.Discard}
+}
+
+// Cluster is a running simulated cluster.
+type Cluster struct {
+	// Dir holds its data, certificates and logs (etcd.log, kube-apiserver.log, ...).
+	Dir string
+	// Kubeconfig is the path of a kubeconfig with cluster-admin rights.
+	Kubeconfig string
+	// Config is the same access as a rest.Config.
+	Config *rest.Config
+
+	opts    Options
+	procs   []*process
+	etcdURL string
+}
+
+// Start builds (if needed) and starts a cluster on free loopback ports, returning once
+// the API server is ready and the simulated node is Ready.
+func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	if opts.BinDir == "" {
+		if opts.BinDir, err = Binaries(ctx, opts.Progress); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Dir == "" {
+		if opts.Dir, err = os.MkdirTemp("", "deployd-simcluster-"); err != nil {
+			return nil, fmt.Errorf("creating the cluster directory: %w", err)
+		}
+	}
+	c = &Cluster{Dir: opts.Dir, opts: opts}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("starting the simulated cluster (logs in %s): %w", c.Dir, err)
+			if stopErr := c.stopProcesses(); stopErr != nil {
+				err = errors.Join(err, stopErr)
+			}
+		}
+	}()
+	start := time.Now()
+	steps := []struct {
+		what string
+		do   func(context.Context) error
+	}{
+		{"etcd", c.startEtcd},
+		{"kube-apiserver", c.startAPIServer},
+		{"controller-manager, scheduler and kwok", c.startControllers},
+		{"the simulated node", c.addNode},
+	}
+	for _, s := range steps {
+		fmt.Fprintf(opts.Progress, "simcluster: starting %s...\n", s.what)
+		if err := s.do(ctx); err != nil {
+			return c, err
+		}
+	}
+	fmt.Fprintf(opts.Progress, "simcluster: ready in %s, kubeconfig %s\n", time.Since(start).Round(100*time.Millisecond), c.Kubeconfig)
+	return c, nil
+}
+
+// Stop ends every process of the cluster and removes its directory unless KeepDir.
+func (c *Cluster) Stop() error {
+	err := c.stopProcesses()
+	if !c.opts.KeepDir {
+		err = errors.Join(err, os.RemoveAll(c.Dir))
+	}
+	return err
+}
+
+func (c *Cluster) path(name string) string { return filepath.Join(c.Dir, name) }
+
+func (c *Cluster) bin(name string) string { return filepath.Join(c.opts.BinDir, name) }
+
+func (c *Cluster) startEtcd(ctx context.Context) error {
+	client, peer := freePort(), freePort()
+	clientURL := "http://127.0.0.1:" + client
+	p, err := c.spawn("etcd", c.bin("etcd"),
+		"--data-dir", c.path("etcd"),
+		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+		"--listen-peer-urls", "http://127.0.0.1:"+peer, "--initial-advertise-peer-urls", "http://127.0.0.1:"+peer,
+		"--initial-cluster", "default=http://127.0.0.1:"+peer,
+		"--unsafe-no-fsync", "--log-level", "warn")
+	if err != nil {
+		return err
+	}
+	c.etcdURL = clientURL
+	return p.waitHTTP(ctx, http.DefaultClient, clientURL+"/health", "")
+}
+
+func (c *Cluster) startAPIServer(ctx context.Context) error {
+	if err := writeServiceAccountKey(c.path("sa.key"), c.path("sa.pub")); err != nil {
+		return err
+	}
+	token := randomHex(16)
+	if err := os.WriteFile(c.path("tokens.csv"), []byte(token+",admin,admin,system:masters\n"), 0o600); err != nil {
+		return fmt.Errorf("writing tokens.csv: %w", err)
+	}
+	port := freePort()
+	p, err := c.spawn("kube-apiserver", c.bin("kube-apiserver"),
+		"--etcd-servers", c.etcdURL,
+		"--bind-address", "127.0.0.1", "--secure-port", port, "--cert-dir", c.path("pki"),
+		"--token-auth-file", c.path("tokens.csv"), "--authorization-mode", "RBAC",
+		"--service-account-issuer", "https://kubernetes.default.svc",
+		"--service-account-key-file", c.path("sa.pub"), "--service-account-signing-key-file", c.path("sa.key"),
+		"--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged")
+	if err != nil {
+		return err
+	}
+	host := "https://127.0.0.1:" + port
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if err := p.waitHTTP(ctx, insecure, host+"/readyz", token); err != nil {
+		return err
+	}
+	ca, err := os.ReadFile(filepath.Join(c.path("pki"), "apiserver.crt"))
+	if err != nil {
+		return fmt.Errorf("reading the API server's certificate: %w", err)
+	}
+	c.Config = &rest.Config{Host: host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: ca}, QPS: 200, Burst: 400}
+	c.Kubeconfig = c.path("kubeconfig")
+	return WriteKubeconfig(c.Kubeconfig, c.Config, "simcluster")
+}
+
+func (c *Cluster) startControllers(ctx context.Context) error {
+	kc := c.Kubeconfig
+	if _, err := c.spawn("kube-controller-manager", c.bin("kube-controller-manager"),
+		"--kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
+		"--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", freePort(),
+		"--service-account-private-key-file", c.path("sa.key"), "--root-ca-file", filepath.Join(c.path("pki"), "apiserver.crt"),
+		"--controllers", "*,-serviceaccount-token", "--concurrent-deployment-syncs", "10"); err != nil {
+		return err
+	}
+	if _, err := c.spawn("kube-scheduler", c.bin("kube-scheduler"),
+		"--kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
+		"--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", freePort()); err != nil {
+		return err
+	}
+	stages, err := c.writeStages()
+	if err != nil {
+		return err
+	}
+	_, err = c.spawn("kwok", c.bin("kwok"),
+		"--kubeconfig", kc, "--config", stages,
+		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+		"--cidr=10.0.0.1/24", "--node-ip=10.0.0.1", "--server-address", "127.0.0.1:"+freePort())
+	return err
+}
+
+// writeStages joins the kwok stage files deployd's tests rely on: the node comes up
+// and keeps its heartbeat, pods go Ready at once, and labelled pods crash-loop or fail.
+func (c *Cluster) writeStages() (string, error) {
+	files := []string{
+		"node/fast/node-initialize.yaml", "node/heartbeat/node-heartbeat.yaml",
+		"pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml",
+		"pod/chaos/pod-init-container-running-failed.yaml",
+	}
+	var out []byte
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(c.opts.BinDir, "kwok-stages", f))
+		if err != nil {
+			return "", fmt.Errorf("reading kwok stage: %w", err)
+		}
+		out = append(append(out, "---\n"...), b...)
+	}
+	out = append(append(out, "---\n"...), crashLoopStage...)
+	path := c.path("kwok-stages.yaml")
+	return path, os.WriteFile(path, out, 0o644)
+}
+
+func (c *Cluster) addNode(ctx context.Context) error {
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("32"),
+		corev1.ResourceMemory: resource.MustParse("256Gi"),
+		corev1.ResourcePods:   resource.MustParse("1000"),
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        NodeName,
+			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+			Labels:      map[string]string{"kubernetes.io/hostname": NodeName, "kubernetes.io/os": "linux", "type": "kwok"},
+		},
+		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+	}
+	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating node %s: %w", NodeName, err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for node %s to be Ready (kwok.log says why): %w", NodeName, err)
+	}
+	return nil
+}
+
+// WriteKubeconfig writes a kubeconfig file for cfg's host and bearer token.
+func WriteKubeconfig(path string, cfg *rest.Config, name string) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters[name] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData, InsecureSkipTLSVerify: cfg.Insecure}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
+	kc.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name, Namespace: "default"}
+	kc.CurrentContext = name
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return fmt.Errorf("writing kubeconfig %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeServiceAccountKey(keyPath, pubPath string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return fmt.Errorf("generating the service account key: %w", err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return fmt.Errorf("encoding the service account key: %w", err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("no free loopback port: %v", err))
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}

@@ -1,0 +1,128 @@
+package simcluster
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+)
+
+var env *Env
+
+func TestMain(m *testing.M) { os.Exit(Main(m, &env)) }
+
+func deployment(name string, replicas int32, podLabels map[string]string) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	for k, v := range podLabels {
+		labels[k] = v
+	}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas:                ptr.To(replicas),
+			ProgressDeadlineSeconds: ptr.To[int32](5),
+			Selector:                &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27"}}},
+			},
+		},
+	}
+}
+
+// waitDeployment polls the Deployment until done says so.
+func waitDeployment(t *testing.T, ns, name string, timeout time.Duration, done func(*appsv1.Deployment) bool) *appsv1.Deployment {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last *appsv1.Deployment
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		d, err := env.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = d
+		return done(d), nil
+	})
+	if err != nil {
+		t.Fatalf("Deployment %s/%s: %v; last status: %+v", ns, name, err, last.Status)
+	}
+	return last
+}
+
+func TestDeploymentRollsOut(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	if _, err := env.Client.AppsV1().Deployments(ns).Create(ctx, deployment("web", 3, nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d := waitDeployment(t, ns, "web", 2*time.Minute, func(d *appsv1.Deployment) bool {
+		s := d.Status
+		return s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == 3 && s.AvailableReplicas == 3 && s.ReadyReplicas == 3
+	})
+	pods, err := env.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 3 {
+		t.Fatalf("%d pods, want 3", len(pods.Items))
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != NodeName || p.Status.Phase != corev1.PodRunning {
+			t.Errorf("pod %s on node %q in phase %s, want Running on %s", p.Name, p.Spec.NodeName, p.Status.Phase, NodeName)
+		}
+	}
+	t.Logf("rolled out: %d/%d available", d.Status.AvailableReplicas, *d.Spec.Replicas)
+}
+
+func TestCrashLoopingPodsFailTheRollout(t *testing.T) {
+	ns := env.Namespace(t)
+	d := deployment("broken", 2, map[string]string{CrashLoopLabel: "true"})
+	if _, err := env.Client.AppsV1().Deployments(ns).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got := waitDeployment(t, ns, "broken", 2*time.Minute, func(d *appsv1.Deployment) bool {
+		for _, c := range d.Status.Conditions {
+			if c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse {
+				return c.Reason == "ProgressDeadlineExceeded"
+			}
+		}
+		return false
+	})
+	if got.Status.AvailableReplicas != 0 {
+		t.Errorf("%d replicas available, want 0: kwok should have kept every pod unready", got.Status.AvailableReplicas)
+	}
+}
+
+func TestFailedPodsAreReplaced(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	d := deployment("failing", 1, map[string]string{FailLabel: "true"})
+	if _, err := env.Client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err := wait.PollUntilContextCancel(wctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		pods, err := env.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=failing"})
+		if err != nil {
+			return false, nil
+		}
+		failed := 0
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodFailed {
+				failed++
+			}
+		}
+		return failed >= 2, nil
+	})
+	if err != nil {
+		t.Fatalf("want at least two Failed pods (one replaced by the ReplicaSet, then failed again): %v", err)
+	}
+}
