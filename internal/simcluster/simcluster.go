@@ -9,11 +9,11 @@ package simcluster
 
 import (
 	"context"
-	_ "embed"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	_ "embed"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"

@@ -1,0 +1,195 @@
+// Package cli is deployd's command line: it reads flags (and DEPLOYD_* environment
+// variables), then runs the daemon or a subcommand such as check.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/daemon"
+	"github.com/deployd/deployd/internal/version"
+)
+
+// ExitError ends the program with Code after its output was already written.
+type ExitError struct {
+	Code int
+}
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// Run runs deployd with args (without the program name). Subcommands: check, version;
+// none runs the daemon until ctx is cancelled.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "check":
+			return check(args[1:], stdout, stderr)
+		case "version":
+			fmt.Fprintln(stdout, version.String())
+			return nil
+		}
+	}
+	return serve(ctx, args, stdout, stderr, nil)
+}
+
+// serveFlags are the daemon's flags, bound to its options.
+type serveFlags struct {
+	opts        daemon.Options
+	logFormat   string
+	logLevel    string
+	showVersion bool
+}
+
+func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
+	f := &serveFlags{opts: daemon.DefaultOptions(), logFormat: "text", logLevel: "info"}
+	fs := flag.NewFlagSet("deployd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &f.opts
+	fs.StringVar(&o.ConfigPath, "config", o.ConfigPath, "path to repos.yaml")
+	fs.StringVar(&o.Kube.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+	fs.StringVar(&o.Kube.Context, "context", "", "kubeconfig context (default: its current context)")
+	fs.StringVar(&o.Listen, "listen", o.Listen, "HTTP listen address")
+	fs.StringVar(&o.CacheDir, "cache-dir", o.CacheDir, "directory for git clones")
+	fs.StringVar(&o.Config.DefaultEnvironment, "environment", o.Config.DefaultEnvironment, "environment of repos that set none")
+	fs.StringVar(&o.PublicURL, "public-url", "", "base URL of this deployd, used in links it hands out (e.g. https://deployd.example.com)")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight work may take after SIGTERM")
+	fs.StringVar(&f.logFormat, "log-format", f.logFormat, "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "log level: debug, info, warn or error")
+	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: deployd [flags]\n       deployd check --config repos.yaml\n       deployd version\n\n"+
+			"Every flag can also be set as DEPLOYD_<FLAG> (e.g. DEPLOYD_LOG_LEVEL=debug); flags win.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	return fs, f
+}
+
+// serve runs the daemon; listening, when set, receives the bound address (tests).
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hook func(o *daemon.Options)) error {
+	fs, f := newServeFlags(stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if f.showVersion {
+		fmt.Fprintln(stdout, version.String())
+		return nil
+	}
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	if err := f.validate(); err != nil {
+		return err
+	}
+	f.opts.Logger = log
+	if hook != nil {
+		hook(&f.opts)
+	}
+	log.Info("starting", "version", version.String())
+	err = daemon.Run(ctx, f.opts)
+	var cfgErr *config.Error
+	if errors.As(err, &cfgErr) {
+		fmt.Fprintf(stderr, "deployd: %s is not valid:\n%s\nRun `deployd check --config %s` after fixing it.\n", f.opts.ConfigPath, indent(cfgErr.Error()), f.opts.ConfigPath)
+		return &ExitError{Code: 1}
+	}
+	return err
+}
+
+func (f *serveFlags) validate() error {
+	if msg := config.CheckEnvironment(f.opts.Config.DefaultEnvironment); msg != "" {
+		return fmt.Errorf("--environment: %s", msg)
+	}
+	if f.opts.PublicURL != "" {
+		u, err := url.Parse(f.opts.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--public-url %q: give an absolute http(s) URL, e.g. https://deployd.example.com", f.opts.PublicURL)
+		}
+		f.opts.PublicURL = strings.TrimSuffix(f.opts.PublicURL, "/")
+	}
+	if f.opts.ShutdownTimeout <= 0 {
+		return fmt.Errorf("--shutdown-timeout must be more than 0")
+	}
+	return nil
+}
+
+// parse reads args, then fills each flag not given from DEPLOYD_<FLAG>.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return &ExitError{Code: 0}
+		}
+		return &ExitError{Code: 2}
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see deployd --help)", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	sort.Strings(names)
+	for _, name := range names {
+		env := EnvName(name)
+		val, ok := os.LookupEnv(env)
+		if given[name] || !ok {
+			continue
+		}
+		if err := fs.Set(name, val); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %v", env, val, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// EnvName is the environment variable that sets a flag: --log-level is DEPLOYD_LOG_LEVEL.
+func EnvName(flag string) string {
+	return "DEPLOYD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	hopts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// Main runs deployd as a program: SIGINT and SIGTERM start a graceful shutdown, and
+// the result is the exit code (0 after a clean shutdown).
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := Run(ctx, args, stdout, stderr)
+	var exit *ExitError
+	switch {
+	case errors.As(err, &exit):
+		return exit.Code
+	case err != nil:
+		fmt.Fprintln(stderr, "deployd:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,71 @@
+// Package kube connects deployd to its cluster: it finds the credentials (in-cluster,
+// then a kubeconfig) and tells whether the API server answers.
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// ConfigOptions say where deployd's cluster credentials come from.
+type ConfigOptions struct {
+	// Kubeconfig is an explicit kubeconfig path; empty means in-cluster, then $KUBECONFIG, then ~/.kube/config.
+	Kubeconfig string
+	// Context is the kubeconfig context to use; empty means its current context.
+	Context string
+}
+
+// RESTConfig returns the client configuration the options lead to.
+func RESTConfig(opts ConfigOptions) (*rest.Config, error) {
+	if opts.Kubeconfig == "" && opts.Context == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		} else if !errors.Is(err, rest.ErrNotInCluster) {
+			return nil, fmt.Errorf("in-cluster config: %w", err)
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = opts.Kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: opts.Context})
+	cfg, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, errors.New("no cluster to talk to: not running in a pod, and no kubeconfig in $KUBECONFIG or ~/.kube/config; pass --kubeconfig")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	return cfg, nil
+}
+
+// Prober asks the API server whether it is ready.
+type Prober struct {
+	client rest.Interface
+}
+
+// NewProber returns a prober for the cluster cfg reaches.
+func NewProber(cfg *rest.Config) (*Prober, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a client for %s: %w", cfg.Host, err)
+	}
+	return &Prober{client: dc.RESTClient()}, nil
+}
+
+// Probe calls the API server's /readyz; ctx bounds how long it may take.
+func (p *Prober) Probe(ctx context.Context) error {
+	var code int
+	err := p.client.Get().AbsPath("/readyz").Do(ctx).StatusCode(&code).Error()
+	if err != nil {
+		return fmt.Errorf("cluster not reachable: %w", err)
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("cluster not ready: /readyz answered %d", code)
+	}
+	return nil
+}
