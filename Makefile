@@ -1,0 +1,52 @@
+# deployd's front door. `make demo` and `make test` are the two commands a newcomer needs.
+GO          ?= go
+BIN         := bin
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS     := -X github.com/deployd/deployd/internal/version.Version=$(VERSION) \
+               -X github.com/deployd/deployd/internal/version.Commit=$(COMMIT)
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Extra flags for go test, e.g. make test TESTFLAGS='-run TestCheck -v'.
+TESTFLAGS   ?=
+DEMO_LISTEN ?= 127.0.0.1:8080
+
+.PHONY: build test demo cluster lint bench simcluster cluster-tool image
+
+## build: the deployd binary, stamped with version and commit, into bin/
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/deployd ./cmd/deployd
+
+## simcluster: build the simulated cluster's binaries once (minutes the first time, then cached)
+simcluster:
+	@bash hack/simcluster/build.sh >/dev/null
+
+cluster-tool:
+	@$(GO) build -o $(BIN)/cluster ./hack/cluster
+
+## test: every test, with the race detector, against one shared simulated cluster
+test: simcluster cluster-tool
+	$(BIN)/cluster exec -- $(GO) test -race -count=1 $(TESTFLAGS) ./...
+
+## cluster: start a simulated cluster by hand; prints its kubeconfig; Ctrl-C stops it
+cluster: simcluster cluster-tool
+	$(BIN)/cluster run
+
+## demo: deployd against a fresh simulated cluster with the root repos.yaml
+demo: build simcluster cluster-tool
+	@echo "demo: starting a simulated cluster and deployd on http://$(DEMO_LISTEN) (Ctrl-C stops both)"
+	@echo "demo: try  curl http://$(DEMO_LISTEN)/readyz"
+	$(BIN)/cluster exec -- $(BIN)/deployd --config repos.yaml --listen $(DEMO_LISTEN) --cache-dir $(BIN)/demo-cache
+
+## lint: gofmt, go vet and staticcheck
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+## bench: the Go benchmarks (the benchmark harness comes with issue 9)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## image: the container image (needs Docker)
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t deployd:$(VERSION) .
