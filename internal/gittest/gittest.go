@@ -1,0 +1,213 @@
+// Package gittest gives tests real git repositories and a real smart-HTTP server
+// (git http-backend behind net/http/cgi) that can require a token, fail or hang.
+// It uses the git command line, which deployd itself never does.
+package gittest
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Repo is an app repository: a bare repository the server serves, and a work tree
+// tests commit in and push from.
+type Repo struct {
+	t testing.TB
+	// Bare is the served repository's path (use FileURL for file://).
+	Bare string
+	work string
+}
+
+// git runs git in dir and returns its trimmed output.
+func git(t testing.TB, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"GIT_AUTHOR_NAME=Test Author", "GIT_AUTHOR_EMAIL=author@example.com",
+		"GIT_COMMITTER_NAME=Test Author", "GIT_COMMITTER_EMAIL=author@example.com",
+		"GIT_CONFIG_NOSYSTEM=1", "HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// NewRepo creates an empty repository under root/<name>.git with branch main.
+func NewRepo(t testing.TB, root, name string) *Repo {
+	t.Helper()
+	bare := filepath.Join(root, name+".git")
+	if err := os.MkdirAll(filepath.Dir(bare), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	git(t, root, "init", "-q", "--bare", "-b", "main", bare)
+	git(t, bare, "config", "http.receivepack", "true")
+	work := t.TempDir()
+	git(t, work, "init", "-q", "-b", "main")
+	git(t, work, "remote", "add", "origin", bare)
+	return &Repo{t: t, Bare: bare, work: work}
+}
+
+// FileURL is the repository's file:// URL.
+func (r *Repo) FileURL() string { return "file://" + r.Bare }
+
+// Commit writes files (path → content; empty content deletes) on branch, commits
+// and pushes, returning the commit SHA.
+func (r *Repo) Commit(branch, msg string, files map[string]string) string {
+	r.t.Helper()
+	r.checkout(branch)
+	for path, content := range files {
+		full := filepath.Join(r.work, path)
+		if content == "" {
+			git(r.t, r.work, "rm", "-q", "--ignore-unmatch", path)
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			r.t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+		git(r.t, r.work, "add", path)
+	}
+	git(r.t, r.work, "commit", "-q", "--allow-empty", "-m", msg)
+	git(r.t, r.work, "push", "-q", "origin", branch)
+	return git(r.t, r.work, "rev-parse", "HEAD")
+}
+
+// ForcePush rewrites branch to a single new root commit with files and force-pushes it.
+func (r *Repo) ForcePush(branch, msg string, files map[string]string) string {
+	r.t.Helper()
+	git(r.t, r.work, "checkout", "-q", "--orphan", "rewrite-"+branch)
+	git(r.t, r.work, "rm", "-rq", "--cached", "--ignore-unmatch", ".")
+	for path, content := range files {
+		full := filepath.Join(r.work, path)
+		_ = os.MkdirAll(filepath.Dir(full), 0o755)
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+		git(r.t, r.work, "add", path)
+	}
+	git(r.t, r.work, "commit", "-q", "-m", msg)
+	git(r.t, r.work, "branch", "-q", "-f", branch)
+	git(r.t, r.work, "checkout", "-q", "-f", branch)
+	git(r.t, r.work, "branch", "-q", "-D", "rewrite-"+branch)
+	git(r.t, r.work, "push", "-q", "-f", "origin", branch)
+	return git(r.t, r.work, "rev-parse", "HEAD")
+}
+
+func (r *Repo) checkout(branch string) {
+	switch {
+	case git(r.t, r.work, "symbolic-ref", "--short", "HEAD") == branch:
+	case git(r.t, r.work, "branch", "--list", branch) != "":
+		git(r.t, r.work, "checkout", "-q", branch)
+	default:
+		git(r.t, r.work, "checkout", "-q", "-b", branch)
+	}
+}
+
+// Server serves every repository under Root over smart HTTP.
+type Server struct {
+	// Root holds the served bare repositories.
+	Root string
+	// URL is the server's base URL: a repo is at URL + "/" + name + ".git".
+	URL string
+	// Token, when set, is required as the basic-auth password of every request.
+	Token string
+
+	srv      *httptest.Server
+	mode     atomic.Value // "", "down", "hang"
+	mu       sync.Mutex
+	requests []string
+	hang     chan struct{}
+}
+
+// NewServer starts a git server for the repositories under a new directory.
+func NewServer(t testing.TB) *Server {
+	t.Helper()
+	backend, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Fatalf("git --exec-path: %v", err)
+	}
+	s := &Server{Root: t.TempDir(), hang: make(chan struct{})}
+	cgiHandler := &cgi.Handler{
+		Path:   filepath.Join(strings.TrimSpace(string(backend)), "git-http-backend"),
+		Env:    []string{"GIT_PROJECT_ROOT=" + s.Root, "GIT_HTTP_EXPORT_ALL=1"},
+		Stderr: io.Discard, // "Not a git repository" for the tests that ask for a missing one
+	}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		s.mu.Lock()
+		s.requests = append(s.requests, req.Method+" "+req.URL.Path+queryOf(req))
+		hang := s.hang
+		s.mu.Unlock()
+		switch s.mode.Load() {
+		case "down":
+			http.Error(w, "git server down for the test", http.StatusServiceUnavailable)
+			return
+		case "hang":
+			select {
+			case <-hang:
+			case <-req.Context().Done():
+			}
+			return
+		}
+		if s.Token != "" {
+			if _, pw, ok := req.BasicAuth(); !ok || pw != s.Token {
+				w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+				http.Error(w, "authentication required", http.StatusUnauthorized)
+				return
+			}
+		}
+		cgiHandler.ServeHTTP(w, req)
+	}))
+	s.URL = s.srv.URL
+	t.Cleanup(func() {
+		s.SetMode("")
+		s.srv.Close()
+	})
+	return s
+}
+
+func queryOf(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return "?" + r.URL.RawQuery
+}
+
+// NewRepo creates a repository this server serves.
+func (s *Server) NewRepo(t testing.TB, name string) *Repo { return NewRepo(t, s.Root, name) }
+
+// RepoURL is the HTTP URL of a repository named name.
+func (s *Server) RepoURL(name string) string { return fmt.Sprintf("%s/%s.git", s.URL, name) }
+
+// SetMode makes the server answer normally (""), with 503 ("down"), or never ("hang").
+func (s *Server) SetMode(mode string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.mode.Swap(mode)
+	if old == "hang" && mode != "hang" {
+		close(s.hang)
+		s.hang = make(chan struct{})
+	}
+}
+
+// Requests returns the requests served so far ("GET /app.git/info/refs?service=git-upload-pack", ...)
+// and forgets them.
+func (s *Server) Requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.requests
+	s.requests = nil
+	return out
+}

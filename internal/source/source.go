@@ -1,0 +1,266 @@
+// Package source fetches app repositories with go-git into a local cache and says which
+// commit a branch is at and which tree its manifests path has there.
+//
+// A check costs one ref advertisement when nothing changed; objects are fetched only for
+// a new commit. Caches that cannot be used are re-cloned once, and the result says why.
+package source
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	git "github.com/go-git/go-git/v5"
+	gitconfig "github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/plumbing/transport/client"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"github.com/go-git/go-git/v5/plumbing/transport/server"
+
+	"github.com/deployd/deployd/internal/config"
+)
+
+func init() {
+	// file:// is served in-process: go-git's default runs the git-upload-pack binary.
+	client.InstallProtocol("file", server.NewClient(server.DefaultLoader))
+	// A server that accepts the connection and then says nothing must not hang a fetch
+	// past its context; this bounds the wait for response headers too.
+	hc := &http.Client{Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   4,
+	}}
+	client.InstallProtocol("http", githttp.NewClient(hc))
+	client.InstallProtocol("https", githttp.NewClient(hc))
+}
+
+// Revision is a branch head and its manifests.
+type Revision struct {
+	// Commit is the commit's SHA.
+	Commit string `json:"commit"`
+	// Tree is the hash of the manifests path's tree at Commit; equal trees mean unchanged manifests.
+	Tree string `json:"tree"`
+	// Message is the first line of the commit message.
+	Message string `json:"message"`
+	// Author is the commit author's name.
+	Author string `json:"author"`
+	// Time is the commit's author time.
+	Time time.Time `json:"time"`
+}
+
+// Result is the outcome of a check.
+type Result struct {
+	Revision
+	// Fetched is true when objects were fetched, false when the cache already had the commit.
+	Fetched bool
+	// Recloned says why the cache was thrown away and cloned again; empty when it was not.
+	Recloned string
+}
+
+// Options configure a Source.
+type Options struct {
+	// CacheDir holds one bare repository per configured repo.
+	CacheDir string
+	// Timeout bounds each network operation (ref listing, fetch).
+	Timeout time.Duration
+}
+
+// DefaultOptions returns options with a 2-minute network timeout; CacheDir must be set.
+func DefaultOptions() Options {
+	return Options{Timeout: 2 * time.Minute}
+}
+
+// Source checks repos against their remotes.
+type Source struct {
+	opts Options
+}
+
+// New returns a Source caching clones under opts.CacheDir.
+func New(opts Options) *Source {
+	return &Source{opts: opts}
+}
+
+// Check resolves repo's branch head on its remote, fetching it if the cache lacks it,
+// and returns the commit with its manifests tree.
+func (s *Source) Check(ctx context.Context, repo config.Repo) (Result, error) {
+	auth, err := authFor(repo)
+	if err != nil {
+		return Result{}, err
+	}
+	dir := s.dir(repo)
+	res, err := s.check(ctx, repo, dir, auth)
+	var cacheErr *cacheError
+	if !errors.As(err, &cacheErr) {
+		return res, err
+	}
+	reason := cacheErr.Error()
+	if err := os.RemoveAll(dir); err != nil {
+		return Result{}, fmt.Errorf("%s: removing the broken cache %s: %w", repo.Name, dir, err)
+	}
+	res, err = s.check(ctx, repo, dir, auth)
+	res.Recloned = reason
+	return res, err
+}
+
+// cacheError is a problem with the local clone, cured by cloning again.
+type cacheError struct{ err error }
+
+func (e *cacheError) Error() string { return "cache unusable: " + e.err.Error() }
+func (e *cacheError) Unwrap() error { return e.err }
+
+func (s *Source) check(ctx context.Context, repo config.Repo, dir string, auth transport.AuthMethod) (Result, error) {
+	r, err := openOrInit(dir, repo.URL)
+	if err != nil {
+		return Result{}, err
+	}
+	remote, err := r.Remote("origin")
+	if err != nil {
+		return Result{}, &cacheError{err}
+	}
+	branch := plumbing.NewBranchReferenceName(repo.Branch)
+	head, err := s.lsRemote(ctx, remote, auth, branch)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: listing refs at %s: %w", repo.Name, repo.URL, err)
+	}
+	res := Result{}
+	if _, err := r.CommitObject(head); err != nil {
+		if err := s.fetch(ctx, remote, auth, branch); err != nil {
+			return Result{}, fmt.Errorf("%s: fetching %s: %w", repo.Name, repo.Branch, err)
+		}
+		res.Fetched = true
+	}
+	rev, err := revision(r, head, repo.ManifestPath())
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", repo.Name, err)
+	}
+	res.Revision = rev
+	return res, nil
+}
+
+// lsRemote asks the server for its refs: one advertisement, no objects.
+func (s *Source) lsRemote(ctx context.Context, remote *git.Remote, auth transport.AuthMethod, branch plumbing.ReferenceName) (plumbing.Hash, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+	if err != nil {
+		return plumbing.ZeroHash, networkError(ctx, err)
+	}
+	for _, ref := range refs {
+		if ref.Name() == branch {
+			return ref.Hash(), nil
+		}
+	}
+	return plumbing.ZeroHash, fmt.Errorf("branch %q not found on the remote", branch.Short())
+}
+
+// fetch gets the branch head, shallow where the server allows it.
+func (s *Source) fetch(ctx context.Context, remote *git.Remote, auth transport.AuthMethod, branch plumbing.ReferenceName) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	opts := &git.FetchOptions{
+		RefSpecs: []gitconfig.RefSpec{gitconfig.RefSpec("+" + branch.String() + ":" + branch.String())},
+		Auth:     auth,
+		Depth:    1,
+		Tags:     git.NoTags,
+		Force:    true,
+	}
+	err := remote.FetchContext(ctx, opts)
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) && ctx.Err() == nil && !isNetwork(err) {
+		// Some servers (go-git's own file:// server among them) cannot serve shallow fetches.
+		opts.Depth = 0
+		err = remote.FetchContext(ctx, opts)
+	}
+	switch {
+	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
+		return nil
+	case ctx.Err() != nil || isNetwork(err):
+		return networkError(ctx, err)
+	default:
+		return &cacheError{err}
+	}
+}
+
+func revision(r *git.Repository, head plumbing.Hash, manifestPath string) (Revision, error) {
+	commit, err := r.CommitObject(head)
+	if err != nil {
+		return Revision{}, &cacheError{fmt.Errorf("commit %s missing after fetch: %w", head, err)}
+	}
+	tree, err := commit.Tree()
+	if err != nil {
+		return Revision{}, &cacheError{fmt.Errorf("reading commit %s: %w", head, err)}
+	}
+	treeHash := tree.Hash
+	if manifestPath != "." && manifestPath != "" {
+		sub, err := tree.Tree(manifestPath)
+		if errors.Is(err, object.ErrDirectoryNotFound) {
+			return Revision{}, fmt.Errorf("commit %s has no directory %q: create it, or set path in repos.yaml", head.String()[:12], manifestPath)
+		}
+		if err != nil {
+			return Revision{}, &cacheError{fmt.Errorf("reading %s at %s: %w", manifestPath, head, err)}
+		}
+		treeHash = sub.Hash
+	}
+	msg, _, _ := strings.Cut(strings.TrimSpace(commit.Message), "\n")
+	return Revision{Commit: head.String(), Tree: treeHash.String(), Message: msg, Author: commit.Author.Name, Time: commit.Author.When.UTC()}, nil
+}
+
+// openOrInit opens the bare cache at dir, creating it with an origin remote for url.
+func openOrInit(dir, url string) (*git.Repository, error) {
+	r, err := git.PlainOpen(dir)
+	if err == nil {
+		return r, nil
+	}
+	if !errors.Is(err, git.ErrRepositoryNotExists) {
+		return nil, &cacheError{err}
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return nil, fmt.Errorf("creating cache directory: %w", err)
+	}
+	if r, err = git.PlainInit(dir, true); err != nil {
+		return nil, fmt.Errorf("creating cache %s: %w", dir, err)
+	}
+	if _, err := r.CreateRemote(&gitconfig.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
+		return nil, fmt.Errorf("creating cache %s: %w", dir, err)
+	}
+	return r, nil
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// dir is the repo's cache directory; a URL change gets a fresh one.
+func (s *Source) dir(repo config.Repo) string {
+	sum := sha256.Sum256([]byte(repo.URL))
+	name := unsafeName.ReplaceAllString(strings.ToLower(repo.Name), "_") + "@" + repo.Environment + "-" + hex.EncodeToString(sum[:4])
+	return filepath.Join(s.opts.CacheDir, name)
+}
+
+// isNetwork tells failures of the server or the network from problems of the cache.
+func isNetwork(err error) bool {
+	var netErr net.Error
+	var httpErr *githttp.Err
+	return errors.As(err, &netErr) || errors.As(err, &httpErr) ||
+		errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) ||
+		errors.Is(err, transport.ErrRepositoryNotFound) || errors.Is(err, transport.ErrEmptyRemoteRepository) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+func networkError(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("timed out: %w", err)
+	}
+	return err
+}
