@@ -1,0 +1,353 @@
+// Package controller decides when each configured repo is checked and deployed: one work
+// queue keyed by (repo, environment), fed by polling, webhooks, the API and startup.
+//
+// A key is never processed twice at once, a burst of triggers for it collapses into one
+// check, failures are retried with capped exponential backoff, and at most Concurrency
+// keys are processed at a time. A commit whose manifests tree was already deployed is
+// seen but not deployed again, unless forced.
+package controller
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/source"
+)
+
+// Trigger says what asked for a check.
+type Trigger string
+
+// The triggers.
+const (
+	TriggerStartup Trigger = "startup"
+	TriggerPoll    Trigger = "poll"
+	TriggerWebhook Trigger = "webhook"
+	TriggerAPI     Trigger = "api"
+	TriggerConfig  Trigger = "config"
+)
+
+// Request asks for a repo to be checked.
+type Request struct {
+	// Trigger is what asked.
+	Trigger Trigger
+	// Force deploys even when the manifests did not change.
+	Force bool
+}
+
+// merge combines two requests for the same key: forcing wins, and the later trigger names it.
+func (r Request) merge(later Request) Request {
+	return Request{Trigger: later.Trigger, Force: r.Force || later.Force}
+}
+
+// Checker resolves a repo's branch head and manifests tree (source.Source does).
+type Checker interface {
+	Check(ctx context.Context, repo config.Repo) (source.Result, error)
+}
+
+// Deployment is a revision of a repo to deploy.
+type Deployment struct {
+	Repo     config.Repo
+	Revision source.Revision
+	Trigger  Trigger
+	Forced   bool
+}
+
+// Deployer makes the cluster match a revision.
+type Deployer interface {
+	Deploy(ctx context.Context, d Deployment) error
+}
+
+// DeployFunc adapts a function to Deployer.
+type DeployFunc func(ctx context.Context, d Deployment) error
+
+// Deploy calls f.
+func (f DeployFunc) Deploy(ctx context.Context, d Deployment) error { return f(ctx, d) }
+
+// Action is what processing a key did.
+type Action string
+
+// The actions.
+const (
+	// ActionDeployed: the revision was handed to the deployer, which succeeded.
+	ActionDeployed Action = "deployed"
+	// ActionNoManifestChange: a new commit whose manifests equal the deployed ones.
+	ActionNoManifestChange Action = "seen, no manifest change"
+	// ActionUpToDate: nothing new.
+	ActionUpToDate Action = "up to date"
+	// ActionCheckFailed: the repo could not be checked; it will be retried.
+	ActionCheckFailed Action = "check failed"
+	// ActionDeployFailed: the deployer failed; it will be retried.
+	ActionDeployFailed Action = "deploy failed"
+)
+
+// Outcome reports one processing of a key, for logs and metrics.
+type Outcome struct {
+	Key      config.Key
+	Request  Request
+	Action   Action
+	Result   source.Result
+	Err      error
+	Duration time.Duration
+	// RetryIn is the backoff before the next attempt, after a failure.
+	RetryIn time.Duration
+}
+
+// Options configure a Controller.
+type Options struct {
+	// Concurrency is how many repos are checked or deployed at once.
+	Concurrency int
+	// BackoffBase is the first retry delay after a failure; it doubles per failure.
+	BackoffBase time.Duration
+	// BackoffMax caps the retry delay.
+	BackoffMax time.Duration
+	// Jitter spreads polls: each interval is stretched or shrunk by up to this fraction.
+	Jitter float64
+	// Observe, when set, receives every outcome (called from worker goroutines).
+	Observe func(Outcome)
+}
+
+// DefaultOptions returns 4 workers, backoff from 1s to 5m, and ±10% poll jitter.
+func DefaultOptions() Options {
+	return Options{Concurrency: 4, BackoffBase: time.Second, BackoffMax: 5 * time.Minute, Jitter: 0.1}
+}
+
+// Controller runs the work queue.
+type Controller struct {
+	opts     Options
+	checker  Checker
+	deployer Deployer
+	queue    workqueue.TypedRateLimitingInterface[config.Key]
+	limiter  workqueue.TypedRateLimiter[config.Key]
+
+	mu      sync.Mutex
+	cfg     *config.Config
+	pending map[config.Key]Request
+	repos   map[config.Key]*repoState
+}
+
+// repoState is what the controller remembers of a repo.
+type repoState struct {
+	poll         *time.Timer
+	seenCommit   string
+	deployedTree string
+}
+
+// New returns a controller; call SetConfig, then Run.
+func New(checker Checker, deployer Deployer, opts Options) *Controller {
+	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[config.Key](opts.BackoffBase, opts.BackoffMax)
+	return &Controller{
+		opts:     opts,
+		checker:  checker,
+		deployer: deployer,
+		limiter:  limiter,
+		queue:    workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[config.Key]{}),
+		pending:  map[config.Key]Request{},
+		repos:    map[config.Key]*repoState{},
+	}
+}
+
+// SetConfig makes cfg the config in force. The first config checks every repo
+// (a push missed while deployd was down is picked up); later ones check added and
+// changed repos and stop polling removed ones. Nothing is removed from the cluster.
+func (c *Controller) SetConfig(cfg *config.Config) {
+	c.mu.Lock()
+	first := c.cfg == nil
+	changes := config.Diff(c.cfg, cfg)
+	c.cfg = cfg
+	for _, k := range changes.Removed {
+		if st := c.repos[k]; st != nil && st.poll != nil {
+			st.poll.Stop()
+		}
+		delete(c.repos, k)
+		delete(c.pending, k)
+	}
+	for _, k := range changes.Changed {
+		if st := c.repos[k]; st != nil {
+			st.deployedTree = "" // a new namespace or path must be deployed even with equal manifests
+		}
+	}
+	c.mu.Unlock()
+
+	trigger := TriggerConfig
+	if first {
+		trigger = TriggerStartup
+	}
+	for _, k := range append(changes.Added, changes.Changed...) {
+		c.Enqueue(k, Request{Trigger: trigger})
+	}
+	for _, k := range changes.Removed {
+		c.limiter.Forget(k)
+	}
+}
+
+// Config returns the config in force.
+func (c *Controller) Config() *config.Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg
+}
+
+// Enqueue asks for key to be checked; it returns false when no such repo is configured.
+// It never blocks on git or Kubernetes.
+func (c *Controller) Enqueue(key config.Key, req Request) bool {
+	c.mu.Lock()
+	if c.cfg == nil {
+		c.mu.Unlock()
+		return false
+	}
+	if _, ok := c.cfg.Repo(key); !ok {
+		c.mu.Unlock()
+		return false
+	}
+	if prev, ok := c.pending[key]; ok {
+		req = prev.merge(req)
+	}
+	c.pending[key] = req
+	c.mu.Unlock()
+	c.queue.Add(key)
+	return true
+}
+
+// Len is the number of keys waiting to be processed.
+func (c *Controller) Len() int { return c.queue.Len() }
+
+// Run processes the queue with Concurrency workers until ctx ends. In-flight work
+// sees ctx's cancellation.
+func (c *Controller) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range max(c.opts.Concurrency, 1) {
+		wg.Go(func() {
+			for c.processNext(ctx) {
+			}
+		})
+	}
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	c.mu.Lock()
+	for _, st := range c.repos {
+		if st.poll != nil {
+			st.poll.Stop()
+		}
+	}
+	c.mu.Unlock()
+}
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	key, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(key)
+	c.process(ctx, key)
+	return true
+}
+
+// take returns the key's repo and its merged request, and its state.
+func (c *Controller) take(key config.Key) (config.Repo, Request, *repoState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	repo, ok := c.cfg.Repo(key)
+	if !ok {
+		return config.Repo{}, Request{}, nil, false
+	}
+	req, ok := c.pending[key]
+	if !ok {
+		req = Request{Trigger: TriggerPoll}
+	}
+	delete(c.pending, key)
+	st := c.repos[key]
+	if st == nil {
+		st = &repoState{}
+		c.repos[key] = st
+	}
+	return repo, req, st, true
+}
+
+func (c *Controller) process(ctx context.Context, key config.Key) {
+	repo, req, st, ok := c.take(key)
+	if !ok {
+		c.limiter.Forget(key) // removed from the config while queued
+		return
+	}
+	start := time.Now()
+	out := Outcome{Key: key, Request: req}
+	defer func() {
+		out.Duration = time.Since(start)
+		if c.opts.Observe != nil {
+			c.opts.Observe(out)
+		}
+	}()
+
+	out.Result, out.Err = c.checker.Check(ctx, repo)
+	if out.Err != nil {
+		out.Action = ActionCheckFailed
+		out.RetryIn = c.retry(key, req)
+		return
+	}
+	c.mu.Lock()
+	unchanged := out.Result.Tree == st.deployedTree
+	newCommit := out.Result.Commit != st.seenCommit
+	st.seenCommit = out.Result.Commit
+	c.mu.Unlock()
+	switch {
+	case unchanged && !req.Force && newCommit:
+		out.Action = ActionNoManifestChange
+	case unchanged && !req.Force:
+		out.Action = ActionUpToDate
+	default:
+		d := Deployment{Repo: repo, Revision: out.Result.Revision, Trigger: req.Trigger, Forced: req.Force}
+		if out.Err = c.deployer.Deploy(ctx, d); out.Err != nil {
+			out.Action = ActionDeployFailed
+			out.RetryIn = c.retry(key, req)
+			return
+		}
+		c.mu.Lock()
+		st.deployedTree = out.Result.Tree
+		c.mu.Unlock()
+		out.Action = ActionDeployed
+	}
+	c.limiter.Forget(key)
+	c.schedulePoll(key, repo.Interval)
+}
+
+// retry requeues key after its backoff, keeping its request (a forced sync stays forced).
+// Polling pauses meanwhile, so a dead server is asked at the backoff's pace.
+func (c *Controller) retry(key config.Key, req Request) time.Duration {
+	delay := c.limiter.When(key)
+	c.mu.Lock()
+	if prev, ok := c.pending[key]; ok {
+		req = req.merge(prev)
+	}
+	c.pending[key] = req
+	if st := c.repos[key]; st != nil && st.poll != nil {
+		st.poll.Stop()
+	}
+	c.mu.Unlock()
+	c.queue.AddAfter(key, delay)
+	return delay
+}
+
+// schedulePoll (re)arms key's poll timer, with jitter; 0 means no polling.
+func (c *Controller) schedulePoll(key config.Key, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	d := time.Duration(float64(interval) * (1 + c.opts.Jitter*(2*rand.Float64()-1)))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.repos[key]
+	if st == nil {
+		return
+	}
+	if st.poll == nil {
+		st.poll = time.AfterFunc(d, func() { c.Enqueue(key, Request{Trigger: TriggerPoll}) })
+		return
+	}
+	st.poll.Reset(d)
+}
