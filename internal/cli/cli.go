@@ -63,6 +63,9 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.CacheDir, "cache-dir", o.CacheDir, "directory for git clones")
 	fs.StringVar(&o.Config.DefaultEnvironment, "environment", o.Config.DefaultEnvironment, "environment of repos that set none")
 	fs.StringVar(&o.PublicURL, "public-url", "", "base URL of this deployd, used in links it hands out (e.g. https://deployd.example.com)")
+	fs.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the GitHub webhook secret (webhooks are refused without it)")
+	fs.IntVar(&o.Controller.Concurrency, "concurrency", o.Controller.Concurrency, "how many repos are checked or deployed at once")
+	fs.DurationVar(&o.GitTimeout, "git-timeout", o.GitTimeout, "timeout of each git network operation")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight work may take after SIGTERM")
 	fs.StringVar(&f.logFormat, "log-format", f.logFormat, "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "log level: debug, info, warn or error")
@@ -119,6 +122,12 @@ func (f *serveFlags) validate() error {
 	}
 	if f.opts.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout must be more than 0")
+	}
+	if f.opts.GitTimeout <= 0 {
+		return fmt.Errorf("--git-timeout must be more than 0")
+	}
+	if f.opts.Controller.Concurrency < 1 {
+		return fmt.Errorf("--concurrency must be 1 or more")
 	}
 	return nil
 }

@@ -3,6 +3,9 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/daemon"
+	"github.com/deployd/deployd/internal/gittest"
 )
 
 const childEnv = "DEPLOYD_CLI_TEST_CHILD_ARGS"
@@ -43,6 +48,12 @@ func (s *syncBuffer) String() string {
 // startDaemon runs the daemon on a free port until the test ends.
 func startDaemon(t *testing.T, args ...string) (base string, logs *syncBuffer, stop func() error) {
 	t.Helper()
+	return startDaemonWith(t, nil, args...)
+}
+
+// startDaemonWith is startDaemon with a hook that changes the daemon's options.
+func startDaemonWith(t *testing.T, hook func(*daemon.Options), args ...string) (base string, logs *syncBuffer, stop func() error) {
+	t.Helper()
 	logs = &syncBuffer{}
 	addr := make(chan net.Addr, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -51,6 +62,9 @@ func startDaemon(t *testing.T, args ...string) (base string, logs *syncBuffer, s
 		done <- serve(ctx, append(args, "--listen", "127.0.0.1:0"), io.Discard, logs, func(o *daemon.Options) {
 			o.ProbeInterval = 200 * time.Millisecond
 			o.Listening = func(a net.Addr) { addr <- a }
+			if hook != nil {
+				hook(o)
+			}
 		})
 	}()
 	select {
@@ -228,4 +242,54 @@ func TestSIGTERMExitsZero(t *testing.T) {
 		_ = cmd.Process.Kill()
 		t.Fatal("deployd did not exit within 30s of SIGTERM")
 	}
+}
+
+// TestWebhookThroughTheDaemon sends a signed push to a running deployd and sees the
+// new commit handed to the deployer.
+func TestWebhookThroughTheDaemon(t *testing.T) {
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "shop/web")
+	repo.Commit("main", "one", map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\n"})
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: web, interval: 0}\n")
+	secret := writeFile(t, dir, "secret", "hook-secret\n")
+	deployed := make(chan controller.Deployment, 10)
+	base, logs, _ := startDaemonWith(t, func(o *daemon.Options) {
+		o.Deployer = controller.DeployFunc(func(ctx context.Context, d controller.Deployment) error {
+			deployed <- d
+			return nil
+		})
+	}, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--webhook-secret-file", secret, "--log-format", "json")
+
+	want := func(trigger controller.Trigger, sha string) {
+		t.Helper()
+		select {
+		case d := <-deployed:
+			if d.Trigger != trigger || d.Revision.Commit != sha {
+				t.Errorf("deployed %s by %s, want %s by %s", d.Revision.Commit, d.Trigger, sha, trigger)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no deploy by %s:\n%s", trigger, logs)
+		}
+	}
+	first, _ := exec.Command("git", "--git-dir", repo.Bare, "rev-parse", "main").Output()
+	want(controller.TriggerStartup, strings.TrimSpace(string(first)))
+
+	sha := repo.Commit("main", "two", map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\ndata: {a: b}\n"})
+	body := `{"ref":"refs/heads/main","after":"` + sha + `","repository":{"full_name":"shop/web"}}`
+	mac := hmac.New(sha256.New, []byte("hook-secret"))
+	mac.Write([]byte(body))
+	req, _ := http.NewRequest(http.MethodPost, base+"/webhooks/github", strings.NewReader(body))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("webhook answered %d", resp.StatusCode)
+	}
+	want(controller.TriggerWebhook, sha)
 }

@@ -15,7 +15,10 @@ import (
 	"time"
 
 	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/kube"
+	"github.com/deployd/deployd/internal/source"
+	"github.com/deployd/deployd/internal/webhook"
 )
 
 // Options configure a running deployd.
@@ -36,6 +39,14 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// ProbeInterval is how often the cluster's reachability is checked for /readyz.
 	ProbeInterval time.Duration
+	// WebhookSecretFile holds the GitHub webhook secret; webhooks are refused without it.
+	WebhookSecretFile string
+	// Controller configures the work queue (Concurrency is --concurrency).
+	Controller controller.Options
+	// GitTimeout bounds each git network operation.
+	GitTimeout time.Duration
+	// Deployer receives each revision to deploy; the default logs it (apply comes with issue 4).
+	Deployer controller.Deployer
 	// Logger receives deployd's log.
 	Logger *slog.Logger
 	// Listening, when set, is called with the bound address before serving.
@@ -55,6 +66,8 @@ func DefaultOptions() Options {
 		CacheDir:        filepath.Join(cache, "deployd", "git"),
 		ShutdownTimeout: 30 * time.Second,
 		ProbeInterval:   10 * time.Second,
+		Controller:      controller.DefaultOptions(),
+		GitTimeout:      source.DefaultOptions().Timeout,
 		Logger:          slog.Default(),
 	}
 }
@@ -85,9 +98,27 @@ func Run(ctx context.Context, opts Options) error {
 	cfg := watcher.State().Config
 	log.Info("deployd started", "config", opts.ConfigPath, "repos", len(cfg.Repos), "cluster", restCfg.Host, "listen", ln.Addr().String())
 
+	srcOpts := source.DefaultOptions()
+	srcOpts.CacheDir, srcOpts.Timeout = opts.CacheDir, opts.GitTimeout
+	deployer := opts.Deployer
+	if deployer == nil {
+		deployer = logDeployer(log)
+	}
+	ctlOpts := opts.Controller
+	ctlOpts.Observe = func(o controller.Outcome) { logOutcome(log, o) }
+	ctl := controller.New(source.New(srcOpts), deployer, ctlOpts)
+	ctl.SetConfig(cfg)
+	if opts.WebhookSecretFile == "" {
+		log.Warn("webhooks are off: start deployd with --webhook-secret-file to accept GitHub pushes")
+	}
+	hooks := webhook.New(ctl, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r) })
+
 	health := &health{watcher: watcher}
+	mux := http.NewServeMux()
+	mux.Handle("/", health.routes())
+	mux.Handle("/webhooks/github", hooks)
 	srv := &http.Server{
-		Handler:           health.routes(),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -98,8 +129,15 @@ func Run(ctx context.Context, opts Options) error {
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { health.probeLoop(work, prober, opts.ProbeInterval, log) })
+	wg.Go(func() { ctl.Run(work) })
 	wg.Go(func() {
-		if err := watcher.Run(work, func(r config.Reload) { logReload(log, r) }); err != nil {
+		onReload := func(r config.Reload) {
+			logReload(log, r)
+			if r.Err == nil {
+				ctl.SetConfig(r.Config)
+			}
+		}
+		if err := watcher.Run(work, onReload); err != nil {
 			log.Error("config watcher stopped: reloads are off until restart", "err", err)
 		}
 	})
