@@ -22,6 +22,7 @@ import (
 	git "github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
@@ -263,4 +264,60 @@ func networkError(ctx context.Context, err error) error {
 		return fmt.Errorf("timed out: %w", err)
 	}
 	return err
+}
+
+// Limits bound what Files reads from a commit.
+type Limits struct {
+	// MaxFileBytes skips larger files (manifests are small; assets in the repo are not read).
+	MaxFileBytes int64
+	// MaxTotalBytes fails the read when the files kept add up to more.
+	MaxTotalBytes int64
+}
+
+// DefaultLimits keeps files up to 1 MiB and 10 MiB in all.
+func DefaultLimits() Limits {
+	return Limits{MaxFileBytes: 1 << 20, MaxTotalBytes: 10 << 20}
+}
+
+// Files returns the regular files of commit under dir ("." for all), read from git
+// objects in the cache, not from a work tree a concurrent fetch could change. Symlinks
+// and submodules are left out: their targets are never followed.
+func (s *Source) Files(repo config.Repo, commit, dir string, lim Limits) (map[string][]byte, error) {
+	r, err := git.PlainOpen(s.dir(repo))
+	if err != nil {
+		return nil, fmt.Errorf("%s: opening the git cache: %w", repo.Name, err)
+	}
+	c, err := r.CommitObject(plumbing.NewHash(commit))
+	if err != nil {
+		return nil, fmt.Errorf("%s: commit %s: %w", repo.Name, commit, err)
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("%s: commit %s: %w", repo.Name, commit, err)
+	}
+	prefix := strings.TrimSuffix(dir, "/") + "/"
+	if dir == "." || dir == "" {
+		prefix = ""
+	}
+	files := map[string][]byte{}
+	var total int64
+	err = tree.Files().ForEach(func(f *object.File) error {
+		if !strings.HasPrefix(f.Name, prefix) || !f.Mode.IsFile() || f.Mode == filemode.Symlink || f.Size > lim.MaxFileBytes {
+			return nil
+		}
+		total += f.Size
+		if total > lim.MaxTotalBytes {
+			return fmt.Errorf("the files under %s add up to more than %d MiB", dir, lim.MaxTotalBytes>>20)
+		}
+		content, err := f.Contents()
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", f.Name, err)
+		}
+		files[f.Name] = []byte(content)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", repo.Name, err)
+	}
+	return files, nil
 }
