@@ -52,6 +52,12 @@ type Repo struct {
 	Environment string `json:"environment"`
 	// Auth says how to authenticate to the git server; empty means anonymous.
 	Auth Auth `json:"auth"`
+	// AllowClusterScoped lets the repo apply cluster-scoped objects (Namespace, ClusterRole, CRD, ...).
+	AllowClusterScoped bool `json:"allowClusterScoped"`
+	// CreateNamespace creates Namespace when it does not exist (default true).
+	CreateNamespace bool `json:"createNamespace"`
+	// ServiceAccount, when set, is impersonated for applying: the API server enforces its RBAC.
+	ServiceAccount string `json:"serviceAccount,omitempty"`
 	Settings
 	// Line is the line in the config file where the repo's entry starts.
 	Line int `json:"line"`

@@ -72,7 +72,7 @@ func (p *parser) repos(n *yaml.Node, cfg *Config) {
 // repo reads one entry of repos; ok is false when it had a problem.
 func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool) {
 	before := len(p.problems)
-	r := Repo{Settings: defaults, Environment: p.opts.DefaultEnvironment, Line: n.Line}
+	r := Repo{Settings: defaults, Environment: p.opts.DefaultEnvironment, Line: n.Line, CreateNamespace: true}
 	var urlNode, authNode *yaml.Node
 	str := func(name, want string, check func(string) string, out *string) func(k, v *yaml.Node) {
 		return func(k, v *yaml.Node) {
@@ -92,6 +92,11 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 		"namespace":   str("namespace", "a Kubernetes namespace name", checkNamespace, &r.Namespace),
 		"environment": str("environment", "an environment name such as dev", checkEnvironment, &r.Environment),
 		"auth":        func(k, v *yaml.Node) { authNode = v; p.auth(v, join(field, "auth"), &r.Auth) },
+		"allowClusterScoped": func(k, v *yaml.Node) {
+			p.boolean(v, join(field, "allowClusterScoped"), &r.AllowClusterScoped)
+		},
+		"createNamespace": func(k, v *yaml.Node) { p.boolean(v, join(field, "createNamespace"), &r.CreateNamespace) },
+		"serviceAccount":  str("serviceAccount", "a ServiceAccount name in the repo's namespace", checkServiceAccount, &r.ServiceAccount),
 	})
 	if deref(n).Kind != yaml.MappingNode {
 		return r, false
@@ -234,6 +239,13 @@ func checkNamespace(s string) string {
 	if errs := validation.IsDNS1123Label(s); len(errs) > 0 {
 		return fmt.Sprintf("%q is not a valid namespace name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters (e.g. %q)",
 			s, exampleLabel(s))
+	}
+	return ""
+}
+
+func checkServiceAccount(s string) string {
+	if errs := validation.IsDNS1123Subdomain(s); len(errs) > 0 {
+		return fmt.Sprintf("%q is not a valid ServiceAccount name: lowercase letters, digits, '-' and '.'", s)
 	}
 	return ""
 }

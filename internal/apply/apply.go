@@ -1,0 +1,285 @@
+// Package apply makes the cluster match a repo's rendered manifests: it validates them
+// (known kinds, namespace confinement, a server-side dry run of the whole set), applies
+// them with server-side apply in stages, records what it applied, and prunes what left.
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/render"
+)
+
+// Labels and annotations deployd puts on what it applies.
+const (
+	LabelManagedBy       = "app.kubernetes.io/managed-by"
+	ManagedByValue       = "deployd"
+	LabelRepo            = "deployd.dev/repo"
+	LabelEnvironment     = "deployd.dev/environment"
+	AnnotationCommit     = "deployd.dev/commit"
+	AnnotationDeployment = "deployd.dev/deployment"
+	// AnnotationPrune set to "disabled" keeps an object when it leaves the manifests.
+	AnnotationPrune = "deployd.dev/prune"
+	// AnnotationRecreate set to "true" lets deployd delete and create an object whose
+	// immutable fields changed.
+	AnnotationRecreate = "deployd.dev/recreate"
+	// LabelCreatedNamespace marks a namespace deployd created; it is never pruned.
+	LabelCreatedNamespace = "deployd.dev/created-namespace"
+)
+
+// Options configure an Applier.
+type Options struct {
+	// FieldManager is the server-side apply field manager.
+	FieldManager string
+	// StateNamespace is deployd's own namespace, where inventories are kept.
+	StateNamespace string
+	// Concurrency bounds the objects of one stage applied at once.
+	Concurrency int
+	// CRDTimeout bounds the wait for applied CRDs to be Established.
+	CRDTimeout time.Duration
+}
+
+// DefaultOptions returns field manager "deployd", 8 objects at once, state in namespace "deployd".
+func DefaultOptions() Options {
+	return Options{FieldManager: "deployd", StateNamespace: "deployd", Concurrency: 8, CRDTimeout: time.Minute}
+}
+
+// Applier applies manifests to one cluster.
+type Applier struct {
+	opts   Options
+	cfg    *rest.Config
+	kube   kubernetes.Interface
+	dyn    dynamic.Interface
+	mapper *restmapper.DeferredDiscoveryRESTMapper
+
+	mu            sync.Mutex
+	impersonating map[string]dynamic.Interface
+}
+
+// New returns an Applier for the cluster cfg reaches, as deployd's own identity.
+func New(cfg *rest.Config, opts Options) (*Applier, error) {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a cluster client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a cluster client: %w", err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a discovery client: %w", err)
+	}
+	return &Applier{
+		opts: opts, cfg: cfg, kube: kube, dyn: dyn,
+		mapper:        restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)),
+		impersonating: map[string]dynamic.Interface{},
+	}, nil
+}
+
+// Request is one deployment's set of objects.
+type Request struct {
+	// Repo is the repo entry being deployed.
+	Repo config.Repo
+	// Commit is the deployed commit's SHA.
+	Commit string
+	// Number is the deployment's number (0 when not numbered).
+	Number int
+	// Objects are the rendered manifests.
+	Objects []render.Object
+}
+
+// Action is what happened to one object.
+type Action string
+
+// The actions.
+const (
+	Created    Action = "created"
+	Configured Action = "configured"
+	Unchanged  Action = "unchanged"
+	Recreated  Action = "recreated"
+	Pruned     Action = "pruned"
+	// PruneSkipped: an object left the manifests but was kept (opt-out or not deployd's).
+	PruneSkipped Action = "prune skipped"
+)
+
+// Change is what happened to one object.
+type Change struct {
+	Object Ref    `json:"object"`
+	Action Action `json:"action"`
+	// Reason says why, for skipped prunes.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Result lists every object's change, applied ones first, then pruned ones.
+type Result struct {
+	Changes []Change
+	// NamespaceCreated is true when the repo's namespace was created.
+	NamespaceCreated bool
+}
+
+// ValidationError lists every problem found before anything was applied.
+type ValidationError struct {
+	Problems []string
+}
+
+func (e *ValidationError) Error() string {
+	if len(e.Problems) == 1 {
+		return e.Problems[0]
+	}
+	msg := fmt.Sprintf("%d problems, nothing applied:", len(e.Problems))
+	for _, p := range e.Problems {
+		msg += "\n  " + p
+	}
+	return msg
+}
+
+// Apply validates, applies and prunes. On a validation error nothing was applied.
+func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
+	var res Result
+	dyn, err := a.clientFor(req.Repo)
+	if err != nil {
+		return res, err
+	}
+	plan, err := a.plan(req)
+	if err != nil {
+		return res, err
+	}
+	if res.NamespaceCreated, err = a.ensureNamespace(ctx, req.Repo); err != nil {
+		return res, err
+	}
+	if err := a.dryRun(ctx, dyn, plan); err != nil {
+		return res, err
+	}
+	inv := newInventory(a.kube, a.opts.StateNamespace, req.Repo)
+	previous, err := inv.load(ctx)
+	if err != nil {
+		return res, err
+	}
+	changes, err := a.applyStages(ctx, dyn, plan)
+	res.Changes = changes
+	if err != nil {
+		return res, err
+	}
+	applied := plan.refs()
+	// Until the prune is done, remember both sets: a crash now orphans nothing.
+	if err := inv.save(ctx, union(applied, previous)); err != nil {
+		return res, err
+	}
+	if !req.Repo.Prune {
+		return res, nil
+	}
+	pruned, kept, err := a.prune(ctx, dyn, req.Repo, minus(previous, applied))
+	res.Changes = append(res.Changes, pruned...)
+	if saveErr := inv.save(ctx, union(applied, kept)); saveErr != nil {
+		err = errors.Join(err, saveErr)
+	}
+	return res, err
+}
+
+// clientFor returns the dynamic client to apply the repo with: impersonating its
+// ServiceAccount when it names one.
+func (a *Applier) clientFor(repo config.Repo) (dynamic.Interface, error) {
+	if repo.ServiceAccount == "" {
+		return a.dyn, nil
+	}
+	user := "system:serviceaccount:" + repo.Namespace + ":" + repo.ServiceAccount
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c, ok := a.impersonating[user]; ok {
+		return c, nil
+	}
+	cfg := rest.CopyConfig(a.cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	c, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a client impersonating %s: %w", user, err)
+	}
+	a.impersonating[user] = c
+	return c, nil
+}
+
+// ensureNamespace creates the repo's namespace, labelled as deployd's, if it is missing.
+func (a *Applier) ensureNamespace(ctx context.Context, repo config.Repo) (bool, error) {
+	_, err := a.kube.CoreV1().Namespaces().Get(ctx, repo.Namespace, metav1.GetOptions{})
+	if err == nil {
+		return false, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("Namespace/%s: %w", repo.Namespace, err)
+	}
+	if !repo.CreateNamespace {
+		return false, fmt.Errorf("Namespace/%s does not exist, and the repo sets createNamespace: false: create it first", repo.Namespace)
+	}
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{
+		"name":   repo.Namespace,
+		"labels": map[string]any{LabelManagedBy: ManagedByValue, LabelCreatedNamespace: "true", LabelRepo: repoLabel(repo)},
+	}}}
+	_, err = a.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{FieldManager: a.opts.FieldManager})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return false, fmt.Errorf("creating Namespace/%s: %w", repo.Namespace, err)
+	}
+	return true, nil
+}
+
+// repoLabel is the repo's name as a label value: owner.repo.
+func repoLabel(repo config.Repo) string {
+	owner, name, _ := strings.Cut(repo.Name, "/")
+	return owner + "." + name
+}
+
+// labelled sets deployd's labels and annotations on obj.
+func labelled(obj *unstructured.Unstructured, req Request) {
+	labels := obj.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[LabelManagedBy] = ManagedByValue
+	labels[LabelRepo] = repoLabel(req.Repo)
+	labels[LabelEnvironment] = req.Repo.Environment
+	obj.SetLabels(labels)
+	ann := obj.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[AnnotationCommit] = req.Commit
+	if req.Number > 0 {
+		ann[AnnotationDeployment] = strconv.Itoa(req.Number)
+	}
+	obj.SetAnnotations(ann)
+}
+
+func (a *Applier) resource(dyn dynamic.Interface, m *meta.RESTMapping, ns string) dynamic.ResourceInterface {
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return dyn.Resource(m.Resource).Namespace(ns)
+	}
+	return dyn.Resource(m.Resource)
+}
+
+func (a *Applier) patchOptions(dryRun bool) metav1.PatchOptions {
+	opts := metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: ptrTrue()}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	return opts
+}
+
+func ptrTrue() *bool { t := true; return &t }

@@ -1,0 +1,188 @@
+package apply
+
+import (
+	"fmt"
+	"sort"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/deployd/deployd/internal/render"
+)
+
+// Ref identifies an object in the cluster.
+type Ref struct {
+	Group     string `json:"group,omitempty"`
+	Version   string `json:"version"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// String is "Kind/namespace/name" or "Kind/name".
+func (r Ref) String() string {
+	if r.Namespace != "" {
+		return r.Kind + "/" + r.Namespace + "/" + r.Name
+	}
+	return r.Kind + "/" + r.Name
+}
+
+// id is a Ref without its version: the same object under another version is the same object.
+func (r Ref) id() string { return r.Group + "/" + r.Kind + "/" + r.Namespace + "/" + r.Name }
+
+func refOf(u *unstructured.Unstructured) Ref {
+	gvk := u.GroupVersionKind()
+	return Ref{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: u.GetNamespace(), Name: u.GetName()}
+}
+
+// item is one object ready to apply.
+type item struct {
+	obj    *unstructured.Unstructured
+	source string
+	// mapping is nil for kinds a CRD of the same set defines; resolved after the CRD stage.
+	mapping *meta.RESTMapping
+	// namespaced is known even before mapping, from the CRD's scope.
+	namespaced bool
+	recreate   bool
+}
+
+func (it *item) ref() Ref { return refOf(it.obj) }
+
+// plan is the validated set, in apply stages.
+type plan struct {
+	crds, namespaces, rest []*item
+}
+
+func (p *plan) all() []*item {
+	return append(append(append([]*item{}, p.crds...), p.namespaces...), p.rest...)
+}
+
+func (p *plan) refs() []Ref {
+	var out []Ref
+	for _, it := range p.all() {
+		out = append(out, it.ref())
+	}
+	return out
+}
+
+var crdGK = schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}
+
+// plan resolves each object's kind, confines it to the repo's namespace and labels it.
+// Every problem is reported, and nothing is applied when there is one.
+func (a *Applier) plan(req Request) (*plan, error) {
+	var problems []string
+	bad := func(o render.Object, format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("%s: %s: %s", o.Source, o.String(), fmt.Sprintf(format, args...)))
+	}
+	defined := crdKinds(req.Objects)
+	p := &plan{}
+	seen := map[string]string{}
+	for _, o := range req.Objects {
+		obj := o.DeepCopy()
+		gvk := obj.GroupVersionKind()
+		it := &item{obj: obj, source: o.Source}
+		if scope, ok := defined[gvk.GroupKind()]; ok {
+			it.namespaced = scope == "Namespaced"
+		} else {
+			m, err := a.mapping(gvk)
+			if err != nil {
+				bad(o, "kind %s is not known to the API server (is its CRD installed?)", gvkString(gvk))
+				continue
+			}
+			it.mapping, it.namespaced = m, m.Scope.Name() == meta.RESTScopeNameNamespace
+		}
+		switch ns := obj.GetNamespace(); {
+		case it.namespaced && ns == "":
+			obj.SetNamespace(req.Repo.Namespace)
+		case it.namespaced && ns != req.Repo.Namespace:
+			bad(o, "namespace %q is not the repo's namespace %q: drop metadata.namespace, or set it to %q", ns, req.Repo.Namespace, req.Repo.Namespace)
+			continue
+		case !it.namespaced && !req.Repo.AllowClusterScoped:
+			bad(o, "%s is cluster-scoped; the repo may apply only namespaced objects unless repos.yaml sets allowClusterScoped: true for it", gvk.Kind)
+			continue
+		case !it.namespaced:
+			obj.SetNamespace("")
+		}
+		id := refOf(obj).id()
+		if first, dup := seen[id]; dup {
+			bad(o, "defined twice (first at %s): keep one", first)
+			continue
+		}
+		seen[id] = o.Source
+		it.recreate = obj.GetAnnotations()[AnnotationRecreate] == "true"
+		labelled(obj, req)
+		switch {
+		case gvk.GroupKind() == crdGK:
+			p.crds = append(p.crds, it)
+		case gvk.Group == "" && gvk.Kind == "Namespace":
+			p.namespaces = append(p.namespaces, it)
+		default:
+			p.rest = append(p.rest, it)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, &ValidationError{Problems: problems}
+	}
+	return p, nil
+}
+
+// mapping resolves gvk, refreshing discovery once on a miss so new CRDs are found.
+func (a *Applier) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		a.mapper.Reset()
+		m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	return m, err
+}
+
+// crdKinds returns the kinds the set's CRDs define, with their scope.
+func crdKinds(objs []render.Object) map[schema.GroupKind]string {
+	out := map[schema.GroupKind]string{}
+	for _, o := range objs {
+		if o.GroupVersionKind().GroupKind() != crdGK {
+			continue
+		}
+		group, _, _ := unstructured.NestedString(o.Object, "spec", "group")
+		kind, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind")
+		scope, _, _ := unstructured.NestedString(o.Object, "spec", "scope")
+		out[schema.GroupKind{Group: group, Kind: kind}] = scope
+	}
+	return out
+}
+
+func gvkString(gvk schema.GroupVersionKind) string {
+	if gvk.Group == "" {
+		return gvk.Version + " " + gvk.Kind
+	}
+	return gvk.Group + "/" + gvk.Version + " " + gvk.Kind
+}
+
+func union(a, b []Ref) []Ref {
+	seen := map[string]bool{}
+	var out []Ref
+	for _, r := range append(append([]Ref{}, a...), b...) {
+		if !seen[r.id()] {
+			seen[r.id()] = true
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id() < out[j].id() })
+	return out
+}
+
+// minus returns the refs of a not in b.
+func minus(a, b []Ref) []Ref {
+	in := map[string]bool{}
+	for _, r := range b {
+		in[r.id()] = true
+	}
+	var out []Ref
+	for _, r := range a {
+		if !in[r.id()] {
+			out = append(out, r)
+		}
+	}
+	return out
+}

@@ -1,0 +1,223 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+)
+
+// dryRun applies the whole set with dryRun=All and reports every rejected object.
+// Objects whose kind a CRD of the set defines cannot be checked before the CRD exists.
+func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan) error {
+	items := p.all()
+	errs := make([]error, len(items))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(a.opts.Concurrency)
+	for i, it := range items {
+		if it.mapping == nil {
+			continue
+		}
+		g.Go(func() error {
+			_, err := a.patch(gctx, dyn, it, true)
+			if err != nil && isImmutable(err) && it.recreate {
+				return nil // it will be deleted and created
+			}
+			errs[i] = err
+			return nil
+		})
+	}
+	_ = g.Wait()
+	var problems []string
+	for i, err := range errs {
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %s: %s", items[i].source, items[i].ref(), explain(err)))
+		}
+	}
+	if len(problems) > 0 {
+		return &ValidationError{Problems: problems}
+	}
+	return nil
+}
+
+// explain says what the API server rejected, and for immutable fields how to opt in to recreation.
+func explain(err error) string {
+	msg := err.Error()
+	if isImmutable(err) {
+		msg += fmt.Sprintf("; to replace the object, annotate it %s: \"true\" (deployd then deletes and creates it)", AnnotationRecreate)
+	}
+	return msg
+}
+
+// isImmutable reports whether the API server refused a change to an immutable field.
+// The API gives no reason code for it, only the cause's message.
+func isImmutable(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || !apierrors.IsInvalid(err) {
+		return false
+	}
+	if d := status.Status().Details; d != nil {
+		for _, c := range d.Causes {
+			if strings.Contains(c.Message, "immutable") {
+				return true
+			}
+		}
+	}
+	return strings.Contains(status.Status().Message, "immutable")
+}
+
+func (a *Applier) patch(ctx context.Context, dyn dynamic.Interface, it *item, dryRun bool) (*unstructured.Unstructured, error) {
+	data, err := it.obj.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	return a.resource(dyn, it.mapping, it.obj.GetNamespace()).Patch(ctx, it.obj.GetName(), types.ApplyPatchType, data, a.patchOptions(dryRun))
+}
+
+// applyStages applies CRDs (and waits for them), then Namespaces, then the rest.
+func (a *Applier) applyStages(ctx context.Context, dyn dynamic.Interface, p *plan) ([]Change, error) {
+	var changes []Change
+	for i, stage := range [][]*item{p.crds, p.namespaces, p.rest} {
+		if i == 2 {
+			if err := a.resolveDeferred(p.rest); err != nil {
+				return changes, err
+			}
+		}
+		got, err := a.applyAll(ctx, dyn, stage)
+		changes = append(changes, got...)
+		if err != nil {
+			return changes, err
+		}
+		if i == 0 && len(stage) > 0 {
+			if err := a.waitEstablished(ctx, stage); err != nil {
+				return changes, err
+			}
+		}
+	}
+	return changes, nil
+}
+
+// resolveDeferred maps kinds defined by the CRDs just applied.
+func (a *Applier) resolveDeferred(items []*item) error {
+	for _, it := range items {
+		if it.mapping != nil {
+			continue
+		}
+		m, err := a.mapping(it.obj.GroupVersionKind())
+		if err != nil {
+			return fmt.Errorf("%s: %s: kind not served after its CRD was established: %w", it.source, it.ref(), err)
+		}
+		it.mapping = m
+	}
+	return nil
+}
+
+// applyAll applies one stage concurrently, bounded, and reports each change.
+func (a *Applier) applyAll(ctx context.Context, dyn dynamic.Interface, items []*item) ([]Change, error) {
+	changes := make([]Change, len(items))
+	errs := make([]error, len(items))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(a.opts.Concurrency)
+	for i, it := range items {
+		g.Go(func() error {
+			changes[i], errs[i] = a.applyOne(gctx, dyn, it)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	var failed []error
+	var done []Change
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, fmt.Errorf("%s: %s: apply: %w", items[i].source, items[i].ref(), err))
+			continue
+		}
+		done = append(done, changes[i])
+	}
+	return done, errors.Join(failed...)
+}
+
+func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item) (Change, error) {
+	res := a.resource(dyn, it.mapping, it.obj.GetNamespace())
+	before, err := res.Get(ctx, it.obj.GetName(), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		before = nil
+	case err != nil:
+		return Change{}, err
+	}
+	after, err := a.patch(ctx, dyn, it, false)
+	if err != nil && isImmutable(err) && it.recreate && before != nil {
+		return a.recreate(ctx, dyn, it, before)
+	}
+	if err != nil {
+		return Change{}, err
+	}
+	c := Change{Object: it.ref(), Action: Configured}
+	switch {
+	case before == nil:
+		c.Action = Created
+	case before.GetResourceVersion() == after.GetResourceVersion():
+		c.Action = Unchanged
+	}
+	return c, nil
+}
+
+// recreate deletes an object (waiting until it is gone) and applies it anew.
+func (a *Applier) recreate(ctx context.Context, dyn dynamic.Interface, it *item, before *unstructured.Unstructured) (Change, error) {
+	res := a.resource(dyn, it.mapping, it.obj.GetNamespace())
+	uid := before.GetUID()
+	fg := metav1.DeletePropagationForeground
+	err := res.Delete(ctx, it.obj.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}, PropagationPolicy: &fg})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return Change{}, fmt.Errorf("deleting for recreation: %w", err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		cur, err := res.Get(ctx, it.obj.GetName(), metav1.GetOptions{})
+		return apierrors.IsNotFound(err) || (err == nil && cur.GetUID() != uid), nil
+	})
+	if err != nil {
+		return Change{}, fmt.Errorf("waiting for the old object to be deleted: %w", err)
+	}
+	if _, err := a.patch(ctx, dyn, it, false); err != nil {
+		return Change{}, fmt.Errorf("creating after deletion: %w", err)
+	}
+	return Change{Object: it.ref(), Action: Recreated}, nil
+}
+
+// waitEstablished waits until every applied CRD is Established, so its kinds can be applied.
+func (a *Applier) waitEstablished(ctx context.Context, crds []*item) error {
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CRDTimeout)
+	defer cancel()
+	for _, it := range crds {
+		res := a.resource(a.dyn, it.mapping, "")
+		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			cur, err := res.Get(ctx, it.obj.GetName(), metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			conds, _, _ := unstructured.NestedSlice(cur.Object, "status", "conditions")
+			for _, c := range conds {
+				m, _ := c.(map[string]any)
+				if m["type"] == "Established" && m["status"] == "True" {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s: not Established within %v", it.ref(), a.opts.CRDTimeout)
+		}
+	}
+	a.mapper.Reset()
+	return nil
+}
