@@ -224,10 +224,10 @@ func (a *Applier) ensureNamespace(ctx context.Context, repo config.Repo) (bool, 
 		return false, nil
 	}
 	if !apierrors.IsNotFound(err) {
-		return false, fmt.Errorf("Namespace/%s: %w", repo.Namespace, err)
+		return false, fmt.Errorf("reading namespace %s: %w", repo.Namespace, err)
 	}
 	if !repo.CreateNamespace {
-		return false, fmt.Errorf("Namespace/%s does not exist, and the repo sets createNamespace: false: create it first", repo.Namespace)
+		return false, fmt.Errorf("namespace %s does not exist, and the repo sets createNamespace: false: create it first", repo.Namespace)
 	}
 	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{
 		"name":   repo.Namespace,
@@ -235,7 +235,7 @@ func (a *Applier) ensureNamespace(ctx context.Context, repo config.Repo) (bool, 
 	}}}
 	_, err = a.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{FieldManager: a.opts.FieldManager})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return false, fmt.Errorf("creating Namespace/%s: %w", repo.Namespace, err)
+		return false, fmt.Errorf("creating namespace %s: %w", repo.Namespace, err)
 	}
 	return true, nil
 }

@@ -63,6 +63,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.CacheDir, "cache-dir", o.CacheDir, "directory for git clones")
 	fs.StringVar(&o.Config.DefaultEnvironment, "environment", o.Config.DefaultEnvironment, "environment of repos that set none")
 	fs.StringVar(&o.PublicURL, "public-url", "", "base URL of this deployd, used in links it hands out (e.g. https://deployd.example.com)")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "deployd's own namespace, where it keeps its state (default: its pod's, else deployd)")
 	fs.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the GitHub webhook secret (webhooks are refused without it)")
 	fs.IntVar(&o.Controller.Concurrency, "concurrency", o.Controller.Concurrency, "how many repos are checked or deployed at once")
 	fs.DurationVar(&o.GitTimeout, "git-timeout", o.GitTimeout, "timeout of each git network operation")
@@ -122,6 +123,9 @@ func (f *serveFlags) validate() error {
 	}
 	if f.opts.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout must be more than 0")
+	}
+	if msg := config.CheckNamespace(f.opts.Namespace); msg != "" {
+		return fmt.Errorf("--namespace: %s", msg)
 	}
 	if f.opts.GitTimeout <= 0 {
 		return fmt.Errorf("--git-timeout must be more than 0")

@@ -258,6 +258,9 @@ func checkEnvironment(s string) string {
 	return ""
 }
 
+// CheckNamespace reports why s is not a valid namespace name, or "" when it is.
+func CheckNamespace(s string) string { return checkNamespace(s) }
+
 // CheckEnvironment reports why s is not a valid environment name, or "" when it is.
 func CheckEnvironment(s string) string { return checkEnvironment(s) }
 

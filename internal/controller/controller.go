@@ -9,6 +9,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -68,6 +69,16 @@ type DeployFunc func(ctx context.Context, d Deployment) error
 // Deploy calls f.
 func (f DeployFunc) Deploy(ctx context.Context, d Deployment) error { return f(ctx, d) }
 
+// PermanentError marks a deploy failure that retrying the same revision cannot cure
+// (bad manifests, a rejected object): it is not retried until a new revision or a forced sync.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err as a PermanentError.
+func Permanent(err error) error { return &PermanentError{Err: err} }
+
 // Action is what processing a key did.
 type Action string
 
@@ -81,8 +92,10 @@ const (
 	ActionUpToDate Action = "up to date"
 	// ActionCheckFailed: the repo could not be checked; it will be retried.
 	ActionCheckFailed Action = "check failed"
-	// ActionDeployFailed: the deployer failed; it will be retried.
+	// ActionDeployFailed: the deployer failed; it will be retried, unless the failure was permanent.
 	ActionDeployFailed Action = "deploy failed"
+	// ActionFailedBefore: the revision failed permanently before; waiting for a new one.
+	ActionFailedBefore Action = "failed before, waiting for a change"
 )
 
 // Outcome reports one processing of a key, for logs and metrics.
@@ -135,6 +148,7 @@ type repoState struct {
 	poll         *time.Timer
 	seenCommit   string
 	deployedTree string
+	failedTree   string
 }
 
 // New returns a controller; call SetConfig, then Run.
@@ -292,6 +306,7 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	}
 	c.mu.Lock()
 	unchanged := out.Result.Tree == st.deployedTree
+	failedBefore := out.Result.Tree == st.failedTree
 	newCommit := out.Result.Commit != st.seenCommit
 	st.seenCommit = out.Result.Commit
 	c.mu.Unlock()
@@ -300,17 +315,28 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 		out.Action = ActionNoManifestChange
 	case unchanged && !req.Force:
 		out.Action = ActionUpToDate
+	case failedBefore && !req.Force:
+		out.Action = ActionFailedBefore
 	default:
 		d := Deployment{Repo: repo, Revision: out.Result.Revision, Trigger: req.Trigger, Forced: req.Force}
-		if out.Err = c.deployer.Deploy(ctx, d); out.Err != nil {
+		out.Err = c.deployer.Deploy(ctx, d)
+		var permanent *PermanentError
+		switch {
+		case errors.As(out.Err, &permanent):
+			out.Action = ActionDeployFailed
+			c.mu.Lock()
+			st.failedTree = out.Result.Tree
+			c.mu.Unlock()
+		case out.Err != nil:
 			out.Action = ActionDeployFailed
 			out.RetryIn = c.retry(key, req)
 			return
+		default:
+			c.mu.Lock()
+			st.deployedTree, st.failedTree = out.Result.Tree, ""
+			c.mu.Unlock()
+			out.Action = ActionDeployed
 		}
-		c.mu.Lock()
-		st.deployedTree = out.Result.Tree
-		c.mu.Unlock()
-		out.Action = ActionDeployed
 	}
 	c.limiter.Forget(key)
 	c.schedulePoll(key, repo.Interval)

@@ -381,3 +381,49 @@ func TestConfigChanges(t *testing.T) {
 		t.Errorf("removed repo still polled: %d checks after removal", got-before)
 	}
 }
+
+func TestPermanentFailureWaitsForANewCommit(t *testing.T) {
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "a/app")
+	bad := repo.Commit("main", "broken", map[string]string{"deploy/manifests/cm.yaml": "broken"})
+	cfg, _ := config.Parse("r.yaml", []byte("repos:\n"+repoLine("a/app", srv.RepoURL("a/app"), ", interval: 50ms")), config.DefaultOptions())
+	rec := newRecorder()
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	deployer := controller.DeployFunc(func(ctx context.Context, d controller.Deployment) error {
+		mu.Lock()
+		attempts[d.Revision.Commit]++
+		mu.Unlock()
+		if d.Revision.Commit == bad {
+			return controller.Permanent(fmt.Errorf("deploy/manifests/cm.yaml:1: not a manifest"))
+		}
+		return rec.Deploy(ctx, d)
+	})
+	sopts := source.DefaultOptions()
+	sopts.CacheDir = t.TempDir()
+	opts := controller.DefaultOptions()
+	opts.Observe = rec.observe
+	ctl := controller.New(source.New(sopts), deployer, opts)
+	ctl.SetConfig(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ctl.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	rec.waitFor(t, 10*time.Second, "several polls after the failure", func(_ []controller.Deployment, os []controller.Outcome) bool {
+		n := 0
+		for _, o := range os {
+			if o.Action == controller.ActionFailedBefore {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	mu.Lock()
+	if attempts[bad] != 1 {
+		t.Errorf("the broken commit was deployed %d times, want once", attempts[bad])
+	}
+	mu.Unlock()
+	fixed := repo.Commit("main", "fixed", map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\n"})
+	rec.waitFor(t, 10*time.Second, "the fix deployed", deployedCommit("a/app", fixed))
+}

@@ -11,9 +11,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/kube"
@@ -45,7 +53,9 @@ type Options struct {
 	Controller controller.Options
 	// GitTimeout bounds each git network operation.
 	GitTimeout time.Duration
-	// Deployer receives each revision to deploy; the default logs it (apply comes with issue 4).
+	// Namespace is deployd's own namespace, where it keeps its state (ConfigMaps).
+	Namespace string
+	// Deployer receives each revision to deploy; the default renders and applies it.
 	Deployer controller.Deployer
 	// Logger receives deployd's log.
 	Logger *slog.Logger
@@ -66,6 +76,7 @@ func DefaultOptions() Options {
 		CacheDir:        filepath.Join(cache, "deployd", "git"),
 		ShutdownTimeout: 30 * time.Second,
 		ProbeInterval:   10 * time.Second,
+		Namespace:       ownNamespace(),
 		Controller:      controller.DefaultOptions(),
 		GitTimeout:      source.DefaultOptions().Timeout,
 		Logger:          slog.Default(),
@@ -100,13 +111,21 @@ func Run(ctx context.Context, opts Options) error {
 
 	srcOpts := source.DefaultOptions()
 	srcOpts.CacheDir, srcOpts.Timeout = opts.CacheDir, opts.GitTimeout
-	deployer := opts.Deployer
-	if deployer == nil {
-		deployer = logDeployer(log)
+	src := source.New(srcOpts)
+	dep := opts.Deployer
+	if dep == nil {
+		applyOpts := apply.DefaultOptions()
+		applyOpts.StateNamespace = opts.Namespace
+		applier, err := apply.New(restCfg, applyOpts)
+		if err != nil {
+			return err
+		}
+		dep = &deployer{source: src, applier: applier, log: log}
+		ensureStateNamespace(ctx, restCfg, opts.Namespace, log)
 	}
 	ctlOpts := opts.Controller
 	ctlOpts.Observe = func(o controller.Outcome) { logOutcome(log, o) }
-	ctl := controller.New(source.New(srcOpts), deployer, ctlOpts)
+	ctl := controller.New(src, dep, ctlOpts)
 	ctl.SetConfig(cfg)
 	if opts.WebhookSecretFile == "" {
 		log.Warn("webhooks are off: start deployd with --webhook-secret-file to accept GitHub pushes")
@@ -196,4 +215,33 @@ func keys(ks []config.Key) []string {
 		out[i] = k.String()
 	}
 	return out
+}
+
+// ownNamespace is the namespace deployd runs in (its pod's), else "deployd".
+func ownNamespace() string {
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if ns := strings.TrimSpace(string(b)); err == nil && ns != "" {
+		return ns
+	}
+	return "deployd"
+}
+
+// ensureStateNamespace creates deployd's namespace when it is missing (a laptop cluster);
+// where deployd may not, it says so once: deploys fail until the namespace exists.
+func ensureStateNamespace(ctx context.Context, cfg *rest.Config, name string, log *slog.Logger) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{}); err == nil || !apierrors.IsNotFound(err) {
+		return
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{apply.LabelManagedBy: apply.ManagedByValue}}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		log.Error("deployd's namespace does not exist and could not be created: deploys fail until it does (kubectl create namespace "+name+")", "err", err)
+		return
+	}
+	log.Info("created deployd's namespace for its state", "namespace", name)
 }

@@ -1,23 +1,11 @@
 package daemon
 
 import (
-	"context"
 	"log/slog"
 
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/webhook"
 )
-
-// logDeployer stands in for apply until it lands (issue 4): it says what would be
-// applied, and succeeds, so the source side can be run and watched on its own.
-func logDeployer(log *slog.Logger) controller.Deployer {
-	return controller.DeployFunc(func(ctx context.Context, d controller.Deployment) error {
-		log.Warn("manifests changed; applying them is not built yet (issue 4), so the cluster was not touched",
-			"repo", d.Repo.Name, "env", d.Repo.Environment, "namespace", d.Repo.Namespace,
-			"commit", d.Revision.Commit, "tree", d.Revision.Tree, "trigger", string(d.Trigger))
-		return nil
-	})
-}
 
 func logOutcome(log *slog.Logger, o controller.Outcome) {
 	attrs := []any{"repo", o.Key.Name, "env", o.Key.Environment, "trigger", string(o.Request.Trigger),
@@ -29,6 +17,10 @@ func logOutcome(log *slog.Logger, o controller.Outcome) {
 		log.Warn("git cache was re-cloned", "repo", o.Key.Name, "env", o.Key.Environment, "reason", o.Result.Recloned)
 	}
 	switch {
+	case o.Err != nil && o.Action == controller.ActionDeployFailed && o.RetryIn == 0:
+		log.Error("deploy failed; not retried until a new commit or a forced sync", append(attrs, "err", o.Err)...)
+	case o.Err != nil && o.Action == controller.ActionDeployFailed:
+		log.Error("deploy failed", append(attrs, "err", o.Err, "retry_in", o.RetryIn.String())...)
 	case o.Err != nil:
 		log.Error("repo check failed", append(attrs, "err", o.Err, "retry_in", o.RetryIn.String())...)
 	case o.Action == controller.ActionUpToDate:

@@ -56,12 +56,20 @@ var kustomizationNames = []string{"kustomization.yaml", "kustomization.yml", "Ku
 // Render renders the manifests in dir of files (repo path → content).
 func Render(files map[string][]byte, dir string) ([]Object, error) {
 	dir = path.Clean(dir)
-	for _, name := range kustomizationNames {
-		if _, ok := files[path.Join(dir, name)]; ok {
-			return kustomize(files, dir)
-		}
+	if IsKustomization(files, dir) {
+		return kustomize(files, dir)
 	}
 	return plain(files, dir)
+}
+
+// IsKustomization reports whether dir holds a kustomization file.
+func IsKustomization(files map[string][]byte, dir string) bool {
+	for _, name := range kustomizationNames {
+		if _, ok := files[path.Join(path.Clean(dir), name)]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // plain reads every .yaml, .yml and .json file under dir, in lexical order.
