@@ -127,6 +127,9 @@ type Change struct {
 	Action Action `json:"action"`
 	// Reason says why, for skipped prunes.
 	Reason string `json:"reason,omitempty"`
+	// Generation is the object's metadata.generation after the apply, so a watcher
+	// knows when its cache has caught up.
+	Generation int64 `json:"generation,omitempty"`
 }
 
 // Result lists every object's change, applied ones first, then pruned ones.

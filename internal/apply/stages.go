@@ -162,7 +162,7 @@ func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item)
 	if err != nil {
 		return Change{}, err
 	}
-	c := Change{Object: it.ref(), Action: Configured}
+	c := Change{Object: it.ref(), Action: Configured, Generation: after.GetGeneration()}
 	switch {
 	case before == nil:
 		c.Action = Created
@@ -188,10 +188,11 @@ func (a *Applier) recreate(ctx context.Context, dyn dynamic.Interface, it *item,
 	if err != nil {
 		return Change{}, fmt.Errorf("waiting for the old object to be deleted: %w", err)
 	}
-	if _, err := a.patch(ctx, dyn, it, false); err != nil {
+	after, err := a.patch(ctx, dyn, it, false)
+	if err != nil {
 		return Change{}, fmt.Errorf("creating after deletion: %w", err)
 	}
-	return Change{Object: it.ref(), Action: Recreated}, nil
+	return Change{Object: it.ref(), Action: Recreated, Generation: after.GetGeneration()}, nil
 }
 
 // waitEstablished waits until every applied CRD is Established, so its kinds can be applied.

@@ -1,0 +1,179 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/deployd/deployd/internal/apply"
+)
+
+// Tracked is an object's status and when it last changed.
+type Tracked struct {
+	ObjectStatus
+	// Found is false while the object is not in the cluster (NotFound).
+	Found bool `json:"found"`
+	// Changed is when the status last changed.
+	Changed time.Time `json:"changed"`
+}
+
+// Tracker watches every object labelled as deployd's, one informer per kind, started on
+// first use. Its memory grows with what deployd manages, not with the cluster.
+type Tracker struct {
+	dyn     dynamic.Interface
+	mapper  *restmapper.DeferredDiscoveryRESTMapper
+	factory dynamicinformer.DynamicSharedInformerFactory
+
+	mu       sync.Mutex
+	ctx      context.Context
+	watching map[schema.GroupVersionResource]cache.SharedIndexInformer
+	statuses map[string]Tracked // by key(gvk kind, namespace, name)
+	changed  chan struct{}
+}
+
+// NewTracker returns a tracker for the cluster cfg reaches; call Run before use.
+func NewTracker(cfg *rest.Config) (*Tracker, error) {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a cluster client: %w", err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a discovery client: %w", err)
+	}
+	selector := apply.LabelManagedBy + "=" + apply.ManagedByValue
+	return &Tracker{
+		dyn:    dyn,
+		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)),
+		factory: dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, metav1.NamespaceAll, func(o *metav1.ListOptions) {
+			o.LabelSelector = selector
+		}),
+		watching: map[schema.GroupVersionResource]cache.SharedIndexInformer{},
+		statuses: map[string]Tracked{},
+		changed:  make(chan struct{}),
+	}, nil
+}
+
+// Run keeps the watches running until ctx ends.
+func (t *Tracker) Run(ctx context.Context) {
+	t.mu.Lock()
+	t.ctx = ctx
+	t.mu.Unlock()
+	<-ctx.Done()
+	t.factory.Shutdown()
+}
+
+func key(kind, namespace, name string) string { return kind + "/" + namespace + "/" + name }
+
+func refKey(r apply.Ref) string { return key(schema.GroupKind{Group: r.Group, Kind: r.Kind}.String(), r.Namespace, r.Name) }
+
+// Watch makes sure the kinds of refs are watched and their caches synced.
+func (t *Tracker) Watch(ctx context.Context, refs []apply.Ref) error {
+	for _, r := range refs {
+		m, err := t.mapper.RESTMapping(schema.GroupKind{Group: r.Group, Kind: r.Kind}, r.Version)
+		if meta.IsNoMatchError(err) {
+			t.mapper.Reset()
+			m, err = t.mapper.RESTMapping(schema.GroupKind{Group: r.Group, Kind: r.Kind}, r.Version)
+		}
+		if err != nil {
+			return fmt.Errorf("watching %s: %w", r, err)
+		}
+		if err := t.watch(ctx, m.Resource); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *Tracker) watch(ctx context.Context, gvr schema.GroupVersionResource) error {
+	t.mu.Lock()
+	inf, ok := t.watching[gvr]
+	runCtx := t.ctx
+	if !ok {
+		if runCtx == nil {
+			t.mu.Unlock()
+			return fmt.Errorf("rollout tracker is not running")
+		}
+		inf = t.factory.ForResource(gvr).Informer()
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { t.update(o, false) },
+			UpdateFunc: func(_, o any) { t.update(o, false) },
+			DeleteFunc: func(o any) { t.update(o, true) },
+		})
+		t.watching[gvr] = inf
+		go inf.Run(runCtx.Done())
+	}
+	t.mu.Unlock()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return fmt.Errorf("watching %s: cache not synced: %w", gvr, ctx.Err())
+	}
+	return nil
+}
+
+func (t *Tracker) update(o any, deleted bool) {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	k := key(u.GroupVersionKind().GroupKind().String(), u.GetNamespace(), u.GetName())
+	var next Tracked
+	if deleted {
+		next = Tracked{ObjectStatus: ObjectStatus{Status: NotFound, Message: "deleted"}}
+	} else {
+		next = Tracked{ObjectStatus: Compute(u), Found: true}
+	}
+	t.mu.Lock()
+	prev, had := t.statuses[k]
+	next.Changed = time.Now()
+	if had && sameStatus(prev, next) {
+		next.Changed = prev.Changed
+	}
+	t.statuses[k] = next
+	close(t.changed)
+	t.changed = make(chan struct{})
+	t.mu.Unlock()
+}
+
+func sameStatus(a, b Tracked) bool {
+	return a.Status == b.Status && a.Message == b.Message && a.Found == b.Found
+}
+
+// Get returns an object's last known status.
+func (t *Tracker) Get(r apply.Ref) Tracked {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s, ok := t.statuses[refKey(r)]; ok {
+		return s
+	}
+	return Tracked{ObjectStatus: ObjectStatus{Status: NotFound, Message: "not in the cluster"}}
+}
+
+// Changed returns a channel closed at the next status change of any watched object.
+func (t *Tracker) Changed() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.changed
+}
+
+// running reports whether Run has started (tests).
+func (t *Tracker) running() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ctx != nil
+}
