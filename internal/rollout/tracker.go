@@ -78,7 +78,9 @@ func (t *Tracker) Run(ctx context.Context) {
 
 func key(kind, namespace, name string) string { return kind + "/" + namespace + "/" + name }
 
-func refKey(r apply.Ref) string { return key(schema.GroupKind{Group: r.Group, Kind: r.Kind}.String(), r.Namespace, r.Name) }
+func refKey(r apply.Ref) string {
+	return key(schema.GroupKind{Group: r.Group, Kind: r.Kind}.String(), r.Namespace, r.Name)
+}
 
 // Watch makes sure the kinds of refs are watched and their caches synced.
 func (t *Tracker) Watch(ctx context.Context, refs []apply.Ref) error {
