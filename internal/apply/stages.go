@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -166,10 +167,27 @@ func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item)
 	switch {
 	case before == nil:
 		c.Action = Created
-	case before.GetResourceVersion() == after.GetResourceVersion():
+	case sameContent(before, after):
 		c.Action = Unchanged
 	}
 	return c, nil
+}
+
+// sameContent compares two versions of an object, ignoring what controllers change on
+// their own (status) and bookkeeping (resourceVersion, managedFields): a Deployment's
+// status updates must not make an unchanged apply look configured.
+func sameContent(a, b *unstructured.Unstructured) bool {
+	strip := func(u *unstructured.Unstructured) map[string]any {
+		c := u.DeepCopy().Object
+		delete(c, "status")
+		if md, ok := c["metadata"].(map[string]any); ok {
+			for _, f := range []string{"resourceVersion", "managedFields", "generation"} {
+				delete(md, f)
+			}
+		}
+		return c
+	}
+	return equality.Semantic.DeepEqual(strip(a), strip(b))
 }
 
 // recreate deletes an object (waiting until it is gone) and applies it anew.
