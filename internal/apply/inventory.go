@@ -2,12 +2,8 @@ package apply
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"regexp"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,20 +25,8 @@ type inventory struct {
 	repo      config.Repo
 }
 
-var nonName = regexp.MustCompile(`[^a-z0-9-]+`)
-
-// StateName is the name of the ConfigMap holding a repo entry's state.
-func StateName(repo config.Repo) string {
-	sum := sha256.Sum256([]byte(strings.ToLower(repo.Name) + "@" + repo.Environment))
-	base := nonName.ReplaceAllString(strings.ToLower(strings.ReplaceAll(repo.Name, "/", "-"))+"-"+repo.Environment, "-")
-	if len(base) > 40 {
-		base = base[:40]
-	}
-	return "deployd-" + strings.Trim(base, "-") + "-" + hex.EncodeToString(sum[:4])
-}
-
 func newInventory(kube kubernetes.Interface, namespace string, repo config.Repo) *inventory {
-	return &inventory{kube: kube, namespace: namespace, name: StateName(repo), repo: repo}
+	return &inventory{kube: kube, namespace: namespace, name: repo.StateName(), repo: repo}
 }
 
 func (inv *inventory) load(ctx context.Context) ([]Ref, error) {

@@ -3,6 +3,9 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -95,6 +98,19 @@ func (r Repo) Owner() string { owner, _, _ := strings.Cut(r.Name, "/"); return o
 // ManifestPath returns Path with {environment} replaced by the repo's environment.
 func (r Repo) ManifestPath() string {
 	return strings.ReplaceAll(r.Path, "{environment}", r.Environment)
+}
+
+var nonName = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// StateName names the ConfigMap, in deployd's namespace, that keeps the entry's state
+// (inventory, history): readable, unique per (repo, environment), a valid name.
+func (r Repo) StateName() string {
+	sum := sha256.Sum256([]byte(strings.ToLower(r.Name) + "@" + r.Environment))
+	base := nonName.ReplaceAllString(strings.ToLower(strings.ReplaceAll(r.Name, "/", "-"))+"-"+r.Environment, "-")
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	return "deployd-" + strings.Trim(base, "-") + "-" + hex.EncodeToString(sum[:4])
 }
 
 // Repo returns the entry with the given key, if configured.

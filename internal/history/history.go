@@ -1,0 +1,241 @@
+// Package history keeps a numbered record of every deployment of a repo and environment,
+// in the repo's state ConfigMap in deployd's namespace, so it survives restarts. Writes
+// use the ConfigMap's resourceVersion: two writers never lose a record.
+package history
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/deployd/deployd/internal/config"
+)
+
+// Phase is where a deployment is.
+type Phase string
+
+// The phases.
+const (
+	Queued          Phase = "queued"
+	Applying        Phase = "applying"
+	Waiting         Phase = "waiting"
+	Succeeded       Phase = "succeeded"
+	Failed          Phase = "failed"
+	Error           Phase = "error"
+	Superseded      Phase = "superseded"
+	SkippedNoChange Phase = "skipped-no-change"
+)
+
+// Done reports whether the phase is final.
+func (p Phase) Done() bool {
+	switch p {
+	case Queued, Applying, Waiting:
+		return false
+	}
+	return true
+}
+
+// Commit describes the deployed commit.
+type Commit struct {
+	SHA     string    `json:"sha"`
+	Message string    `json:"message"`
+	Author  string    `json:"author"`
+	Time    time.Time `json:"time"`
+}
+
+// Object is one object's outcome in a deployment.
+type Object struct {
+	// Object is "Kind/namespace/name".
+	Object string `json:"object"`
+	// Action is what the apply did: created, configured, unchanged, recreated, pruned.
+	Action string `json:"action"`
+	// Status is the rollout status when the deployment ended (kstatus).
+	Status string `json:"status,omitempty"`
+	// Message explains the status.
+	Message string `json:"message,omitempty"`
+}
+
+// Record is one deployment.
+type Record struct {
+	// Number counts the repo and environment's deployments from 1.
+	Number int `json:"number"`
+	// Commit is what was deployed.
+	Commit Commit `json:"commit"`
+	// Tree is the hash of the manifests tree at Commit.
+	Tree string `json:"tree"`
+	// Trigger says what started it: poll, webhook, api, startup, rollback, github-deployment.
+	Trigger string `json:"trigger"`
+	// Started and Ended bound it; Ended is zero while it runs.
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
+	// Phase is where it is or how it ended.
+	Phase Phase `json:"phase"`
+	// Error says what went wrong, for failed and error phases.
+	Error string `json:"error,omitempty"`
+	// Objects are the per-object outcomes.
+	Objects []Object `json:"objects,omitempty"`
+}
+
+// Name is the record's display name: deployment-0001.
+func (r Record) Name() string { return fmt.Sprintf("deployment-%04d", r.Number) }
+
+// Data keys in the state ConfigMap.
+const (
+	historyKey = "history"
+	nextKey    = "next"
+)
+
+// maxBytes keeps the history well inside a ConfigMap's 1 MiB, with room for the inventory.
+const maxBytes = 600 << 10
+
+// Store reads and writes records.
+type Store struct {
+	kube      kubernetes.Interface
+	namespace string
+	keep      int
+}
+
+// NewStore keeps the newest keep records per repo and environment in namespace.
+func NewStore(kube kubernetes.Interface, namespace string, keep int) *Store {
+	return &Store{kube: kube, namespace: namespace, keep: keep}
+}
+
+type state struct {
+	cm      *corev1.ConfigMap
+	records []Record // oldest first
+	next    int
+}
+
+func (s *Store) load(ctx context.Context, repo config.Repo) (*state, error) {
+	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, repo.StateName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return &state{next: 1}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading history ConfigMap/%s/%s: %w", s.namespace, repo.StateName(), err)
+	}
+	st := &state{cm: cm, next: 1}
+	if raw := cm.Data[historyKey]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &st.records); err != nil {
+			return nil, fmt.Errorf("history in ConfigMap/%s/%s is not valid: %w", s.namespace, cm.Name, err)
+		}
+	}
+	if n, err := strconv.Atoi(cm.Data[nextKey]); err == nil {
+		st.next = n
+	}
+	for _, r := range st.records {
+		st.next = max(st.next, r.Number+1)
+	}
+	return st, nil
+}
+
+// modify applies change to the stored records and writes them back, retrying on a
+// conflicting write by another deployd.
+func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *state) error) error {
+	cms := s.kube.CoreV1().ConfigMaps(s.namespace)
+	for attempt := 0; ; attempt++ {
+		st, err := s.load(ctx, repo)
+		if err != nil {
+			return err
+		}
+		if err := change(st); err != nil {
+			return err
+		}
+		raw, err := s.trim(st)
+		if err != nil {
+			return err
+		}
+		if st.cm == nil {
+			st.cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+				Name: repo.StateName(), Namespace: s.namespace,
+				Labels:      map[string]string{"app.kubernetes.io/managed-by": "deployd"},
+				Annotations: map[string]string{"deployd.dev/repo-name": repo.Name, "deployd.dev/environment": repo.Environment},
+			}}
+		}
+		if st.cm.Data == nil {
+			st.cm.Data = map[string]string{}
+		}
+		st.cm.Data[historyKey], st.cm.Data[nextKey] = raw, strconv.Itoa(st.next)
+		if st.cm.ResourceVersion == "" {
+			_, err = cms.Create(ctx, st.cm, metav1.CreateOptions{})
+		} else {
+			_, err = cms.Update(ctx, st.cm, metav1.UpdateOptions{})
+		}
+		if err == nil {
+			return nil
+		}
+		if (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) && attempt < 20 {
+			continue
+		}
+		return fmt.Errorf("writing history ConfigMap/%s/%s: %w", s.namespace, repo.StateName(), err)
+	}
+}
+
+// trim drops the oldest records beyond keep or the size bound, and encodes the rest.
+func (s *Store) trim(st *state) (string, error) {
+	if len(st.records) > s.keep {
+		st.records = st.records[len(st.records)-s.keep:]
+	}
+	for {
+		raw, err := json.Marshal(st.records)
+		if err != nil {
+			return "", err
+		}
+		if len(raw) <= maxBytes || len(st.records) <= 1 {
+			return string(raw), nil
+		}
+		st.records = st.records[1:]
+	}
+}
+
+// Create stores rec as the next deployment, returning it with its number.
+func (s *Store) Create(ctx context.Context, repo config.Repo, rec Record) (Record, error) {
+	err := s.modify(ctx, repo, func(st *state) error {
+		rec.Number = st.next
+		st.next++
+		st.records = append(st.records, rec)
+		return nil
+	})
+	return rec, err
+}
+
+// Update replaces the record with rec's number (a record already trimmed away is not re-added).
+func (s *Store) Update(ctx context.Context, repo config.Repo, rec Record) error {
+	return s.modify(ctx, repo, func(st *state) error {
+		for i := range st.records {
+			if st.records[i].Number == rec.Number {
+				st.records[i] = rec
+			}
+		}
+		return nil
+	})
+}
+
+// List returns the records, newest first.
+func (s *Store) List(ctx context.Context, repo config.Repo) ([]Record, error) {
+	st, err := s.load(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Record, len(st.records))
+	for i, r := range st.records {
+		out[len(st.records)-1-i] = r
+	}
+	return out, nil
+}
+
+// Next returns the number the next deployment will get.
+func (s *Store) Next(ctx context.Context, repo config.Repo) (int, error) {
+	st, err := s.load(ctx, repo)
+	if err != nil {
+		return 0, err
+	}
+	return st.next, nil
+}
