@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -243,11 +242,7 @@ func (a *Applier) ensureNamespace(ctx context.Context, repo config.Repo) (bool, 
 	return true, nil
 }
 
-// repoLabel is the repo's name as a label value: owner.repo.
-func repoLabel(repo config.Repo) string {
-	owner, name, _ := strings.Cut(repo.Name, "/")
-	return owner + "." + name
-}
+func repoLabel(repo config.Repo) string { return repo.LabelValue() }
 
 // labelled sets deployd's labels and annotations on obj.
 func labelled(obj *unstructured.Unstructured, req Request) {

@@ -113,6 +113,9 @@ func (r Repo) StateName() string {
 	return "deployd-" + strings.Trim(base, "-") + "-" + hex.EncodeToString(sum[:4])
 }
 
+// LabelValue is the repo's name as a label value: owner.repo.
+func (r Repo) LabelValue() string { return strings.Replace(r.Name, "/", ".", 1) }
+
 // Repo returns the entry with the given key, if configured.
 func (c *Config) Repo(k Key) (Repo, bool) {
 	for _, r := range c.Repos {

@@ -63,6 +63,12 @@ type Deployer interface {
 	Deploy(ctx context.Context, d Deployment) error
 }
 
+// Skipper is told of new commits that are not deployed because their manifests equal the
+// deployed ones (a Deployer may implement it to record them).
+type Skipper interface {
+	Skipped(ctx context.Context, d Deployment) error
+}
+
 // DeployFunc adapts a function to Deployer.
 type DeployFunc func(ctx context.Context, d Deployment) error
 
@@ -147,8 +153,22 @@ type Controller struct {
 type repoState struct {
 	poll         *time.Timer
 	seenCommit   string
+	seenBefore   bool
 	deployedTree string
 	failedTree   string
+}
+
+// Seed tells the controller what the history says was deployed last for key, before Run:
+// a restarted deployd does not redeploy unchanged manifests.
+func (c *Controller) Seed(key config.Key, deployedTree string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.repos[key]
+	if st == nil {
+		st = &repoState{}
+		c.repos[key] = st
+	}
+	st.deployedTree = deployedTree
 }
 
 // New returns a controller; call SetConfig, then Run.
@@ -308,11 +328,15 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	unchanged := out.Result.Tree == st.deployedTree
 	failedBefore := out.Result.Tree == st.failedTree
 	newCommit := out.Result.Commit != st.seenCommit
+	st.seenBefore = st.seenCommit != ""
 	st.seenCommit = out.Result.Commit
 	c.mu.Unlock()
 	switch {
 	case unchanged && !req.Force && newCommit:
 		out.Action = ActionNoManifestChange
+		if sk, ok := c.deployer.(Skipper); ok && st.seenBefore {
+			out.Err = sk.Skipped(ctx, Deployment{Repo: repo, Revision: out.Result.Revision, Trigger: req.Trigger})
+		}
 	case unchanged && !req.Force:
 		out.Action = ActionUpToDate
 	case failedBefore && !req.Force:

@@ -24,7 +24,10 @@ import (
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/deploy"
+	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/kube"
+	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/webhook"
 )
@@ -55,7 +58,9 @@ type Options struct {
 	GitTimeout time.Duration
 	// Namespace is deployd's own namespace, where it keeps its state (ConfigMaps).
 	Namespace string
-	// Deployer receives each revision to deploy; the default renders and applies it.
+	// HistoryLimit is how many deployment records are kept per repo and environment.
+	HistoryLimit int
+	// Deployer receives each revision to deploy; the default renders, applies and waits.
 	Deployer controller.Deployer
 	// Logger receives deployd's log.
 	Logger *slog.Logger
@@ -77,6 +82,7 @@ func DefaultOptions() Options {
 		ShutdownTimeout: 30 * time.Second,
 		ProbeInterval:   10 * time.Second,
 		Namespace:       ownNamespace(),
+		HistoryLimit:    50,
 		Controller:      controller.DefaultOptions(),
 		GitTimeout:      source.DefaultOptions().Timeout,
 		Logger:          slog.Default(),
@@ -112,21 +118,32 @@ func Run(ctx context.Context, opts Options) error {
 	srcOpts := source.DefaultOptions()
 	srcOpts.CacheDir, srcOpts.Timeout = opts.CacheDir, opts.GitTimeout
 	src := source.New(srcOpts)
+	var runner *deploy.Runner
+	var tracker *rollout.Tracker
 	dep := opts.Deployer
 	if dep == nil {
-		applyOpts := apply.DefaultOptions()
-		applyOpts.StateNamespace = opts.Namespace
-		applier, err := apply.New(restCfg, applyOpts)
-		if err != nil {
+		ensureStateNamespace(ctx, restCfg, opts.Namespace, log)
+		if runner, tracker, err = newRunner(restCfg, src, opts, log); err != nil {
 			return err
 		}
-		dep = &deployer{source: src, applier: applier, log: log}
-		ensureStateNamespace(ctx, restCfg, opts.Namespace, log)
+		dep = runner
 	}
 	ctlOpts := opts.Controller
 	ctlOpts.Observe = func(o controller.Outcome) { logOutcome(log, o) }
 	ctl := controller.New(src, dep, ctlOpts)
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	if tracker != nil {
+		tracker.Start(work)
+	}
+	var redo []config.Key
+	if runner != nil {
+		redo = recoverHistory(ctx, runner, ctl, cfg, log)
+	}
 	ctl.SetConfig(cfg)
+	for _, k := range redo {
+		ctl.Enqueue(k, controller.Request{Trigger: controller.TriggerStartup, Force: true})
+	}
 	if opts.WebhookSecretFile == "" {
 		log.Warn("webhooks are off: start deployd with --webhook-secret-file to accept GitHub pushes")
 	}
@@ -145,8 +162,6 @@ func Run(ctx context.Context, opts Options) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
-	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
 	wg.Go(func() { health.probeLoop(work, prober, opts.ProbeInterval, log) })
 	wg.Go(func() { ctl.Run(work) })
 	wg.Go(func() {
@@ -171,6 +186,9 @@ func Run(ctx context.Context, opts Options) error {
 	case err := <-serveErr:
 		stopWork()
 		wg.Wait()
+		if runner != nil {
+			runner.Close()
+		}
 		return fmt.Errorf("serving HTTP: %w", err)
 	}
 	log.Info("shutting down", "timeout", opts.ShutdownTimeout.String())
@@ -182,7 +200,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	stopWork()
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() {
+		wg.Wait()
+		if runner != nil {
+			runner.Close() // waits end unrecorded: the next start marks them interrupted and redoes them
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-shutdownCtx.Done():
@@ -244,4 +268,45 @@ func ensureStateNamespace(ctx context.Context, cfg *rest.Config, name string, lo
 		return
 	}
 	log.Info("created deployd's namespace for its state", "namespace", name)
+}
+
+// newRunner builds the real deployment path: apply, rollout tracking, history.
+func newRunner(cfg *rest.Config, src *source.Source, opts Options, log *slog.Logger) (*deploy.Runner, *rollout.Tracker, error) {
+	applyOpts := apply.DefaultOptions()
+	applyOpts.StateNamespace = opts.Namespace
+	applier, err := apply.New(cfg, applyOpts)
+	if err != nil {
+		return nil, nil, err
+	}
+	tracker, err := rollout.NewTracker(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	store := history.NewStore(kube, opts.Namespace, opts.HistoryLimit)
+	return deploy.New(src, applier, tracker, store, func(e deploy.Event) { logEvent(log, e) }), tracker, nil
+}
+
+// recoverHistory reads every repo's history before the first check: the last deployed
+// tree is seeded into the controller, and interrupted deployments are returned to redo.
+func recoverHistory(ctx context.Context, runner *deploy.Runner, ctl *controller.Controller, cfg *config.Config, log *slog.Logger) []config.Key {
+	var redo []config.Key
+	for _, repo := range cfg.Repos {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rec, err := runner.Recover(rctx, repo)
+		cancel()
+		if err != nil {
+			log.Warn("could not read the repo's history; it will be redeployed", "repo", repo.Name, "env", repo.Environment, "err", err)
+			continue
+		}
+		ctl.Seed(repo.Key(), rec.DeployedTree)
+		if rec.Interrupted {
+			log.Warn("a deployment was interrupted by a restart; deploying again", "repo", repo.Name, "env", repo.Environment)
+			redo = append(redo, repo.Key())
+		}
+	}
+	return redo
 }

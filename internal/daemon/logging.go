@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/deploy"
+	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/webhook"
 )
 
@@ -36,4 +39,18 @@ func logDelivery(log *slog.Logger, r webhook.Result) {
 		queued[i] = k.String()
 	}
 	log.Info("webhook delivery", "event", r.Event, "delivery", r.Delivery, "status", r.Status, "message", r.Message, "queued", queued)
+}
+
+func logEvent(log *slog.Logger, e deploy.Event) {
+	r := e.Record
+	attrs := []any{"repo", e.Repo.Name, "env", e.Repo.Environment, "deployment", r.Name(), "commit", r.Commit.SHA,
+		"phase", string(r.Phase), "trigger", r.Trigger}
+	switch r.Phase {
+	case history.Failed, history.Error:
+		log.Error("deployment", append(attrs, "err", r.Error)...)
+	case history.Succeeded:
+		log.Info("deployment", append(attrs, "duration", r.Ended.Sub(r.Started).Round(time.Millisecond).String(), "objects", len(r.Objects))...)
+	default:
+		log.Info("deployment", attrs...)
+	}
 }

@@ -155,7 +155,7 @@ func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *st
 		if st.cm == nil {
 			st.cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
 				Name: repo.StateName(), Namespace: s.namespace,
-				Labels:      map[string]string{"app.kubernetes.io/managed-by": "deployd"},
+				Labels:      map[string]string{"app.kubernetes.io/managed-by": "deployd", "deployd.dev/repo": repo.LabelValue(), "deployd.dev/environment": repo.Environment},
 				Annotations: map[string]string{"deployd.dev/repo-name": repo.Name, "deployd.dev/environment": repo.Environment},
 			}}
 		}

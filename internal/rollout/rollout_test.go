@@ -135,11 +135,8 @@ func tracker(t *testing.T) *Tracker {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	go tr.Run(ctx)
+	tr.Start(ctx)
 	t.Cleanup(cancel)
-	for tr.running() == false {
-		time.Sleep(time.Millisecond) // Run only records its context; this is a few microseconds
-	}
 	return tr
 }
 

@@ -44,7 +44,7 @@ type Tracker struct {
 	changed  chan struct{}
 }
 
-// NewTracker returns a tracker for the cluster cfg reaches; call Run before use.
+// NewTracker returns a tracker for the cluster cfg reaches; call Start before use.
 func NewTracker(cfg *rest.Config) (*Tracker, error) {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -67,13 +67,15 @@ func NewTracker(cfg *rest.Config) (*Tracker, error) {
 	}, nil
 }
 
-// Run keeps the watches running until ctx ends.
-func (t *Tracker) Run(ctx context.Context) {
+// Start lets watches run until ctx ends; it returns at once.
+func (t *Tracker) Start(ctx context.Context) {
 	t.mu.Lock()
 	t.ctx = ctx
 	t.mu.Unlock()
-	<-ctx.Done()
-	t.factory.Shutdown()
+	go func() {
+		<-ctx.Done()
+		t.factory.Shutdown()
+	}()
 }
 
 func key(kind, namespace, name string) string { return kind + "/" + namespace + "/" + name }
@@ -171,11 +173,4 @@ func (t *Tracker) Changed() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.changed
-}
-
-// running reports whether Run has started (tests).
-func (t *Tracker) running() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.ctx != nil
 }

@@ -56,6 +56,9 @@ func (t *Tracker) Wait(ctx context.Context, targets []Target, timeout time.Durat
 		refs[i] = tg.Ref
 	}
 	if err := t.Watch(ctx, refs); err != nil {
+		if ctx.Err() != nil {
+			return WaitResult{Outcome: Cancelled, Message: ctx.Err().Error()}
+		}
 		return WaitResult{Outcome: FailedRollout, Message: err.Error()}
 	}
 	deadline := time.NewTimer(timeout)

@@ -1,0 +1,270 @@
+// Package deploy runs one deployment of a repo revision end to end: it numbers it in the
+// history, renders and applies the manifests, then waits for the rollout in the
+// background, so a waiting deployment holds none of the controller's workers.
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/deployd/deployd/internal/apply"
+	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/render"
+	"github.com/deployd/deployd/internal/rollout"
+	"github.com/deployd/deployd/internal/source"
+)
+
+// Files reads a commit's files from the git cache (source.Source does).
+type Files interface {
+	Files(repo config.Repo, commit, dir string, lim source.Limits) (map[string][]byte, error)
+}
+
+// Applier applies a set of objects (apply.Applier does).
+type Applier interface {
+	Apply(ctx context.Context, req apply.Request) (apply.Result, error)
+}
+
+// Waiter waits for applied objects to roll out (rollout.Tracker does).
+type Waiter interface {
+	Wait(ctx context.Context, targets []rollout.Target, timeout time.Duration) rollout.WaitResult
+}
+
+// Event tells of a phase change, for logs, metrics, the API's event stream and reporters.
+type Event struct {
+	Repo   config.Repo
+	Record history.Record
+}
+
+// Runner runs deployments; it is the controller's Deployer.
+type Runner struct {
+	files   Files
+	applier Applier
+	waiter  Waiter
+	history *history.Store
+	notify  func(Event)
+
+	mu      sync.Mutex
+	waiting map[config.Key]*wait
+	wg      sync.WaitGroup
+}
+
+// wait is a deployment whose rollout is being waited for.
+type wait struct {
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+}
+
+var _ controller.Deployer = (*Runner)(nil)
+
+// errSuperseded cancels a wait that a newer deployment replaces; errStopped one that
+// deployd's shutdown ends (left unrecorded, so the next start redoes it).
+var (
+	errSuperseded = errors.New("superseded by a newer deployment")
+	errStopped    = errors.New("deployd stopped")
+)
+
+// New returns a Runner; notify (optional) is called after every record change.
+func New(files Files, applier Applier, waiter Waiter, store *history.Store, notify func(Event)) *Runner {
+	if notify == nil {
+		notify = func(Event) {}
+	}
+	return &Runner{files: files, applier: applier, waiter: waiter, history: store, notify: notify, waiting: map[config.Key]*wait{}}
+}
+
+// Deploy applies a revision and starts waiting for its rollout. It returns once the
+// apply is done; the wait's outcome goes to the history. Bad manifests and rejected
+// objects are permanent failures (controller.Permanent).
+func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
+	r.supersede(d.Repo.Key())
+	rec, err := r.history.Create(ctx, d.Repo, history.Record{
+		Commit:  history.Commit{SHA: d.Revision.Commit, Message: d.Revision.Message, Author: d.Revision.Author, Time: d.Revision.Time},
+		Tree:    d.Revision.Tree,
+		Trigger: string(d.Trigger),
+		Started: time.Now().UTC(),
+		Phase:   history.Applying,
+	})
+	if err != nil {
+		return fmt.Errorf("recording the deployment: %w", err)
+	}
+	r.notify(Event{Repo: d.Repo, Record: rec})
+	res, err := r.apply(ctx, d, rec.Number)
+	rec.Objects = objectsOf(res.Changes)
+	if err != nil {
+		rec.Phase, rec.Error, rec.Ended = history.Error, err.Error(), time.Now().UTC()
+		r.save(d.Repo, rec)
+		return err
+	}
+	rec.Phase = history.Waiting
+	r.save(d.Repo, rec)
+	r.startWait(d.Repo, rec, rollout.TargetsOf(res.Changes))
+	return nil
+}
+
+func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int) (apply.Result, error) {
+	repo, rev := d.Repo, d.Revision
+	files, err := r.files.Files(repo, rev.Commit, repo.ManifestPath(), source.DefaultLimits())
+	if err != nil {
+		return apply.Result{}, err
+	}
+	if render.IsKustomization(files, repo.ManifestPath()) {
+		// An overlay may reach ../base anywhere in the repo.
+		if files, err = r.files.Files(repo, rev.Commit, ".", source.DefaultLimits()); err != nil {
+			return apply.Result{}, controller.Permanent(err)
+		}
+	}
+	objs, err := render.Render(files, repo.ManifestPath())
+	if err != nil {
+		return apply.Result{}, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
+	}
+	res, err := r.applier.Apply(ctx, apply.Request{Repo: repo, Commit: rev.Commit, Number: number, Objects: objs})
+	var invalid *apply.ValidationError
+	if errors.As(err, &invalid) {
+		return res, controller.Permanent(err)
+	}
+	return res, err
+}
+
+// startWait waits for the rollout in its own goroutine and records the outcome.
+func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollout.Target) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	w := &wait{cancel: cancel, done: make(chan struct{})}
+	r.mu.Lock()
+	r.waiting[repo.Key()] = w
+	r.mu.Unlock()
+	r.wg.Go(func() {
+		defer close(w.done)
+		defer cancel(nil)
+		res := r.waiter.Wait(ctx, targets, repo.Timeout)
+		if errors.Is(context.Cause(ctx), errStopped) {
+			return
+		}
+		for i, s := range res.Objects {
+			if i < len(targets) {
+				setStatus(rec.Objects, targets[i].Ref.String(), s)
+			}
+		}
+		switch res.Outcome {
+		case rollout.Succeeded:
+			rec.Phase = history.Succeeded
+		case rollout.FailedRollout:
+			rec.Phase, rec.Error = history.Failed, res.Message
+		default:
+			rec.Phase, rec.Error = history.Superseded, context.Cause(ctx).Error()
+		}
+		rec.Ended = time.Now().UTC()
+		r.save(repo, rec)
+		r.mu.Lock()
+		if r.waiting[repo.Key()] == w {
+			delete(r.waiting, repo.Key())
+		}
+		r.mu.Unlock()
+	})
+}
+
+// supersede ends the wait of an earlier deployment of key, and waits until it is recorded.
+func (r *Runner) supersede(key config.Key) {
+	r.mu.Lock()
+	w := r.waiting[key]
+	r.mu.Unlock()
+	if w != nil {
+		w.cancel(errSuperseded)
+		<-w.done
+	}
+}
+
+// save writes a record, bounded in time: the wait's own context may be gone.
+func (r *Runner) save(repo config.Repo, rec history.Record) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.history.Update(ctx, repo, rec); err != nil {
+		rec.Error = joinErr(rec.Error, "recording: "+err.Error())
+	}
+	r.notify(Event{Repo: repo, Record: rec})
+}
+
+// Close ends every wait (as at shutdown: the next deployd redoes them) and waits for the records.
+func (r *Runner) Close() {
+	r.mu.Lock()
+	for _, w := range r.waiting {
+		w.cancel(errStopped)
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// Skipped records a new commit whose manifests equal the deployed ones.
+func (r *Runner) Skipped(ctx context.Context, d controller.Deployment) error {
+	now := time.Now().UTC()
+	rec, err := r.history.Create(ctx, d.Repo, history.Record{
+		Commit:  history.Commit{SHA: d.Revision.Commit, Message: d.Revision.Message, Author: d.Revision.Author, Time: d.Revision.Time},
+		Tree:    d.Revision.Tree,
+		Trigger: string(d.Trigger),
+		Started: now, Ended: now,
+		Phase: history.SkippedNoChange,
+	})
+	if err == nil {
+		r.notify(Event{Repo: d.Repo, Record: rec})
+	}
+	return err
+}
+
+// Recovery is what the history says about a repo after a restart.
+type Recovery struct {
+	// DeployedTree is the manifests tree of the last successful deployment.
+	DeployedTree string
+	// Interrupted is true when a deployment was cut off (deployd was killed or stopped
+	// mid-deployment); it is now marked "error: interrupted" and should be redone.
+	Interrupted bool
+}
+
+// Recover reads repo's history at start: unfinished records become "error: interrupted".
+func (r *Runner) Recover(ctx context.Context, repo config.Repo) (Recovery, error) {
+	recs, err := r.history.List(ctx, repo)
+	if err != nil {
+		return Recovery{}, err
+	}
+	var out Recovery
+	for _, rec := range recs { // newest first
+		if !rec.Phase.Done() {
+			rec.Phase, rec.Error, rec.Ended = history.Error, "interrupted: deployd stopped before it ended", time.Now().UTC()
+			if err := r.history.Update(ctx, repo, rec); err != nil {
+				return out, err
+			}
+			r.notify(Event{Repo: repo, Record: rec})
+			out.Interrupted = true
+			continue
+		}
+		if rec.Phase == history.Succeeded && out.DeployedTree == "" {
+			out.DeployedTree = rec.Tree
+		}
+	}
+	return out, nil
+}
+
+func joinErr(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+func objectsOf(changes []apply.Change) []history.Object {
+	out := make([]history.Object, len(changes))
+	for i, c := range changes {
+		out[i] = history.Object{Object: c.Object.String(), Action: string(c.Action), Message: c.Reason}
+	}
+	return out
+}
+
+func setStatus(objs []history.Object, name string, s rollout.Tracked) {
+	for i := range objs {
+		if objs[i].Object == name {
+			objs[i].Status, objs[i].Message = string(s.Status), s.Summary()
+		}
+	}
+}

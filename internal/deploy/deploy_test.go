@@ -1,0 +1,203 @@
+package deploy
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployd/deployd/internal/apply"
+	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/rollout"
+	"github.com/deployd/deployd/internal/simcluster"
+	"github.com/deployd/deployd/internal/source"
+)
+
+var env *simcluster.Env
+
+func TestMain(m *testing.M) { os.Exit(simcluster.Main(m, &env)) }
+
+// filesByCommit serves each commit's files from memory.
+type filesByCommit map[string]map[string]string
+
+func (f filesByCommit) Files(_ config.Repo, commit, dir string, _ source.Limits) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for k, v := range f[commit] {
+		out[k] = []byte(v)
+	}
+	return out, nil
+}
+
+func workload(name string, replicas int, crash bool, deadline int) string {
+	labels := "app: " + name
+	if crash {
+		labels += ", " + simcluster.CrashLoopLabel + `: "true"`
+	}
+	return "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: " + name + "}\nspec:\n  replicas: " + string(rune('0'+replicas)) +
+		"\n  progressDeadlineSeconds: " + itoa(deadline) + "\n  selector: {matchLabels: {app: " + name + "}}\n  template:\n    metadata: {labels: {" + labels +
+		"}}\n    spec: {containers: [{name: web, image: \"nginx:1.27\"}]}\n"
+}
+
+func itoa(n int) string {
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + string(rune('0'+n%10))
+}
+
+type fixture struct {
+	runner *Runner
+	store  *history.Store
+	repo   config.Repo
+	events chan Event
+}
+
+func newFixture(t *testing.T, files filesByCommit) *fixture {
+	t.Helper()
+	state := env.Namespace(t)
+	opts := apply.DefaultOptions()
+	opts.StateNamespace = state
+	applier, err := apply.New(env.Config, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracker, err := rollout.NewTracker(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tracker.Start(ctx)
+	t.Cleanup(cancel)
+	f := &fixture{store: history.NewStore(env.Client, state, 50), events: make(chan Event, 100)}
+	f.runner = New(files, applier, tracker, f.store, func(e Event) { f.events <- e })
+	t.Cleanup(f.runner.Close)
+	f.repo = config.Repo{Name: "shop/web", Namespace: env.Namespace(t), Environment: "dev",
+		Settings: config.Settings{Path: "deploy", Timeout: time.Minute, Prune: true}}
+	return f
+}
+
+func (f *fixture) deploy(t *testing.T, commit string) {
+	t.Helper()
+	err := f.runner.Deploy(context.Background(), controller.Deployment{Repo: f.repo, Trigger: controller.TriggerWebhook,
+		Revision: source.Revision{Commit: commit, Tree: "tree-" + commit, Message: "msg " + commit, Author: "A"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitPhase waits for record number n to reach phase.
+func (f *fixture) waitPhase(t *testing.T, n int, phase history.Phase) history.Record {
+	t.Helper()
+	deadline := time.After(time.Minute)
+	for {
+		select {
+		case e := <-f.events:
+			if e.Record.Number == n && e.Record.Phase == phase {
+				return e.Record
+			}
+		case <-deadline:
+			recs, _ := f.store.List(context.Background(), f.repo)
+			t.Fatalf("record %d never reached %s: %+v", n, phase, recs)
+		}
+	}
+}
+
+func TestSuccessRecordsCounts(t *testing.T) {
+	f := newFixture(t, filesByCommit{"c1": {"deploy/web.yaml": workload("web", 3, false, 60)}})
+	f.deploy(t, "c1")
+	rec := f.waitPhase(t, 1, history.Succeeded)
+	if len(rec.Objects) != 1 || rec.Objects[0].Status != "Current" || rec.Objects[0].Action != "created" || rec.Trigger != "webhook" || rec.Ended.IsZero() {
+		t.Errorf("record %+v", rec)
+	}
+	stored, _ := f.store.List(context.Background(), f.repo)
+	if stored[0].Phase != history.Succeeded || stored[0].Commit.Message != "msg c1" || stored[0].Tree != "tree-c1" {
+		t.Errorf("stored %+v", stored[0])
+	}
+}
+
+func TestFailedRolloutIsRecorded(t *testing.T) {
+	f := newFixture(t, filesByCommit{"bad": {"deploy/web.yaml": workload("web", 2, true, 2)}})
+	f.deploy(t, "bad")
+	rec := f.waitPhase(t, 1, history.Failed)
+	if rec.Error != "Deployment web: ProgressDeadlineExceeded" {
+		t.Errorf("error %q", rec.Error)
+	}
+}
+
+func TestTimeoutIsRecorded(t *testing.T) {
+	f := newFixture(t, filesByCommit{"slow": {"deploy/web.yaml": workload("web", 3, true, 600)}})
+	f.repo.Timeout = 2 * time.Second
+	f.deploy(t, "slow")
+	rec := f.waitPhase(t, 1, history.Failed)
+	if rec.Error != "timed out after 2s waiting for Deployment web: 0 of 3 updated replicas available" {
+		t.Errorf("error %q", rec.Error)
+	}
+}
+
+func TestWaitingHoldsNoWorkerAndIsSuperseded(t *testing.T) {
+	f := newFixture(t, filesByCommit{
+		"stuck": {"deploy/web.yaml": workload("web", 1, true, 600)},
+		"fix":   {"deploy/web.yaml": workload("web", 1, false, 600)},
+	})
+	// Deploy returns once applied: the rollout is waited for in the background.
+	f.deploy(t, "stuck")
+	f.waitPhase(t, 1, history.Waiting)
+	f.deploy(t, "fix")
+	old := f.waitPhase(t, 1, history.Superseded)
+	if !strings.Contains(old.Error, "superseded by a newer deployment") {
+		t.Errorf("superseded record's error %q", old.Error)
+	}
+	f.waitPhase(t, 2, history.Succeeded)
+}
+
+func TestBadManifestsAreAnErrorRecord(t *testing.T) {
+	f := newFixture(t, filesByCommit{"c": {"deploy/x.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}\n"}})
+	err := f.runner.Deploy(context.Background(), controller.Deployment{Repo: f.repo, Revision: source.Revision{Commit: "c"}, Trigger: controller.TriggerPoll})
+	var permanent *controller.PermanentError
+	if err == nil || !asPermanent(err, &permanent) {
+		t.Fatalf("error %v, want a permanent one", err)
+	}
+	recs, _ := f.store.List(context.Background(), f.repo)
+	if len(recs) != 1 || recs[0].Phase != history.Error || !strings.Contains(recs[0].Error, `namespace "kube-system" is not the repo's namespace`) {
+		t.Errorf("records %+v", recs)
+	}
+}
+
+func TestRecoverMarksInterrupted(t *testing.T) {
+	f := newFixture(t, filesByCommit{"ok": {"deploy/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"}})
+	f.deploy(t, "ok")
+	f.waitPhase(t, 1, history.Succeeded)
+	// A deployd killed mid-deployment leaves a record like this one behind.
+	if _, err := f.store.Create(context.Background(), f.repo, history.Record{Phase: history.Waiting, Tree: "tree-next"}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := f.runner.Recover(context.Background(), f.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Interrupted || rec.DeployedTree != "tree-ok" {
+		t.Errorf("recovery %+v", rec)
+	}
+	recs, _ := f.store.List(context.Background(), f.repo)
+	if recs[0].Phase != history.Error || !strings.HasPrefix(recs[0].Error, "interrupted") {
+		t.Errorf("record %+v", recs[0])
+	}
+}
+
+func asPermanent(err error, target **controller.PermanentError) bool {
+	for e := err; e != nil; {
+		if p, ok := e.(*controller.PermanentError); ok {
+			*target = p
+			return true
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		e = u.Unwrap()
+	}
+	return false
+}
