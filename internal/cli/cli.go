@@ -64,6 +64,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.Config.DefaultEnvironment, "environment", o.Config.DefaultEnvironment, "environment of repos that set none")
 	fs.StringVar(&o.PublicURL, "public-url", "", "base URL of this deployd, used in links it hands out (e.g. https://deployd.example.com)")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "deployd's own namespace, where it keeps its state (default: its pod's, else deployd)")
+	fs.IntVar(&o.HistoryLimit, "history-limit", o.HistoryLimit, "deployment records kept per repo and environment")
 	fs.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the GitHub webhook secret (webhooks are refused without it)")
 	fs.IntVar(&o.Controller.Concurrency, "concurrency", o.Controller.Concurrency, "how many repos are checked or deployed at once")
 	fs.DurationVar(&o.GitTimeout, "git-timeout", o.GitTimeout, "timeout of each git network operation")
@@ -129,6 +130,9 @@ func (f *serveFlags) validate() error {
 	}
 	if f.opts.GitTimeout <= 0 {
 		return fmt.Errorf("--git-timeout must be more than 0")
+	}
+	if f.opts.HistoryLimit < 1 {
+		return fmt.Errorf("--history-limit must be 1 or more")
 	}
 	if f.opts.Controller.Concurrency < 1 {
 		return fmt.Errorf("--concurrency must be 1 or more")
