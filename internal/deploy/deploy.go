@@ -256,7 +256,13 @@ func joinErr(a, b string) string {
 func objectsOf(changes []apply.Change) []history.Object {
 	out := make([]history.Object, len(changes))
 	for i, c := range changes {
-		out[i] = history.Object{Object: c.Object.String(), Action: string(c.Action), Message: c.Reason}
+		r := c.Object
+		apiVersion := r.Version
+		if r.Group != "" {
+			apiVersion = r.Group + "/" + r.Version
+		}
+		out[i] = history.Object{Object: r.String(), APIVersion: apiVersion, Kind: r.Kind, Namespace: r.Namespace, Name: r.Name,
+			Action: string(c.Action), Message: c.Reason}
 	}
 	return out
 }

@@ -54,6 +54,11 @@ type Commit struct {
 type Object struct {
 	// Object is "Kind/namespace/name".
 	Object string `json:"object"`
+	// APIVersion, Kind, Namespace and Name identify it.
+	APIVersion string `json:"apiVersion,omitempty"`
+	Kind       string `json:"kind,omitempty"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name,omitempty"`
 	// Action is what the apply did: created, configured, unchanged, recreated, pruned.
 	Action string `json:"action"`
 	// Status is the rollout status when the deployment ended (kstatus).
