@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: build test demo cluster lint bench simcluster cluster-tool image
+.PHONY: build test demo cluster lint bench simcluster cluster-tool image openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 build:
@@ -36,6 +36,11 @@ demo: build simcluster cluster-tool
 	@echo "demo: starting a simulated cluster and deployd on http://$(DEMO_LISTEN) (Ctrl-C stops both)"
 	@echo "demo: try  curl http://$(DEMO_LISTEN)/readyz"
 	$(BIN)/cluster exec -- $(BIN)/deployd --config repos.yaml --listen $(DEMO_LISTEN) --cache-dir $(BIN)/demo-cache
+
+## openapi: write the OpenAPI documents into openapi/ and regenerate the Go client in pkg/client
+openapi:
+	$(GO) run ./hack/openapi openapi
+	cd pkg/client && $(GO) run github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@v2.8.2 -config oapi-codegen.yaml ../../openapi/openapi-3.0.json
 
 ## lint: gofmt, go vet and staticcheck
 lint:

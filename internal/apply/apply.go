@@ -281,3 +281,12 @@ func (a *Applier) patchOptions(dryRun bool) metav1.PatchOptions {
 }
 
 func ptrTrue() *bool { t := true; return &t }
+
+// Live reads an object from the cluster, as deployd's own identity.
+func (a *Applier) Live(ctx context.Context, r Ref) (*unstructured.Unstructured, error) {
+	m, err := a.mapping(schema.GroupVersionKind{Group: r.Group, Version: r.Version, Kind: r.Kind})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", r, err)
+	}
+	return a.resource(a.dyn, m, r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
+}

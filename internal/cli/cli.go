@@ -64,6 +64,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.Config.DefaultEnvironment, "environment", o.Config.DefaultEnvironment, "environment of repos that set none")
 	fs.StringVar(&o.PublicURL, "public-url", "", "base URL of this deployd, used in links it hands out (e.g. https://deployd.example.com)")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "deployd's own namespace, where it keeps its state (default: its pod's, else deployd)")
+	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token for the API's write endpoints (sync, pause, resume)")
+	fs.BoolVar(&o.APIReadAuth, "api-read-auth", false, "require the API token on read endpoints too")
 	fs.IntVar(&o.HistoryLimit, "history-limit", o.HistoryLimit, "deployment records kept per repo and environment")
 	fs.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the GitHub webhook secret (webhooks are refused without it)")
 	fs.IntVar(&o.Controller.Concurrency, "concurrency", o.Controller.Concurrency, "how many repos are checked or deployed at once")

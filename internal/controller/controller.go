@@ -100,6 +100,8 @@ const (
 	ActionCheckFailed Action = "check failed"
 	// ActionDeployFailed: the deployer failed; it will be retried, unless the failure was permanent.
 	ActionDeployFailed Action = "deploy failed"
+	// ActionPaused: the repo is paused; it was checked, not deployed.
+	ActionPaused Action = "paused, not deployed"
 	// ActionFailedBefore: the revision failed permanently before; waiting for a new one.
 	ActionFailedBefore Action = "failed before, waiting for a change"
 )
@@ -152,10 +154,23 @@ type Controller struct {
 // repoState is what the controller remembers of a repo.
 type repoState struct {
 	poll         *time.Timer
+	paused       bool
 	seenCommit   string
 	seenBefore   bool
 	deployedTree string
 	failedTree   string
+}
+
+// SetPaused pauses or resumes a repo: a paused repo is checked but not deployed.
+func (c *Controller) SetPaused(key config.Key, paused bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.repos[key]
+	if st == nil {
+		st = &repoState{}
+		c.repos[key] = st
+	}
+	st.paused = paused
 }
 
 // Seed tells the controller what the history says was deployed last for key, before Run:
@@ -328,10 +343,13 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	unchanged := out.Result.Tree == st.deployedTree
 	failedBefore := out.Result.Tree == st.failedTree
 	newCommit := out.Result.Commit != st.seenCommit
+	paused := st.paused
 	st.seenBefore = st.seenCommit != ""
 	st.seenCommit = out.Result.Commit
 	c.mu.Unlock()
 	switch {
+	case paused:
+		out.Action = ActionPaused
 	case unchanged && !req.Force && newCommit:
 		out.Action = ActionNoManifestChange
 		if sk, ok := c.deployer.(Skipper); ok && st.seenBefore {

@@ -21,14 +21,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/deployd/deployd/internal/api"
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
-	"github.com/deployd/deployd/internal/deploy"
-	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/kube"
-	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
+	"github.com/deployd/deployd/internal/view"
 	"github.com/deployd/deployd/internal/webhook"
 )
 
@@ -58,6 +57,10 @@ type Options struct {
 	GitTimeout time.Duration
 	// Namespace is deployd's own namespace, where it keeps its state (ConfigMaps).
 	Namespace string
+	// APITokenFile holds the bearer token of the API's write endpoints.
+	APITokenFile string
+	// APIReadAuth requires the token on the API's read endpoints too.
+	APIReadAuth bool
 	// HistoryLimit is how many deployment records are kept per repo and environment.
 	HistoryLimit int
 	// Deployer receives each revision to deploy; the default renders, applies and waits.
@@ -118,27 +121,34 @@ func Run(ctx context.Context, opts Options) error {
 	srcOpts := source.DefaultOptions()
 	srcOpts.CacheDir, srcOpts.Timeout = opts.CacheDir, opts.GitTimeout
 	src := source.New(srcOpts)
-	var runner *deploy.Runner
-	var tracker *rollout.Tracker
+	state := view.New(opts.HistoryLimit)
+	state.SetConfig(cfg)
+	var p *parts
 	dep := opts.Deployer
 	if dep == nil {
 		ensureStateNamespace(ctx, restCfg, opts.Namespace, log)
-		if runner, tracker, err = newRunner(restCfg, src, opts, log); err != nil {
+		if p, err = newParts(restCfg, src, state, opts, log); err != nil {
 			return err
 		}
-		dep = runner
+		dep = p.runner
 	}
+	runner := p.runnerOrNil()
 	ctlOpts := opts.Controller
-	ctlOpts.Observe = func(o controller.Outcome) { logOutcome(log, o) }
+	ctlOpts.Observe = func(o controller.Outcome) {
+		logOutcome(log, o)
+		var checkErr error
+		if o.Action == controller.ActionCheckFailed {
+			checkErr = o.Err
+		}
+		state.Observe(o.Key, o.Result.Revision, checkErr)
+	}
 	ctl := controller.New(src, dep, ctlOpts)
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	if tracker != nil {
-		tracker.Start(work)
-	}
 	var redo []config.Key
-	if runner != nil {
-		redo = recoverHistory(ctx, runner, ctl, cfg, log)
+	if p != nil {
+		p.tracker.Start(work)
+		redo = p.recoverHistory(ctx, ctl, cfg, log)
 	}
 	ctl.SetConfig(cfg)
 	for _, k := range redo {
@@ -150,8 +160,11 @@ func Run(ctx context.Context, opts Options) error {
 	hooks := webhook.New(ctl, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r) })
 
 	health := &health{watcher: watcher}
+	apiServer := api.New(p.apiDeps(state, ctl, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL})
 	mux := http.NewServeMux()
-	mux.Handle("/", health.routes())
+	mux.Handle("/", apiServer.Handler())
+	mux.Handle("GET /healthz", health.routes())
+	mux.Handle("GET /readyz", health.routes())
 	mux.Handle("/webhooks/github", hooks)
 	srv := &http.Server{
 		Handler:           mux,
@@ -168,6 +181,7 @@ func Run(ctx context.Context, opts Options) error {
 		onReload := func(r config.Reload) {
 			logReload(log, r)
 			if r.Err == nil {
+				state.SetConfig(r.Config)
 				ctl.SetConfig(r.Config)
 			}
 		}
@@ -268,45 +282,4 @@ func ensureStateNamespace(ctx context.Context, cfg *rest.Config, name string, lo
 		return
 	}
 	log.Info("created deployd's namespace for its state", "namespace", name)
-}
-
-// newRunner builds the real deployment path: apply, rollout tracking, history.
-func newRunner(cfg *rest.Config, src *source.Source, opts Options, log *slog.Logger) (*deploy.Runner, *rollout.Tracker, error) {
-	applyOpts := apply.DefaultOptions()
-	applyOpts.StateNamespace = opts.Namespace
-	applier, err := apply.New(cfg, applyOpts)
-	if err != nil {
-		return nil, nil, err
-	}
-	tracker, err := rollout.NewTracker(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	store := history.NewStore(kube, opts.Namespace, opts.HistoryLimit)
-	return deploy.New(src, applier, tracker, store, func(e deploy.Event) { logEvent(log, e) }), tracker, nil
-}
-
-// recoverHistory reads every repo's history before the first check: the last deployed
-// tree is seeded into the controller, and interrupted deployments are returned to redo.
-func recoverHistory(ctx context.Context, runner *deploy.Runner, ctl *controller.Controller, cfg *config.Config, log *slog.Logger) []config.Key {
-	var redo []config.Key
-	for _, repo := range cfg.Repos {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		rec, err := runner.Recover(rctx, repo)
-		cancel()
-		if err != nil {
-			log.Warn("could not read the repo's history; it will be redeployed", "repo", repo.Name, "env", repo.Environment, "err", err)
-			continue
-		}
-		ctl.Seed(repo.Key(), rec.DeployedTree)
-		if rec.Interrupted {
-			log.Warn("a deployment was interrupted by a restart; deploying again", "repo", repo.Name, "env", repo.Environment)
-			redo = append(redo, repo.Key())
-		}
-	}
-	return redo
 }

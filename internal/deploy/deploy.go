@@ -220,6 +220,10 @@ type Recovery struct {
 	// Interrupted is true when a deployment was cut off (deployd was killed or stopped
 	// mid-deployment); it is now marked "error: interrupted" and should be redone.
 	Interrupted bool
+	// Records are the kept records, newest first, after the marking.
+	Records []history.Record
+	// Pause is the stored pause state.
+	Pause history.Pause
 }
 
 // Recover reads repo's history at start: unfinished records become "error: interrupted".
@@ -229,13 +233,16 @@ func (r *Runner) Recover(ctx context.Context, repo config.Repo) (Recovery, error
 		return Recovery{}, err
 	}
 	var out Recovery
-	for _, rec := range recs { // newest first
+	if out.Pause, err = r.history.Pause(ctx, repo); err != nil {
+		return out, err
+	}
+	for i, rec := range recs { // newest first
 		if !rec.Phase.Done() {
 			rec.Phase, rec.Error, rec.Ended = history.Error, "interrupted: deployd stopped before it ended", time.Now().UTC()
 			if err := r.history.Update(ctx, repo, rec); err != nil {
 				return out, err
 			}
-			r.notify(Event{Repo: repo, Record: rec})
+			recs[i] = rec
 			out.Interrupted = true
 			continue
 		}
@@ -243,6 +250,7 @@ func (r *Runner) Recover(ctx context.Context, repo config.Repo) (Recovery, error
 			out.DeployedTree = rec.Tree
 		}
 	}
+	out.Records = recs
 	return out, nil
 }
 

@@ -116,6 +116,7 @@ type state struct {
 	cm      *corev1.ConfigMap
 	records []Record // oldest first
 	next    int
+	pause   string
 }
 
 func (s *Store) load(ctx context.Context, repo config.Repo) (*state, error) {
@@ -132,6 +133,7 @@ func (s *Store) load(ctx context.Context, repo config.Repo) (*state, error) {
 			return nil, fmt.Errorf("history in ConfigMap/%s/%s is not valid: %w", s.namespace, cm.Name, err)
 		}
 	}
+	st.pause = cm.Data[pauseKey]
 	if n, err := strconv.Atoi(cm.Data[nextKey]); err == nil {
 		st.next = n
 	}
@@ -168,6 +170,9 @@ func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *st
 			st.cm.Data = map[string]string{}
 		}
 		st.cm.Data[historyKey], st.cm.Data[nextKey] = raw, strconv.Itoa(st.next)
+		if st.pause != "" {
+			st.cm.Data[pauseKey] = st.pause
+		}
 		if st.cm.ResourceVersion == "" {
 			_, err = cms.Create(ctx, st.cm, metav1.CreateOptions{})
 		} else {
@@ -243,4 +248,41 @@ func (s *Store) Next(ctx context.Context, repo config.Repo) (int, error) {
 		return 0, err
 	}
 	return st.next, nil
+}
+
+// pauseKey holds the repo's pause state in the state ConfigMap.
+const pauseKey = "pause"
+
+// Pause is a repo's stored pause state.
+type Pause struct {
+	Paused bool      `json:"paused"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
+// SetPause stores the pause state, so it survives restarts.
+func (s *Store) SetPause(ctx context.Context, repo config.Repo, p Pause) error {
+	return s.modify(ctx, repo, func(st *state) error {
+		raw, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		st.pause = string(raw)
+		return nil
+	})
+}
+
+// Pause reads the stored pause state.
+func (s *Store) Pause(ctx context.Context, repo config.Repo) (Pause, error) {
+	st, err := s.load(ctx, repo)
+	if err != nil {
+		return Pause{}, err
+	}
+	var p Pause
+	if st.pause != "" {
+		if err := json.Unmarshal([]byte(st.pause), &p); err != nil {
+			return Pause{}, fmt.Errorf("pause state of %s is not valid: %w", repo.Name, err)
+		}
+	}
+	return p, nil
 }

@@ -1,0 +1,240 @@
+// Package api serves deployd's status API over HTTP with huma, from the in-memory view:
+// what each repo runs, its rollout status and history, and the actions (sync, pause,
+// resume) that go through the work queue. Its OpenAPI document is committed under openapi/.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/deployd/deployd/internal/apply"
+	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/rollout"
+	"github.com/deployd/deployd/internal/version"
+	"github.com/deployd/deployd/internal/view"
+)
+
+// Queue takes sync requests (controller.Controller).
+type Queue interface {
+	Enqueue(key config.Key, req controller.Request) bool
+}
+
+// Statuses gives live object statuses (rollout.Tracker).
+type Statuses interface {
+	Get(r apply.Ref) rollout.Tracked
+}
+
+// Objects reads a live object from the cluster.
+type Objects interface {
+	Live(ctx context.Context, ref apply.Ref) (*unstructured.Unstructured, error)
+}
+
+// Pauser stores a repo's pause state durably.
+type Pauser interface {
+	SetPause(ctx context.Context, repo config.Repo, p view.Pause) error
+}
+
+// ConfigState tells the config in force and the last reload's error.
+type ConfigState interface {
+	State() config.State
+}
+
+// Options configure the API.
+type Options struct {
+	// TokenFile holds the bearer token for the write endpoints; without it they are refused.
+	TokenFile string
+	// ReadAuth requires the token on read endpoints too.
+	ReadAuth bool
+	// PublicURL is the base of links the API hands out.
+	PublicURL string
+}
+
+// Deps are what the API reads and acts through.
+type Deps struct {
+	View     *view.View
+	Queue    Queue
+	Statuses Statuses
+	Objects  Objects
+	Pauser   Pauser
+	Config   ConfigState
+}
+
+// Server is the API.
+type Server struct {
+	deps Deps
+	opts Options
+	api  huma.API
+	mux  *http.ServeMux
+}
+
+// New registers every operation on a new mux.
+func New(deps Deps, opts Options) *Server {
+	mux := http.NewServeMux()
+	cfg := huma.DefaultConfig("deployd", strings.TrimPrefix(version.Version, "v"))
+	cfg.CreateHooks = nil // no $schema links in responses: clients read the committed spec
+	cfg.Info.Description = "What deployd runs in the cluster, per repo and environment, with rollout status and history."
+	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		"bearer": {Type: "http", Scheme: "bearer", Description: "The token in deployd's --api-token-file."},
+	}
+	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux}
+	s.register()
+	return s
+}
+
+// Handler serves the API, its OpenAPI document (/openapi.json, /openapi.yaml) and docs (/docs).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// OpenAPI returns the API's OpenAPI document.
+func (s *Server) OpenAPI() *huma.OpenAPI { return s.api.OpenAPI() }
+
+// authorize checks the bearer token in constant time.
+func (s *Server) authorize(header string, write bool) error {
+	if !write && !s.opts.ReadAuth {
+		return nil
+	}
+	want, err := readToken(s.opts.TokenFile)
+	if err != nil {
+		return huma.Error401Unauthorized("this endpoint needs a token, and deployd has none: start it with --api-token-file")
+	}
+	got, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+		return huma.Error401Unauthorized("missing or wrong bearer token: send Authorization: Bearer <the token in deployd's --api-token-file>")
+	}
+	return nil
+}
+
+func readToken(path string) ([]byte, error) {
+	if path == "" {
+		return nil, os.ErrNotExist
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return nil, os.ErrNotExist
+	}
+	return []byte(t), nil
+}
+
+// entries returns the repo's entries, narrowed to environment when given.
+func (s *Server) entries(owner, repo, environment string) ([]view.Entry, error) {
+	all := s.deps.View.Entries(owner + "/" + repo)
+	if len(all) == 0 {
+		return nil, huma.Error404NotFound("repo " + owner + "/" + repo + " is not in deployd's config")
+	}
+	if environment == "" {
+		return all, nil
+	}
+	for _, e := range all {
+		if e.Repo.Environment == environment {
+			return []view.Entry{e}, nil
+		}
+	}
+	var envs []string
+	for _, e := range all {
+		envs = append(envs, e.Repo.Environment)
+	}
+	return nil, huma.Error404NotFound("repo " + owner + "/" + repo + " has no environment " + environment + "; it has: " + strings.Join(envs, ", "))
+}
+
+// one returns the single entry a write acts on; a repo in several environments needs ?environment=.
+func (s *Server) one(owner, repo, environment string) (view.Entry, error) {
+	es, err := s.entries(owner, repo, environment)
+	if err != nil {
+		return view.Entry{}, err
+	}
+	if len(es) > 1 {
+		var envs []string
+		for _, e := range es {
+			envs = append(envs, e.Repo.Environment)
+		}
+		return view.Entry{}, huma.Error400BadRequest("repo " + owner + "/" + repo + " is deployed to several environments: name one with ?environment= (" + strings.Join(envs, ", ") + ")")
+	}
+	return es[0], nil
+}
+
+func recordOf(r history.Record) Record {
+	out := Record{Number: r.Number, Name: r.Name(), Trigger: r.Trigger, Started: r.Started, Ended: r.Ended, Phase: string(r.Phase), Error: r.Error,
+		Commit: Commit{SHA: r.Commit.SHA, Message: r.Commit.Message, Author: r.Commit.Author, Time: r.Commit.Time}}
+	for _, o := range r.Objects {
+		out.Objects = append(out.Objects, ObjectOutcome{Object: o.Object, Action: o.Action, Status: o.Status, Message: o.Message})
+	}
+	return out
+}
+
+// severity orders statuses from healthy to not: the overall status is the worst.
+var severity = map[rollout.Status]int{rollout.Current: 0, rollout.InProgress: 1, rollout.Terminating: 2, rollout.Unknown: 3, rollout.NotFound: 4, rollout.Failed: 5}
+
+func (s *Server) environment(e view.Entry, now time.Time) Environment {
+	out := Environment{Environment: e.Repo.Environment, Namespace: e.Repo.Namespace, Branch: e.Repo.Branch, Path: e.Repo.ManifestPath(),
+		CheckError: e.CheckError, Phase: "none", Paused: e.Pause.Paused, PauseReason: e.Pause.Reason, Rollout: string(rollout.Current), Objects: []Object{}}
+	if e.Observed.Commit != "" {
+		out.ObservedCommit = &Commit{SHA: e.Observed.Commit, Message: e.Observed.Message, Author: e.Observed.Author, Time: e.Observed.Time}
+	}
+	if cur, ok := e.Current(); ok {
+		rec := recordOf(cur)
+		out.Current, out.Phase = &rec, string(cur.Phase)
+	}
+	dep, ok := e.Deployed()
+	if !ok {
+		return out
+	}
+	out.DeployedCommit = dep.Commit.SHA
+	worst := rollout.Current
+	for _, o := range dep.Objects {
+		if o.Kind == "" || o.Action == string(apply.Pruned) || o.Action == string(apply.PruneSkipped) {
+			continue
+		}
+		obj := s.object(o, now)
+		out.Objects = append(out.Objects, obj)
+		if st := rollout.Status(obj.Status); severity[st] > severity[worst] {
+			worst = st
+		}
+	}
+	out.Rollout = string(worst)
+	return out
+}
+
+// RefOf identifies a recorded object.
+func RefOf(o history.Object) apply.Ref {
+	group, ver, ok := strings.Cut(o.APIVersion, "/")
+	if !ok {
+		group, ver = "", o.APIVersion
+	}
+	return apply.Ref{Group: group, Version: ver, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
+}
+
+func (s *Server) object(o history.Object, now time.Time) Object {
+	t := s.deps.Statuses.Get(RefOf(o))
+	out := Object{APIVersion: o.APIVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, Status: string(t.Status), Images: t.Images, Changed: t.Changed}
+	if t.Status != rollout.Current {
+		out.Message = t.Summary()
+	} else {
+		out.Message = t.Message
+	}
+	if r := t.Replicas; r != nil {
+		out.Replicas = &Replicas{Desired: r.Desired, Updated: r.Updated, Ready: r.Ready, Available: r.Available}
+	}
+	if !t.Changed.IsZero() {
+		out.AgeSeconds = int64(now.Sub(t.Changed).Seconds())
+	}
+	return out
+}
+
+func sortedEnvs(es []view.Entry) []view.Entry {
+	sort.SliceStable(es, func(i, j int) bool { return es[i].Repo.Environment < es[j].Repo.Environment })
+	return es
+}

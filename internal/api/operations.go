@@ -1,0 +1,352 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/view"
+)
+
+// RepoPath are the path parameters naming a repo (exported: huma reads only exported embedded structs).
+type RepoPath struct {
+	Owner         string `path:"owner" maxLength:"39" doc:"The repo's owner, as on GitHub."`
+	Repo          string `path:"repo" maxLength:"100" doc:"The repo's name."`
+	Authorization string `header:"Authorization" doc:"Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth."`
+}
+
+type statusInput struct {
+	RepoPath
+	Environment string `query:"environment" maxLength:"63" doc:"Only this environment."`
+}
+
+type statusOutput struct {
+	Body RepoStatus
+}
+
+type historyInput struct {
+	RepoPath
+	Environment string `query:"environment" maxLength:"63" doc:"The environment; needed when the repo has several."`
+	Page        int    `query:"page" minimum:"1" default:"1" doc:"Page number, from 1."`
+	PerPage     int    `query:"perPage" minimum:"1" maximum:"100" default:"20" doc:"Records per page."`
+}
+
+type historyOutput struct {
+	Body struct {
+		Environment string   `json:"environment" doc:"The environment the records belong to."`
+		Total       int      `json:"total" doc:"How many records deployd keeps for it."`
+		Page        int      `json:"page" doc:"This page's number."`
+		PerPage     int      `json:"perPage" doc:"Records per page."`
+		Records     []Record `json:"records" nullable:"false" doc:"The page's records, newest first."`
+	}
+}
+
+type recordInput struct {
+	RepoPath
+	Environment string `query:"environment" maxLength:"63" doc:"The environment; needed when the repo has several."`
+	Number      int    `path:"number" minimum:"1" doc:"The deployment's number."`
+}
+
+type recordOutput struct {
+	Body Record
+}
+
+type objectInput struct {
+	RepoPath
+	Environment string `query:"environment" maxLength:"63" doc:"The environment; needed when the repo has several."`
+	Kind        string `path:"kind" maxLength:"63" doc:"The object's kind, e.g. Deployment (case-insensitive)."`
+	Name        string `path:"name" maxLength:"253" doc:"The object's name."`
+}
+
+type objectOutput struct {
+	Body map[string]any
+}
+
+type listInput struct {
+	Authorization string `header:"Authorization" doc:"Bearer token, when deployd runs with --api-read-auth."`
+	Phase         string `query:"phase" enum:"none,queued,applying,waiting,succeeded,failed,error,superseded,skipped-no-change" doc:"Only repos whose newest deployment is in this phase."`
+}
+
+type listOutput struct {
+	Body struct {
+		Deployments []Summary `json:"deployments" nullable:"false" doc:"One line per repo and environment."`
+	}
+}
+
+type syncInput struct {
+	RepoPath
+	Environment string `query:"environment" maxLength:"63" doc:"The environment; needed when the repo has several."`
+	Force       bool   `query:"force" doc:"Deploy even when the manifests did not change."`
+}
+
+type syncOutput struct {
+	Status int
+	Body   struct {
+		Message string `json:"message" doc:"What was queued."`
+		Number  int    `json:"number" doc:"The number the deployment will have, if the check leads to one."`
+	}
+}
+
+type pauseInput struct {
+	RepoPath
+	Environment string `query:"environment" maxLength:"63" doc:"The environment; needed when the repo has several."`
+	Reason      string `query:"reason" maxLength:"200" doc:"Why the repo is paused, shown in its status."`
+}
+
+type pauseOutput struct {
+	Body struct {
+		Environment string `json:"environment" doc:"The environment."`
+		Paused      bool   `json:"paused" doc:"Whether the repo is now paused."`
+		Reason      string `json:"reason,omitempty" doc:"Why."`
+	}
+}
+
+type configInput struct {
+	Authorization string `header:"Authorization" doc:"Bearer token, when deployd runs with --api-read-auth."`
+}
+
+type configOutput struct {
+	Body struct {
+		File        string        `json:"file" doc:"The config file's path."`
+		LoadedAt    time.Time     `json:"loadedAt" doc:"When the config in force was read."`
+		Repos       []ConfigRepo `json:"repos" nullable:"false" doc:"The repos in force, with defaults applied."`
+		ReloadError string        `json:"reloadError,omitempty" doc:"Why the last reload was refused; the config above stays in force."`
+		ReloadAt    time.Time     `json:"reloadErrorAt,omitzero" doc:"When the last reload was refused."`
+	}
+}
+
+var readErrors = []int{http.StatusUnauthorized, http.StatusNotFound}
+
+func (s *Server) register() {
+	tags := []string{"deployments"}
+	huma.Register(s.api, huma.Operation{OperationID: "get-deployment", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}",
+		Summary: "What a repo runs", Description: "The repo in each environment: commits, phase, current record and every applied object with its live rollout status. Served from memory.",
+		Tags: tags, Errors: readErrors}, s.getDeployment)
+	huma.Register(s.api, huma.Operation{OperationID: "list-history", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}/history",
+		Summary: "A repo's deployments", Description: "Deployment records, newest first, paged.", Tags: tags, Errors: append(readErrors, http.StatusBadRequest)}, s.listHistory)
+	huma.Register(s.api, huma.Operation{OperationID: "get-history-record", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}/history/{number}",
+		Summary: "One deployment", Tags: tags, Errors: append(readErrors, http.StatusBadRequest)}, s.getRecord)
+	huma.Register(s.api, huma.Operation{OperationID: "get-object", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}/objects/{kind}/{name}",
+		Summary: "A live object", Description: "An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.",
+		Tags: tags, Errors: append(readErrors, http.StatusBadRequest, http.StatusBadGateway)}, s.getObject)
+	huma.Register(s.api, huma.Operation{OperationID: "list-deployments", Method: http.MethodGet, Path: "/deployments",
+		Summary: "Every repo and environment", Tags: tags, Errors: []int{http.StatusUnauthorized}}, s.listDeployments)
+	write := []map[string][]string{{"bearer": {}}}
+	huma.Register(s.api, huma.Operation{OperationID: "sync", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/sync", DefaultStatus: http.StatusAccepted,
+		Summary: "Check and deploy a repo now", Description: "Queues a check of the repo; with force, deploys even unchanged manifests.",
+		Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict}}, s.sync)
+	huma.Register(s.api, huma.Operation{OperationID: "pause", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/pause",
+		Summary: "Pause a repo", Description: "A paused repo is still watched and its status served, but nothing is deployed until it is resumed. Survives restarts.",
+		Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound}}, s.pause(true))
+	huma.Register(s.api, huma.Operation{OperationID: "resume", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/resume",
+		Summary: "Resume a paused repo", Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound}}, s.pause(false))
+	huma.Register(s.api, huma.Operation{OperationID: "get-config", Method: http.MethodGet, Path: "/config",
+		Summary: "The config in force", Description: "The effective repos.yaml, with the error of the last refused reload.", Tags: []string{"deployd"}, Errors: []int{http.StatusUnauthorized}}, s.getConfig)
+}
+
+func (s *Server) getDeployment(ctx context.Context, in *statusInput) (*statusOutput, error) {
+	if err := s.authorize(in.Authorization, false); err != nil {
+		return nil, err
+	}
+	es, err := s.entries(in.Owner, in.Repo, in.Environment)
+	if err != nil {
+		return nil, err
+	}
+	out := &statusOutput{Body: RepoStatus{Repo: es[0].Repo.Name, URL: es[0].Repo.URL}}
+	now := time.Now()
+	for _, e := range sortedEnvs(es) {
+		out.Body.Environments = append(out.Body.Environments, s.environment(e, now))
+	}
+	return out, nil
+}
+
+func (s *Server) listHistory(ctx context.Context, in *historyInput) (*historyOutput, error) {
+	if err := s.authorize(in.Authorization, false); err != nil {
+		return nil, err
+	}
+	e, err := s.one(in.Owner, in.Repo, in.Environment)
+	if err != nil {
+		return nil, err
+	}
+	out := &historyOutput{}
+	out.Body.Environment, out.Body.Total, out.Body.Page, out.Body.PerPage = e.Repo.Environment, len(e.Records), in.Page, in.PerPage
+	out.Body.Records = []Record{}
+	for i := (in.Page - 1) * in.PerPage; i < len(e.Records) && i < in.Page*in.PerPage; i++ {
+		out.Body.Records = append(out.Body.Records, recordOf(e.Records[i]))
+	}
+	return out, nil
+}
+
+func (s *Server) getRecord(ctx context.Context, in *recordInput) (*recordOutput, error) {
+	if err := s.authorize(in.Authorization, false); err != nil {
+		return nil, err
+	}
+	e, err := s.one(in.Owner, in.Repo, in.Environment)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range e.Records {
+		if r.Number == in.Number {
+			return &recordOutput{Body: recordOf(r)}, nil
+		}
+	}
+	return nil, huma.Error404NotFound(historyName(in.Number) + " is not in the kept history of " + e.Repo.Name + " (" + e.Repo.Environment + ")")
+}
+
+func historyName(n int) string { return history.Record{Number: n}.Name() }
+
+func (s *Server) getObject(ctx context.Context, in *objectInput) (*objectOutput, error) {
+	if err := s.authorize(in.Authorization, false); err != nil {
+		return nil, err
+	}
+	e, err := s.one(in.Owner, in.Repo, in.Environment)
+	if err != nil {
+		return nil, err
+	}
+	dep, ok := e.Deployed()
+	if ok {
+		for _, o := range dep.Objects {
+			if !strings.EqualFold(o.Kind, in.Kind) || o.Name != in.Name || o.Action == "pruned" {
+				continue
+			}
+			live, err := s.deps.Objects.Live(ctx, RefOf(o))
+			if apierrors.IsNotFound(err) {
+				return nil, huma.Error404NotFound(o.Object + " is in the deployment but not in the cluster")
+			}
+			if err != nil {
+				return nil, huma.Error502BadGateway("reading " + o.Object + " from the cluster failed")
+			}
+			return &objectOutput{Body: Redact(live.Object)}, nil
+		}
+	}
+	return nil, huma.Error404NotFound("deployd applied no " + in.Kind + " named " + in.Name + " for " + e.Repo.Name + " (" + e.Repo.Environment + ")")
+}
+
+func (s *Server) listDeployments(ctx context.Context, in *listInput) (*listOutput, error) {
+	if err := s.authorize(in.Authorization, false); err != nil {
+		return nil, err
+	}
+	out := &listOutput{}
+	out.Body.Deployments = []Summary{}
+	now := time.Now()
+	for _, e := range s.deps.View.Entries("") {
+		env := s.environment(e, now)
+		if in.Phase != "" && env.Phase != in.Phase {
+			continue
+		}
+		sum := Summary{Repo: e.Repo.Name, Environment: env.Environment, Namespace: env.Namespace, Phase: env.Phase, Rollout: env.Rollout,
+			DeployedCommit: env.DeployedCommit, Paused: env.Paused}
+		if env.Current != nil {
+			sum.Number = env.Current.Number
+		}
+		out.Body.Deployments = append(out.Body.Deployments, sum)
+	}
+	return out, nil
+}
+
+func (s *Server) sync(ctx context.Context, in *syncInput) (*syncOutput, error) {
+	if err := s.authorize(in.Authorization, true); err != nil {
+		return nil, err
+	}
+	e, err := s.one(in.Owner, in.Repo, in.Environment)
+	if err != nil {
+		return nil, err
+	}
+	if e.Pause.Paused {
+		return nil, huma.Error409Conflict(e.Repo.Name + " (" + e.Repo.Environment + ") is paused (" + e.Pause.Reason + "): resume it first")
+	}
+	if !s.deps.Queue.Enqueue(e.Repo.Key(), controller.Request{Trigger: controller.TriggerAPI, Force: in.Force}) {
+		return nil, huma.Error404NotFound("repo " + e.Repo.Name + " left the config")
+	}
+	out := &syncOutput{Status: http.StatusAccepted}
+	out.Body.Number = 1
+	if cur, ok := e.Current(); ok {
+		out.Body.Number = cur.Number + 1
+	}
+	out.Body.Message = "check of " + e.Repo.Name + " (" + e.Repo.Environment + ") queued"
+	if in.Force {
+		out.Body.Message = "forced deployment of " + e.Repo.Name + " (" + e.Repo.Environment + ") queued"
+	}
+	return out, nil
+}
+
+func (s *Server) pause(paused bool) func(context.Context, *pauseInput) (*pauseOutput, error) {
+	return func(ctx context.Context, in *pauseInput) (*pauseOutput, error) {
+		if err := s.authorize(in.Authorization, true); err != nil {
+			return nil, err
+		}
+		e, err := s.one(in.Owner, in.Repo, in.Environment)
+		if err != nil {
+			return nil, err
+		}
+		p := view.Pause{}
+		if paused {
+			p = view.Pause{Paused: true, Reason: in.Reason, Since: time.Now().UTC()}
+			if p.Reason == "" {
+				p.Reason = "paused through the API"
+			}
+		}
+		if err := s.deps.Pauser.SetPause(ctx, e.Repo, p); err != nil {
+			return nil, huma.Error502BadGateway("storing the pause state in the cluster failed")
+		}
+		out := &pauseOutput{}
+		out.Body.Environment, out.Body.Paused, out.Body.Reason = e.Repo.Environment, p.Paused, p.Reason
+		return out, nil
+	}
+}
+
+func (s *Server) getConfig(ctx context.Context, in *configInput) (*configOutput, error) {
+	if err := s.authorize(in.Authorization, false); err != nil {
+		return nil, err
+	}
+	st := s.deps.Config.State()
+	out := &configOutput{}
+	out.Body.File, out.Body.LoadedAt, out.Body.Repos = st.Config.File, st.LoadedAt, []ConfigRepo{}
+	for _, r := range st.Config.Repos {
+		auth := "none"
+		switch {
+		case r.Auth.TokenFile != "":
+			auth = "token"
+		case r.Auth.SSHKeyFile != "":
+			auth = "ssh"
+		}
+		out.Body.Repos = append(out.Body.Repos, ConfigRepo{Name: r.Name, URL: r.URL, Namespace: r.Namespace, Environment: r.Environment,
+			Branch: r.Branch, Path: r.ManifestPath(), Interval: r.Interval.String(), Timeout: r.Timeout.String(), Prune: r.Prune,
+			AllowClusterScoped: r.AllowClusterScoped, CreateNamespace: r.CreateNamespace, ServiceAccount: r.ServiceAccount, Auth: auth})
+	}
+	if st.Err != nil {
+		out.Body.ReloadError, out.Body.ReloadAt = st.Err.Error(), st.ErrAt
+	}
+	return out, nil
+}
+
+// Redact drops managedFields and replaces every Secret value with "<redacted>".
+func Redact(obj map[string]any) map[string]any {
+	b, _ := json.Marshal(obj)
+	var out map[string]any
+	_ = json.Unmarshal(b, &out)
+	if md, ok := out["metadata"].(map[string]any); ok {
+		delete(md, "managedFields")
+		if ann, ok := md["annotations"].(map[string]any); ok {
+			// kubectl's last-applied copy of a Secret holds its values in clear.
+			delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
+		}
+	}
+	if out["kind"] == "Secret" && (out["apiVersion"] == "v1") {
+		for _, field := range []string{"data", "stringData"} {
+			if m, ok := out[field].(map[string]any); ok {
+				for k := range m {
+					m[k] = "<redacted>"
+				}
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,192 @@
+package cli
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/pkg/client"
+)
+
+const apiManifests = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "nginx:1.27"}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: hunter2}
+`
+
+func bearer(token string) client.RequestEditorFn {
+	return func(ctx context.Context, req *http.Request) error {
+		req.Header.Set("Authorization", "Bearer "+token)
+		return nil
+	}
+}
+
+// TestAPIThroughTheGeneratedClient exercises every endpoint with the client generated
+// from the committed spec, against a running deployd on the local cluster.
+func TestAPIThroughTheGeneratedClient(t *testing.T) {
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "shop/web")
+	sha := repo.Commit("main", "first release", map[string]string{"deploy/manifests/app.yaml": apiManifests})
+	appNS, stateNS := env.Namespace(t), env.Namespace(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+appNS+", interval: 0, environment: dev}\n")
+	token := writeFile(t, dir, "token", "api-token\n")
+	base, logs, _ := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"),
+		"--namespace", stateNS, "--api-token-file", token)
+	c, err := client.NewClientWithResponses(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	var status *client.RepoStatus
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := c.GetDeploymentWithResponse(ctx, "shop", "web", &client.GetDeploymentParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.JSON200 != nil && len(res.JSON200.Environments) == 1 && res.JSON200.Environments[0].Phase == "succeeded" {
+			status = res.JSON200
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never succeeded: %s\n%s", res.Body, logs)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the endpoint under test, with a deadline
+	}
+	t.Run("status shows the commit and ready replicas", func(t *testing.T) {
+		e := status.Environments[0]
+		if e.DeployedCommit == nil || *e.DeployedCommit != sha || e.ObservedCommit == nil || e.ObservedCommit.Sha != sha || e.Rollout != "Current" || e.Namespace != appNS {
+			t.Errorf("environment %+v", e)
+		}
+		var sawDeployment bool
+		for _, o := range e.Objects {
+			if o.Kind == "Deployment" {
+				sawDeployment = true
+				if o.Replicas == nil || o.Replicas.Available != 3 || o.Replicas.Desired != 3 || o.Images == nil || (*o.Images)[0] != "nginx:1.27" || o.Status != "Current" {
+					t.Errorf("deployment object %+v", o)
+				}
+			}
+		}
+		if !sawDeployment || len(e.Objects) != 2 {
+			t.Errorf("objects %+v", e.Objects)
+		}
+	})
+	t.Run("an unknown repo is a 404 with a message", func(t *testing.T) {
+		res, err := c.GetDeploymentWithResponse(ctx, "shop", "nope", &client.GetDeploymentParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode() != 404 || res.ApplicationproblemJSON404 == nil || !strings.Contains(*res.ApplicationproblemJSON404.Detail, "repo shop/nope is not in deployd's config") {
+			t.Errorf("%d %s", res.StatusCode(), res.Body)
+		}
+	})
+	t.Run("history lists and gets records", func(t *testing.T) {
+		list, err := c.ListHistoryWithResponse(ctx, "shop", "web", &client.ListHistoryParams{})
+		if err != nil || list.JSON200 == nil || list.JSON200.Total != 1 || list.JSON200.Records[0].Name != "deployment-0001" {
+			t.Fatalf("%v %s", err, list.Body)
+		}
+		rec, err := c.GetHistoryRecordWithResponse(ctx, "shop", "web", 1, &client.GetHistoryRecordParams{})
+		if err != nil || rec.JSON200 == nil || rec.JSON200.Commit.Sha != sha || rec.JSON200.Trigger != "startup" {
+			t.Fatalf("%v %s", err, rec.Body)
+		}
+		missing, _ := c.GetHistoryRecordWithResponse(ctx, "shop", "web", 99, &client.GetHistoryRecordParams{})
+		if missing.StatusCode() != 404 {
+			t.Errorf("record 99: %d", missing.StatusCode())
+		}
+	})
+	t.Run("a live Secret never shows its values", func(t *testing.T) {
+		res, err := c.GetObjectWithResponse(ctx, "shop", "web", "secret", "creds", &client.GetObjectParams{})
+		if err != nil || res.StatusCode() != 200 {
+			t.Fatalf("%v %s", err, res.Body)
+		}
+		body := string(res.Body)
+		if strings.Contains(body, "hunter2") || strings.Contains(body, "aHVudGVyMg") || !strings.Contains(body, `"password":"\u003credacted\u003e"`) && !strings.Contains(body, `"password":"<redacted>"`) || strings.Contains(body, "managedFields") {
+			t.Errorf("secret body %s", body)
+		}
+		other, _ := c.GetObjectWithResponse(ctx, "shop", "web", "Secret", "kube-root-ca", &client.GetObjectParams{})
+		if other.StatusCode() != 404 {
+			t.Errorf("an object deployd did not apply: %d", other.StatusCode())
+		}
+	})
+	t.Run("the list filters by phase", func(t *testing.T) {
+		ok := "succeeded"
+		res, _ := c.ListDeploymentsWithResponse(ctx, &client.ListDeploymentsParams{Phase: (*client.ListDeploymentsParamsPhase)(&ok)})
+		if res.JSON200 == nil || len(res.JSON200.Deployments) != 1 || res.JSON200.Deployments[0].Repo != "shop/web" {
+			t.Errorf("%s", res.Body)
+		}
+		failed := "failed"
+		res, _ = c.ListDeploymentsWithResponse(ctx, &client.ListDeploymentsParams{Phase: (*client.ListDeploymentsParamsPhase)(&failed)})
+		if res.JSON200 == nil || len(res.JSON200.Deployments) != 0 {
+			t.Errorf("%s", res.Body)
+		}
+	})
+	t.Run("sync needs the token and queues a deployment", func(t *testing.T) {
+		res, _ := c.SyncWithResponse(ctx, "shop", "web", &client.SyncParams{})
+		if res.StatusCode() != 401 {
+			t.Errorf("without token: %d", res.StatusCode())
+		}
+		res, _ = c.SyncWithResponse(ctx, "shop", "web", &client.SyncParams{}, bearer("wrong"))
+		if res.StatusCode() != 401 {
+			t.Errorf("wrong token: %d", res.StatusCode())
+		}
+		force := true
+		res, err := c.SyncWithResponse(ctx, "shop", "web", &client.SyncParams{Force: &force}, bearer("api-token"))
+		if err != nil || res.StatusCode() != 202 || res.JSON202 == nil || res.JSON202.Number != 2 {
+			t.Fatalf("%v %d %s", err, res.StatusCode(), res.Body)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			rec, _ := c.GetHistoryRecordWithResponse(ctx, "shop", "web", 2, &client.GetHistoryRecordParams{})
+			if rec.JSON200 != nil && rec.JSON200.Trigger == "api" && rec.JSON200.Phase == "succeeded" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("record 2: %s", rec.Body)
+			}
+			time.Sleep(100 * time.Millisecond) // polling the endpoint under test, with a deadline
+		}
+	})
+	t.Run("a paused repo refuses sync until resumed", func(t *testing.T) {
+		reason := "incident 42"
+		res, err := c.PauseWithResponse(ctx, "shop", "web", &client.PauseParams{Reason: &reason}, bearer("api-token"))
+		if err != nil || res.StatusCode() != 200 || !res.JSON200.Paused {
+			t.Fatalf("%v %s", err, res.Body)
+		}
+		st, _ := c.GetDeploymentWithResponse(ctx, "shop", "web", &client.GetDeploymentParams{})
+		if e := st.JSON200.Environments[0]; !e.Paused || e.PauseReason == nil || *e.PauseReason != reason {
+			t.Errorf("status %+v", e)
+		}
+		sync, _ := c.SyncWithResponse(ctx, "shop", "web", &client.SyncParams{}, bearer("api-token"))
+		if sync.StatusCode() != 409 {
+			t.Errorf("sync while paused: %d %s", sync.StatusCode(), sync.Body)
+		}
+		if res, _ := c.ResumeWithResponse(ctx, "shop", "web", &client.ResumeParams{}, bearer("api-token")); res.StatusCode() != 200 || res.JSON200.Paused {
+			t.Errorf("resume: %s", res.Body)
+		}
+		if sync, _ := c.SyncWithResponse(ctx, "shop", "web", &client.SyncParams{}, bearer("api-token")); sync.StatusCode() != 202 {
+			t.Errorf("sync after resume: %d", sync.StatusCode())
+		}
+	})
+	t.Run("config shows the repos without credentials", func(t *testing.T) {
+		res, err := c.GetConfigWithResponse(ctx, &client.GetConfigParams{})
+		if err != nil || res.JSON200 == nil || len(res.JSON200.Repos) != 1 || res.JSON200.Repos[0].Interval != "0s" || res.JSON200.Repos[0].Auth != "none" {
+			t.Errorf("%v %s", err, res.Body)
+		}
+	})
+}

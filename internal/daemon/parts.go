@@ -1,0 +1,155 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/deployd/deployd/internal/api"
+	"github.com/deployd/deployd/internal/apply"
+	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/deploy"
+	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/rollout"
+	"github.com/deployd/deployd/internal/source"
+	"github.com/deployd/deployd/internal/view"
+)
+
+// parts are the real deployment path: apply, rollout tracking, history, the runner.
+type parts struct {
+	applier *apply.Applier
+	tracker *rollout.Tracker
+	store   *history.Store
+	runner  *deploy.Runner
+	view    *view.View
+	ctl     *controller.Controller
+}
+
+func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Options, log *slog.Logger) (*parts, error) {
+	applyOpts := apply.DefaultOptions()
+	applyOpts.StateNamespace = opts.Namespace
+	applier, err := apply.New(cfg, applyOpts)
+	if err != nil {
+		return nil, err
+	}
+	tracker, err := rollout.NewTracker(cfg)
+	if err != nil {
+		return nil, err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &parts{applier: applier, tracker: tracker, store: history.NewStore(kube, opts.Namespace, opts.HistoryLimit), view: state}
+	p.runner = deploy.New(src, applier, tracker, p.store, func(e deploy.Event) {
+		logEvent(log, e)
+		state.Record(e.Repo.Key(), e.Record)
+	})
+	return p, nil
+}
+
+func (p *parts) runnerOrNil() *deploy.Runner {
+	if p == nil {
+		return nil
+	}
+	return p.runner
+}
+
+// recoverHistory reads every repo's history and pause state before the first check:
+// the last deployed tree is seeded into the controller, the view gets the records, the
+// deployed objects are watched again, and interrupted deployments are returned to redo.
+func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, log *slog.Logger) []config.Key {
+	p.ctl = ctl
+	var redo []config.Key
+	for _, repo := range cfg.Repos {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rec, err := p.runner.Recover(rctx, repo)
+		cancel()
+		if err != nil {
+			log.Warn("could not read the repo's history; it will be redeployed", "repo", repo.Name, "env", repo.Environment, "err", err)
+			continue
+		}
+		ctl.Seed(repo.Key(), rec.DeployedTree)
+		p.view.LoadHistory(repo.Key(), rec.Records)
+		if rec.Pause.Paused {
+			ctl.SetPaused(repo.Key(), true)
+			p.view.SetPause(repo.Key(), view.Pause(rec.Pause))
+		}
+		p.watchDeployed(ctx, repo, log)
+		if rec.Interrupted {
+			log.Warn("a deployment was interrupted by a restart; deploying again", "repo", repo.Name, "env", repo.Environment)
+			redo = append(redo, repo.Key())
+		}
+	}
+	return redo
+}
+
+// watchDeployed starts watching the objects of the repo's deployed record, in the
+// background, so the API shows their status after a restart.
+func (p *parts) watchDeployed(ctx context.Context, repo config.Repo, log *slog.Logger) {
+	e, ok := p.view.Entry(repo.Key())
+	if !ok {
+		return
+	}
+	dep, ok := e.Deployed()
+	if !ok {
+		return
+	}
+	var refs []apply.Ref
+	for _, o := range dep.Objects {
+		if o.Kind != "" && o.Action != string(apply.Pruned) && o.Action != string(apply.PruneSkipped) {
+			refs = append(refs, api.RefOf(o))
+		}
+	}
+	go func() {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := p.tracker.Watch(wctx, refs); err != nil {
+			log.Warn("could not watch the deployed objects", "repo", repo.Name, "env", repo.Environment, "err", err)
+		}
+	}()
+}
+
+// SetPause stores the pause state, then applies it to the controller and the view.
+func (p *parts) SetPause(ctx context.Context, repo config.Repo, pause view.Pause) error {
+	if err := p.store.SetPause(ctx, repo, history.Pause(pause)); err != nil {
+		return err
+	}
+	p.ctl.SetPaused(repo.Key(), pause.Paused)
+	p.view.SetPause(repo.Key(), pause)
+	return nil
+}
+
+// apiDeps are what the API reads and acts through; without the real parts (a test's
+// own deployer) statuses are unknown and pausing is refused.
+func (p *parts) apiDeps(state *view.View, ctl *controller.Controller, cfg api.ConfigState) api.Deps {
+	d := api.Deps{View: state, Queue: ctl, Config: cfg, Statuses: noStatuses{}, Objects: noObjects{}, Pauser: noPauser{}}
+	if p != nil {
+		d.Statuses, d.Objects, d.Pauser = p.tracker, p.applier, p
+	}
+	return d
+}
+
+type noStatuses struct{}
+
+func (noStatuses) Get(apply.Ref) rollout.Tracked {
+	return rollout.Tracked{ObjectStatus: rollout.ObjectStatus{Status: rollout.Unknown}}
+}
+
+type noObjects struct{}
+
+func (noObjects) Live(context.Context, apply.Ref) (*unstructured.Unstructured, error) {
+	return nil, errors.New("no cluster access in this mode")
+}
+
+type noPauser struct{}
+
+func (noPauser) SetPause(context.Context, config.Repo, view.Pause) error {
+	return errors.New("pausing needs the deployment path")
+}
