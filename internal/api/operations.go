@@ -114,11 +114,11 @@ type configInput struct {
 
 type configOutput struct {
 	Body struct {
-		File        string        `json:"file" doc:"The config file's path."`
-		LoadedAt    time.Time     `json:"loadedAt" doc:"When the config in force was read."`
+		File        string       `json:"file" doc:"The config file's path."`
+		LoadedAt    time.Time    `json:"loadedAt" doc:"When the config in force was read."`
 		Repos       []ConfigRepo `json:"repos" nullable:"false" doc:"The repos in force, with defaults applied."`
-		ReloadError string        `json:"reloadError,omitempty" doc:"Why the last reload was refused; the config above stays in force."`
-		ReloadAt    time.Time     `json:"reloadErrorAt,omitzero" doc:"When the last reload was refused."`
+		ReloadError string       `json:"reloadError,omitempty" doc:"Why the last reload was refused; the config above stays in force."`
+		ReloadAt    time.Time    `json:"reloadErrorAt,omitzero" doc:"When the last reload was refused."`
 	}
 }
 
