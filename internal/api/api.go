@@ -33,6 +33,8 @@ type Queue interface {
 // Statuses gives live object statuses (rollout.Tracker).
 type Statuses interface {
 	Get(r apply.Ref) rollout.Tracked
+	// Changed is closed at the next status change.
+	Changed() <-chan struct{}
 }
 
 // Objects reads a live object from the cluster.
@@ -89,6 +91,7 @@ func New(deps Deps, opts Options) *Server {
 	}
 	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux}
 	s.register()
+	s.registerEvents()
 	return s
 }
 

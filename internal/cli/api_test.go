@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -45,7 +47,7 @@ func TestAPIThroughTheGeneratedClient(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+appNS+", interval: 0, environment: dev}\n")
 	token := writeFile(t, dir, "token", "api-token\n")
-	base, logs, _ := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"),
+	base, logs, stop := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"),
 		"--namespace", stateNS, "--api-token-file", token)
 	c, err := client.NewClientWithResponses(base)
 	if err != nil {
@@ -187,6 +189,55 @@ func TestAPIThroughTheGeneratedClient(t *testing.T) {
 		res, err := c.GetConfigWithResponse(ctx, &client.GetConfigParams{})
 		if err != nil || res.JSON200 == nil || len(res.JSON200.Repos) != 1 || res.JSON200.Repos[0].Interval != "0s" || res.JSON200.Repos[0].Auth != "none" {
 			t.Errorf("%v %s", err, res.Body)
+		}
+	})
+	t.Run("events deliver a deployment's phases in order", func(t *testing.T) {
+		sctx, cancel := context.WithCancel(ctx)
+		req, _ := http.NewRequestWithContext(sctx, http.MethodGet, base+"/deployment/shop/web/events", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("%d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		force := true
+		sync, _ := c.SyncWithResponse(ctx, "shop", "web", &client.SyncParams{Force: &force}, bearer("api-token"))
+		want := sync.JSON202.Number
+		var phases []string
+		sc := bufio.NewScanner(resp.Body)
+		event := ""
+		for !(len(phases) > 0 && phases[len(phases)-1] == "succeeded") && sc.Scan() {
+			line := sc.Text()
+			if e, ok := strings.CutPrefix(line, "event: "); ok {
+				event = e
+			}
+			if d, ok := strings.CutPrefix(line, "data: "); ok && event == "deployment" {
+				var ev client.DeploymentEvent
+				if err := json.Unmarshal([]byte(d), &ev); err != nil {
+					t.Fatal(err)
+				}
+				if ev.Record.Number == want {
+					phases = append(phases, string(ev.Record.Phase))
+				}
+			}
+		}
+		if strings.Join(phases, ",") != "applying,waiting,succeeded" {
+			t.Errorf("phases %v", phases)
+		}
+		cancel()
+		resp.Body.Close()
+		unknown, _ := http.Get(base + "/deployment/shop/nope/events")
+		if unknown.StatusCode != 404 {
+			t.Errorf("events of an unknown repo: %d", unknown.StatusCode)
+		}
+		unknown.Body.Close()
+		// The stream's handler ended with its client: shutdown has nothing to cut off.
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(logs.String(), "cut off") {
+			t.Errorf("shutdown cut off a request:\n%s", logs)
 		}
 	})
 }

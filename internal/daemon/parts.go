@@ -142,6 +142,8 @@ func (noStatuses) Get(apply.Ref) rollout.Tracked {
 	return rollout.Tracked{ObjectStatus: rollout.ObjectStatus{Status: rollout.Unknown}}
 }
 
+func (noStatuses) Changed() <-chan struct{} { return nil }
+
 type noObjects struct{}
 
 func (noObjects) Live(context.Context, apply.Ref) (*unstructured.Unstructured, error) {

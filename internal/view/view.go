@@ -216,3 +216,10 @@ func (v *View) Subscribe() (<-chan Change, func()) {
 		delete(v.subs, id)
 	}
 }
+
+// Subscribers is the number of open subscriptions (event streams being served).
+func (v *View) Subscribers() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.subs)
+}

@@ -421,6 +421,16 @@ type ConfigRepo struct {
 // ConfigRepoAuth How deployd authenticates to the git server (the credentials are never shown).
 type ConfigRepoAuth string
 
+// DeploymentEvent defines model for DeploymentEvent.
+type DeploymentEvent struct {
+	// Environment The environment.
+	Environment string `json:"environment"`
+	Record      Record `json:"record"`
+
+	// Repo owner/repo.
+	Repo string `json:"repo"`
+}
+
 // Environment defines model for Environment.
 type Environment struct {
 	// Branch The deployed branch.
@@ -526,6 +536,12 @@ type HistoryOutputBody struct {
 	Total int64 `json:"total"`
 }
 
+// KeepaliveEvent defines model for KeepaliveEvent.
+type KeepaliveEvent struct {
+	// Time The server's time.
+	Time time.Time `json:"time"`
+}
+
 // ListOutputBody defines model for ListOutputBody.
 type ListOutputBody struct {
 	// Deployments One line per repo and environment.
@@ -565,6 +581,16 @@ type Object struct {
 
 // ObjectStatus Rollout status, as kstatus computes it.
 type ObjectStatus string
+
+// ObjectEvent defines model for ObjectEvent.
+type ObjectEvent struct {
+	// Environment The environment.
+	Environment string `json:"environment"`
+	Object      Object `json:"object"`
+
+	// Repo owner/repo.
+	Repo string `json:"repo"`
+}
 
 // ObjectOutcome defines model for ObjectOutcome.
 type ObjectOutcome struct {
@@ -708,6 +734,15 @@ type GetConfigParams struct {
 
 // GetDeploymentParams defines parameters for GetDeployment.
 type GetDeploymentParams struct {
+	// Environment Only this environment.
+	Environment *string `form:"environment,omitempty" json:"environment,omitempty"`
+
+	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
+	Authorization *string `json:"Authorization,omitempty"`
+}
+
+// EventsParams defines parameters for Events.
+type EventsParams struct {
 	// Environment Only this environment.
 	Environment *string `form:"environment,omitempty" json:"environment,omitempty"`
 
@@ -884,6 +919,13 @@ type ClientInterface interface {
 	// Corresponds with GET /deployment/{owner}/{repo} (the `GetDeployment` operationId).
 	GetDeployment(ctx context.Context, owner string, repo string, params *GetDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// Events Follow a repo
+	//
+	// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away.
+	//
+	// Corresponds with GET /deployment/{owner}/{repo}/events (the `Events` operationId).
+	Events(ctx context.Context, owner string, repo string, params *EventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListHistory A repo's deployments
 	//
 	// Deployment records, newest first, paged.
@@ -952,6 +994,23 @@ func (c *Client) GetConfig(ctx context.Context, params *GetConfigParams, reqEdit
 // Corresponds with GET /deployment/{owner}/{repo} (the `GetDeployment` operationId).
 func (c *Client) GetDeployment(ctx context.Context, owner string, repo string, params *GetDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetDeploymentRequest(c.Server, owner, repo, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// Events Follow a repo
+//
+// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away.
+//
+// Corresponds with GET /deployment/{owner}/{repo}/events (the `Events` operationId).
+func (c *Client) Events(ctx context.Context, owner string, repo string, params *EventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewEventsRequest(c.Server, owner, repo, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1141,6 +1200,89 @@ func NewGetDeploymentRequest(server string, owner string, repo string, params *G
 	}
 
 	operationPath := fmt.Sprintf("/deployment/%s/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Environment != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "environment", *params.Environment, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.Authorization != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Authorization", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewEventsRequest constructs an http.Request for the Events method
+func NewEventsRequest(server string, owner string, repo string, params *EventsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "owner", owner, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "repo", repo, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/deployment/%s/%s/events", pathParam0, pathParam1)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1910,6 +2052,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /deployment/{owner}/{repo} (the `GetDeployment` operationId).
 	GetDeploymentWithResponse(ctx context.Context, owner string, repo string, params *GetDeploymentParams, reqEditors ...RequestEditorFn) (*GetDeploymentResponse, error)
 
+	// EventsWithResponse Follow a repo
+	//
+	// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /deployment/{owner}/{repo}/events (the `Events` operationId).
+	EventsWithResponse(ctx context.Context, owner string, repo string, params *EventsParams, reqEditors ...RequestEditorFn) (*EventsResponse, error)
+
 	// ListHistoryWithResponse A repo's deployments
 	//
 	// Deployment records, newest first, paged.
@@ -2093,6 +2244,68 @@ func (r GetDeploymentResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetDeploymentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type EventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *ErrorModel
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ErrorModel
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ErrorModel
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *ErrorModel
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r EventsResponse) GetApplicationproblemJSON401() *ErrorModel {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r EventsResponse) GetApplicationproblemJSON404() *ErrorModel {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r EventsResponse) GetApplicationproblemJSON422() *ErrorModel {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r EventsResponse) GetApplicationproblemJSON500() *ErrorModel {
+	return r.ApplicationproblemJSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r EventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r EventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r EventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r EventsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -2661,6 +2874,21 @@ func (c *ClientWithResponses) GetDeploymentWithResponse(ctx context.Context, own
 	return ParseGetDeploymentResponse(rsp)
 }
 
+// EventsWithResponse Follow a repo
+//
+// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /deployment/{owner}/{repo}/events (the `Events` operationId).
+func (c *ClientWithResponses) EventsWithResponse(ctx context.Context, owner string, repo string, params *EventsParams, reqEditors ...RequestEditorFn) (*EventsResponse, error) {
+	rsp, err := c.Events(ctx, owner, repo, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseEventsResponse(rsp)
+}
+
 // ListHistoryWithResponse A repo's deployments
 //
 // Deployment records, newest first, paged.
@@ -2828,6 +3056,53 @@ func ParseGetDeploymentResponse(rsp *http.Response) (*GetDeploymentResponse, err
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseEventsResponse parses an HTTP response from a EventsWithResponse call
+func ParseEventsResponse(rsp *http.Response) (*EventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &EventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest ErrorModel
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
