@@ -108,6 +108,23 @@ type pauseOutput struct {
 	}
 }
 
+type rollbackInput struct {
+	RepoPath
+	Environment string `query:"environment" maxLength:"63" doc:"The environment; needed when the repo has several."`
+	To          int    `query:"to" required:"true" minimum:"1" doc:"The number of the earlier successful deployment whose commit to deploy again."`
+}
+
+type rollbackOutput struct {
+	Status int
+	Body   struct {
+		Message     string `json:"message" doc:"What was queued."`
+		Number      int    `json:"number" doc:"The number the rollback deployment will have."`
+		Commit      string `json:"commit" doc:"The commit deployed again."`
+		Paused      bool   `json:"paused" doc:"The repo is paused, so the next push does not undo the rollback; resume it when ready."`
+		PauseReason string `json:"pauseReason" doc:"Why it is paused."`
+	}
+}
+
 type configInput struct {
 	Authorization string `header:"Authorization" doc:"Bearer token, when deployd runs with --api-read-auth."`
 }
@@ -147,6 +164,10 @@ func (s *Server) register() {
 		Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound}}, s.pause(true))
 	huma.Register(s.api, huma.Operation{OperationID: "resume", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/resume",
 		Summary: "Resume a paused repo", Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound}}, s.pause(false))
+	huma.Register(s.api, huma.Operation{OperationID: "rollback", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/rollback", DefaultStatus: http.StatusAccepted,
+		Summary:     "Deploy an earlier commit again",
+		Description: "Deploys the commit of an earlier successful deployment as a new one (trigger rollback), and pauses the repo so the next push does not undo it.",
+		Tags:        tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict}}, s.rollback)
 	huma.Register(s.api, huma.Operation{OperationID: "get-config", Method: http.MethodGet, Path: "/config",
 		Summary: "The config in force", Description: "The effective repos.yaml, with the error of the last refused reload.", Tags: []string{"deployd"}, Errors: []int{http.StatusUnauthorized}}, s.getConfig)
 }
@@ -349,4 +370,48 @@ func Redact(obj map[string]any) map[string]any {
 		}
 	}
 	return out
+}
+
+func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutput, error) {
+	if err := s.authorize(in.Authorization, true); err != nil {
+		return nil, err
+	}
+	e, err := s.one(in.Owner, in.Repo, in.Environment)
+	if err != nil {
+		return nil, err
+	}
+	var target *history.Record
+	for i := range e.Records {
+		if e.Records[i].Number == in.To {
+			target = &e.Records[i]
+		}
+	}
+	switch {
+	case target == nil:
+		return nil, huma.Error404NotFound(historyName(in.To) + " is not in the kept history of " + e.Repo.Name + " (" + e.Repo.Environment + ")")
+	case target.Phase != history.Succeeded:
+		return nil, huma.Error409Conflict(target.Name() + " " + string(target.Phase) + "; only a succeeded deployment can be rolled back to")
+	}
+	p := view.Pause{Paused: true, Reason: "rolled back to " + target.Name() + " (" + shortSHA(target.Commit.SHA) + ")", Since: time.Now().UTC()}
+	if err := s.deps.Pauser.SetPause(ctx, e.Repo, p); err != nil {
+		return nil, huma.Error502BadGateway("storing the pause state in the cluster failed")
+	}
+	if !s.deps.Queue.Enqueue(e.Repo.Key(), controller.Request{Trigger: controller.TriggerRollback, Commit: target.Commit.SHA, Force: true}) {
+		return nil, huma.Error404NotFound("repo " + e.Repo.Name + " left the config")
+	}
+	out := &rollbackOutput{Status: http.StatusAccepted}
+	out.Body.Number = 1
+	if cur, ok := e.Current(); ok {
+		out.Body.Number = cur.Number + 1
+	}
+	out.Body.Message = "rollback of " + e.Repo.Name + " (" + e.Repo.Environment + ") to " + target.Name() + " queued"
+	out.Body.Commit, out.Body.Paused, out.Body.PauseReason = target.Commit.SHA, true, p.Reason
+	return out, nil
+}
+
+func shortSHA(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/pkg/client"
 )
@@ -191,6 +193,34 @@ func TestAPIThroughTheGeneratedClient(t *testing.T) {
 			t.Errorf("%v %s", err, res.Body)
 		}
 	})
+	t.Run("rollback deploys an earlier commit and pauses the repo", func(t *testing.T) {
+		v2 := repo.Commit("main", "v2", map[string]string{"deploy/manifests/app.yaml": strings.Replace(apiManifests, "nginx:1.27", "nginx:1.28", 1)})
+		sync, _ := c.SyncWithResponse(ctx, "shop", "web", &client.SyncParams{}, bearer("api-token"))
+		n := sync.JSON202.Number
+		waitRecord(t, c, n, func(r *client.Record) bool { return r.Phase == "succeeded" && r.Commit.Sha == v2 })
+		res, err := c.RollbackWithResponse(ctx, "shop", "web", &client.RollbackParams{To: 1}, bearer("api-token"))
+		if err != nil || res.StatusCode() != 202 || res.JSON202.Commit != sha || !res.JSON202.Paused {
+			t.Fatalf("%v %d %s", err, res.StatusCode(), res.Body)
+		}
+		waitRecord(t, c, n+1, func(r *client.Record) bool {
+			return r.Phase == "succeeded" && r.Commit.Sha == sha && r.Trigger == "rollback"
+		})
+		d, err := env.Client.AppsV1().Deployments(appNS).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil || d.Spec.Template.Spec.Containers[0].Image != "nginx:1.27" {
+			t.Errorf("image after rollback: %v %v", d.Spec.Template.Spec.Containers[0].Image, err)
+		}
+		st, _ := c.GetDeploymentWithResponse(ctx, "shop", "web", &client.GetDeploymentParams{})
+		if e := st.JSON200.Environments[0]; !e.Paused || e.PauseReason == nil || !strings.HasPrefix(*e.PauseReason, "rolled back to deployment-0001") {
+			t.Errorf("status after rollback %+v", e)
+		}
+		bad, _ := c.RollbackWithResponse(ctx, "shop", "web", &client.RollbackParams{To: 99}, bearer("api-token"))
+		if bad.StatusCode() != 404 {
+			t.Errorf("rollback to 99: %d", bad.StatusCode())
+		}
+		if res, _ := c.ResumeWithResponse(ctx, "shop", "web", &client.ResumeParams{}, bearer("api-token")); res.StatusCode() != 200 {
+			t.Errorf("resume: %s", res.Body)
+		}
+	})
 	t.Run("events deliver a deployment's phases in order", func(t *testing.T) {
 		sctx, cancel := context.WithCancel(ctx)
 		req, _ := http.NewRequestWithContext(sctx, http.MethodGet, base+"/deployment/shop/web/events", nil)
@@ -240,4 +270,19 @@ func TestAPIThroughTheGeneratedClient(t *testing.T) {
 			t.Errorf("shutdown cut off a request:\n%s", logs)
 		}
 	})
+}
+
+func waitRecord(t *testing.T, c *client.ClientWithResponses, n int64, ok func(*client.Record) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rec, _ := c.GetHistoryRecordWithResponse(context.Background(), "shop", "web", n, &client.GetHistoryRecordParams{})
+		if rec != nil && rec.JSON200 != nil && ok(rec.JSON200) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("record %d: %s", n, rec.Body)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the endpoint under test, with a deadline
+	}
 }

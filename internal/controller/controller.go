@@ -30,6 +30,8 @@ const (
 	TriggerWebhook Trigger = "webhook"
 	TriggerAPI     Trigger = "api"
 	TriggerConfig  Trigger = "config"
+	// TriggerRollback deploys an earlier commit; it goes through even when the repo is paused.
+	TriggerRollback Trigger = "rollback"
 )
 
 // Request asks for a repo to be checked.
@@ -38,16 +40,25 @@ type Request struct {
 	Trigger Trigger
 	// Force deploys even when the manifests did not change.
 	Force bool
+	// Commit, when set, deploys that commit from the cache instead of the branch head.
+	Commit string
 }
 
-// merge combines two requests for the same key: forcing wins, and the later trigger names it.
+// merge combines two requests for the same key: forcing wins, the later trigger names
+// it, and a commit asked for (a rollback) is kept.
 func (r Request) merge(later Request) Request {
-	return Request{Trigger: later.Trigger, Force: r.Force || later.Force}
+	m := Request{Trigger: later.Trigger, Force: r.Force || later.Force, Commit: later.Commit}
+	if m.Commit == "" && r.Commit != "" {
+		m.Commit, m.Trigger = r.Commit, r.Trigger
+	}
+	return m
 }
 
-// Checker resolves a repo's branch head and manifests tree (source.Source does).
+// Checker resolves a repo's branch head and manifests tree, or a given commit's
+// (source.Source does).
 type Checker interface {
 	Check(ctx context.Context, repo config.Repo) (source.Result, error)
+	Resolve(repo config.Repo, commit string) (source.Revision, error)
 }
 
 // Deployment is a revision of a repo to deploy.
@@ -333,7 +344,16 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 		}
 	}()
 
-	out.Result, out.Err = c.checker.Check(ctx, repo)
+	if req.Commit != "" {
+		out.Result.Revision, out.Err = c.checker.Resolve(repo, req.Commit)
+		req.Force = true
+	} else {
+		out.Result, out.Err = c.checker.Check(ctx, repo)
+	}
+	if out.Err != nil && req.Commit != "" {
+		out.Action = ActionCheckFailed // the commit is not in the cache: retrying will not bring it
+		return
+	}
 	if out.Err != nil {
 		out.Action = ActionCheckFailed
 		out.RetryIn = c.retry(key, req)
@@ -343,9 +363,11 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	unchanged := out.Result.Tree == st.deployedTree
 	failedBefore := out.Result.Tree == st.failedTree
 	newCommit := out.Result.Commit != st.seenCommit
-	paused := st.paused
-	st.seenBefore = st.seenCommit != ""
-	st.seenCommit = out.Result.Commit
+	paused := st.paused && req.Commit == ""
+	if req.Commit == "" {
+		st.seenBefore = st.seenCommit != ""
+		st.seenCommit = out.Result.Commit
+	}
 	c.mu.Unlock()
 	switch {
 	case paused:

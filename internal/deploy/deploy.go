@@ -143,6 +143,7 @@ func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollo
 		if errors.Is(context.Cause(ctx), errStopped) {
 			return
 		}
+		rec = rec.Clone() // readers of the notified record must not see it change
 		for i, s := range res.Objects {
 			if i < len(targets) {
 				setStatus(rec.Objects, targets[i].Ref.String(), s)
@@ -184,7 +185,7 @@ func (r *Runner) save(repo config.Repo, rec history.Record) {
 	if err := r.history.Update(ctx, repo, rec); err != nil {
 		rec.Error = joinErr(rec.Error, "recording: "+err.Error())
 	}
-	r.notify(Event{Repo: repo, Record: rec})
+	r.notify(Event{Repo: repo, Record: rec.Clone()})
 }
 
 // Close ends every wait (as at shutdown: the next deployd redoes them) and waits for the records.

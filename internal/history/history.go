@@ -88,6 +88,12 @@ type Record struct {
 	Objects []Object `json:"objects,omitempty"`
 }
 
+// Clone returns a copy that shares no memory with r.
+func (r Record) Clone() Record {
+	r.Objects = append([]Object(nil), r.Objects...)
+	return r
+}
+
 // Name is the record's display name: deployment-0001.
 func (r Record) Name() string { return fmt.Sprintf("deployment-%04d", r.Number) }
 

@@ -321,3 +321,17 @@ func (s *Source) Files(repo config.Repo, commit, dir string, lim Limits) (map[st
 	}
 	return files, nil
 }
+
+// Resolve returns the revision of a commit already in the cache (a rollback's target),
+// without going to the network.
+func (s *Source) Resolve(repo config.Repo, commit string) (Revision, error) {
+	r, err := git.PlainOpen(s.dir(repo))
+	if err != nil {
+		return Revision{}, fmt.Errorf("%s: opening the git cache: %w", repo.Name, err)
+	}
+	rev, err := revision(r, plumbing.NewHash(commit), repo.ManifestPath())
+	if err != nil {
+		return Revision{}, fmt.Errorf("%s: commit %s is not in deployd's cache (it may predate a re-clone): %w", repo.Name, commit, err)
+	}
+	return rev, nil
+}

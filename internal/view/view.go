@@ -126,6 +126,7 @@ func (v *View) LoadHistory(key config.Key, recs []history.Record) {
 
 // Record inserts or replaces a record.
 func (v *View) Record(key config.Key, rec history.Record) {
+	rec = rec.Clone()
 	v.update(key, &rec, func(e *Entry) {
 		// Copy on write: readers hold the old slice.
 		recs := append(make([]history.Record, 0, len(e.Records)+1), e.Records...)

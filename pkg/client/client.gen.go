@@ -684,6 +684,24 @@ type RepoStatus struct {
 	Url string `json:"url"`
 }
 
+// RollbackOutputBody defines model for RollbackOutputBody.
+type RollbackOutputBody struct {
+	// Commit The commit deployed again.
+	Commit string `json:"commit"`
+
+	// Message What was queued.
+	Message string `json:"message"`
+
+	// Number The number the rollback deployment will have.
+	Number int64 `json:"number"`
+
+	// PauseReason Why it is paused.
+	PauseReason string `json:"pauseReason"`
+
+	// Paused The repo is paused, so the next push does not undo the rollback; resume it when ready.
+	Paused bool `json:"paused"`
+}
+
 // Summary defines model for Summary.
 type Summary struct {
 	// DeployedCommit The SHA whose manifests are applied.
@@ -802,6 +820,18 @@ type ResumeParams struct {
 
 	// Reason Why the repo is paused, shown in its status.
 	Reason *string `form:"reason,omitempty" json:"reason,omitempty"`
+
+	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
+	Authorization *string `json:"Authorization,omitempty"`
+}
+
+// RollbackParams defines parameters for Rollback.
+type RollbackParams struct {
+	// Environment The environment; needed when the repo has several.
+	Environment *string `form:"environment,omitempty" json:"environment,omitempty"`
+
+	// To The number of the earlier successful deployment whose commit to deploy again.
+	To int64 `form:"to" json:"to"`
 
 	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
 	Authorization *string `json:"Authorization,omitempty"`
@@ -957,6 +987,13 @@ type ClientInterface interface {
 	// Corresponds with POST /deployment/{owner}/{repo}/resume (the `Resume` operationId).
 	Resume(ctx context.Context, owner string, repo string, params *ResumeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// Rollback Deploy an earlier commit again
+	//
+	// Deploys the commit of an earlier successful deployment as a new one (trigger rollback), and pauses the repo so the next push does not undo it.
+	//
+	// Corresponds with POST /deployment/{owner}/{repo}/rollback (the `Rollback` operationId).
+	Rollback(ctx context.Context, owner string, repo string, params *RollbackParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// Sync Check and deploy a repo now
 	//
 	// Queues a check of the repo; with force, deploys even unchanged manifests.
@@ -1092,6 +1129,23 @@ func (c *Client) Pause(ctx context.Context, owner string, repo string, params *P
 // Corresponds with POST /deployment/{owner}/{repo}/resume (the `Resume` operationId).
 func (c *Client) Resume(ctx context.Context, owner string, repo string, params *ResumeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewResumeRequest(c.Server, owner, repo, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// Rollback Deploy an earlier commit again
+//
+// Deploys the commit of an earlier successful deployment as a new one (trigger rollback), and pauses the repo so the next push does not undo it.
+//
+// Corresponds with POST /deployment/{owner}/{repo}/rollback (the `Rollback` operationId).
+func (c *Client) Rollback(ctx context.Context, owner string, repo string, params *RollbackParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRollbackRequest(c.Server, owner, repo, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1826,6 +1880,97 @@ func NewResumeRequest(server string, owner string, repo string, params *ResumePa
 	return req, nil
 }
 
+// NewRollbackRequest constructs an http.Request for the Rollback method
+func NewRollbackRequest(server string, owner string, repo string, params *RollbackParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "owner", owner, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "repo", repo, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/deployment/%s/%s/rollback", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Environment != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "environment", *params.Environment, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", false, "to", params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.Authorization != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Authorization", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewSyncRequest constructs an http.Request for the Sync method
 func NewSyncRequest(server string, owner string, repo string, params *SyncParams) (*http.Request, error) {
 	var err error
@@ -2101,6 +2246,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /deployment/{owner}/{repo}/resume (the `Resume` operationId).
 	ResumeWithResponse(ctx context.Context, owner string, repo string, params *ResumeParams, reqEditors ...RequestEditorFn) (*ResumeResponse, error)
+
+	// RollbackWithResponse Deploy an earlier commit again
+	//
+	// Deploys the commit of an earlier successful deployment as a new one (trigger rollback), and pauses the repo so the next push does not undo it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /deployment/{owner}/{repo}/rollback (the `Rollback` operationId).
+	RollbackWithResponse(ctx context.Context, owner string, repo string, params *RollbackParams, reqEditors ...RequestEditorFn) (*RollbackResponse, error)
 
 	// SyncWithResponse Check and deploy a repo now
 	//
@@ -2699,6 +2853,89 @@ func (r ResumeResponse) ContentType() string {
 	return ""
 }
 
+type RollbackResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *RollbackOutputBody
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *ErrorModel
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *ErrorModel
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ErrorModel
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *ErrorModel
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ErrorModel
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *ErrorModel
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r RollbackResponse) GetJSON202() *RollbackOutputBody {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RollbackResponse) GetApplicationproblemJSON400() *ErrorModel {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RollbackResponse) GetApplicationproblemJSON401() *ErrorModel {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RollbackResponse) GetApplicationproblemJSON404() *ErrorModel {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RollbackResponse) GetApplicationproblemJSON409() *ErrorModel {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r RollbackResponse) GetApplicationproblemJSON422() *ErrorModel {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r RollbackResponse) GetApplicationproblemJSON500() *ErrorModel {
+	return r.ApplicationproblemJSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r RollbackResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RollbackResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RollbackResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RollbackResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SyncResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2958,6 +3195,21 @@ func (c *ClientWithResponses) ResumeWithResponse(ctx context.Context, owner stri
 		return nil, err
 	}
 	return ParseResumeResponse(rsp)
+}
+
+// RollbackWithResponse Deploy an earlier commit again
+//
+// Deploys the commit of an earlier successful deployment as a new one (trigger rollback), and pauses the repo so the next push does not undo it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /deployment/{owner}/{repo}/rollback (the `Rollback` operationId).
+func (c *ClientWithResponses) RollbackWithResponse(ctx context.Context, owner string, repo string, params *RollbackParams, reqEditors ...RequestEditorFn) (*RollbackResponse, error) {
+	rsp, err := c.Rollback(ctx, owner, repo, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRollbackResponse(rsp)
 }
 
 // SyncWithResponse Check and deploy a repo now
@@ -3428,6 +3680,74 @@ func ParseResumeResponse(rsp *http.Response) (*ResumeResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRollbackResponse parses an HTTP response from a RollbackWithResponse call
+func ParseRollbackResponse(rsp *http.Response) (*RollbackResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RollbackResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest RollbackOutputBody
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ErrorModel
