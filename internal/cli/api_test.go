@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -219,6 +220,27 @@ func TestAPIThroughTheGeneratedClient(t *testing.T) {
 		}
 		if res, _ := c.ResumeWithResponse(ctx, "shop", "web", &client.ResumeParams{}, bearer("api-token")); res.StatusCode() != 200 {
 			t.Errorf("resume: %s", res.Body)
+		}
+	})
+	t.Run("metrics count deployments and requests by route", func(t *testing.T) {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{
+			`deployd_deployments_total{result="succeeded"}`,
+			`deployd_http_request_duration_seconds_count{code="200",method="GET",route="GET /deployment/{owner}/{repo}"}`,
+			`deployd_git_check_duration_seconds_count{result="ok"}`,
+			`deployd_queue_depth`,
+		} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+		if strings.Contains(string(b), "shop/web") || strings.Contains(string(b), "/deployment/shop") {
+			t.Error("/metrics has a raw repo name or path in a label")
 		}
 	})
 	t.Run("events deliver a deployment's phases in order", func(t *testing.T) {

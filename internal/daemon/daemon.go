@@ -26,6 +26,7 @@ import (
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/kube"
+	"github.com/deployd/deployd/internal/metrics"
 	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/view"
 	"github.com/deployd/deployd/internal/webhook"
@@ -142,7 +143,14 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		state.Observe(o.Key, o.Result.Revision, checkErr)
 	}
-	ctl := controller.New(src, dep, ctlOpts)
+	var ctl *controller.Controller
+	meter := metrics.New(func() int { return ctl.Len() })
+	observe := ctlOpts.Observe
+	ctlOpts.Observe = func(o controller.Outcome) { observe(o); meter.Outcome(o) }
+	if p != nil {
+		p.meter = meter
+	}
+	ctl = controller.New(src, dep, ctlOpts)
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	var redo []config.Key
@@ -157,7 +165,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.WebhookSecretFile == "" {
 		log.Warn("webhooks are off: start deployd with --webhook-secret-file to accept GitHub pushes")
 	}
-	hooks := webhook.New(ctl, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r) })
+	hooks := webhook.New(ctl, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r); meter.Delivery(r) })
 
 	health := &health{watcher: watcher}
 	apiServer := api.New(p.apiDeps(state, ctl, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL})
@@ -166,8 +174,9 @@ func Run(ctx context.Context, opts Options) error {
 	mux.Handle("GET /healthz", health.routes())
 	mux.Handle("GET /readyz", health.routes())
 	mux.Handle("/webhooks/github", hooks)
+	mux.Handle("GET /metrics", meter.Handler())
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           meter.Middleware(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -16,6 +16,7 @@ import (
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/deploy"
 	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/metrics"
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/view"
@@ -29,6 +30,7 @@ type parts struct {
 	runner  *deploy.Runner
 	view    *view.View
 	ctl     *controller.Controller
+	meter   *metrics.Metrics // set once the controller exists
 }
 
 func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Options, log *slog.Logger) (*parts, error) {
@@ -50,6 +52,9 @@ func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Optio
 	p.runner = deploy.New(src, applier, tracker, p.store, func(e deploy.Event) {
 		logEvent(log, e)
 		state.Record(e.Repo.Key(), e.Record)
+		if p.meter != nil {
+			p.meter.Event(e)
+		}
 	})
 	return p, nil
 }

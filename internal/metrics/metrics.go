@@ -1,0 +1,117 @@
+// Package metrics exposes deployd's Prometheus metrics: deployments by result and their
+// duration, git checks, queue depth, webhook deliveries and HTTP requests. Every label
+// value is bounded (phases, route templates, status codes), never a raw path or repo.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/deploy"
+	"github.com/deployd/deployd/internal/webhook"
+)
+
+// Metrics holds the collectors.
+type Metrics struct {
+	reg         *prometheus.Registry
+	deployments *prometheus.CounterVec
+	duration    prometheus.Histogram
+	checks      *prometheus.HistogramVec
+	checkErrors prometheus.Counter
+	webhooks    *prometheus.CounterVec
+	requests    *prometheus.HistogramVec
+}
+
+// New registers the collectors; queueDepth reports the work queue's length.
+func New(queueDepth func() int) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		deployments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deployd_deployments_total",
+			Help: "Deployments that ended, by result (the final phase)."}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deployd_deploy_duration_seconds",
+			Help: "Time from a deployment's start to its end.", Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}),
+		checks: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "deployd_git_check_duration_seconds",
+			Help: "Time to check a repo: ref listing, and a fetch when there is a new commit.", Buckets: prometheus.DefBuckets}, []string{"result"}),
+		checkErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "deployd_git_check_errors_total",
+			Help: "Repo checks that failed (git server down, auth, timeouts)."}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deployd_webhook_deliveries_total",
+			Help: "Webhook deliveries, by event and answered status code."}, []string{"event", "code"}),
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "deployd_http_request_duration_seconds",
+			Help: "HTTP request durations, by route template, method and status code.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}},
+			[]string{"route", "method", "code"}),
+	}
+	m.reg.MustRegister(m.deployments, m.duration, m.checks, m.checkErrors, m.webhooks, m.requests,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deployd_queue_depth", Help: "Repos waiting in the work queue."},
+			func() float64 { return float64(queueDepth()) }),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Outcome records a repo check.
+func (m *Metrics) Outcome(o controller.Outcome) {
+	result := "ok"
+	if o.Action == controller.ActionCheckFailed {
+		result = "error"
+		m.checkErrors.Inc()
+	}
+	m.checks.WithLabelValues(result).Observe(o.Duration.Seconds())
+}
+
+// Event records a deployment that ended.
+func (m *Metrics) Event(e deploy.Event) {
+	r := e.Record
+	if !r.Phase.Done() || r.Ended.IsZero() {
+		return
+	}
+	m.deployments.WithLabelValues(string(r.Phase)).Inc()
+	m.duration.Observe(r.Ended.Sub(r.Started).Seconds())
+}
+
+// Delivery records a webhook delivery. Unknown event names are folded into "other".
+func (m *Metrics) Delivery(r webhook.Result) {
+	event := r.Event
+	switch event {
+	case "push", "ping", "deployment":
+	default:
+		event = "other"
+	}
+	m.webhooks.WithLabelValues(event, strconv.Itoa(r.Status)).Inc()
+}
+
+// Middleware times every request, labelled with the matched route template.
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "unmatched"
+		}
+		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.code)).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes, deadlines).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
