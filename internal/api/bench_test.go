@@ -1,0 +1,72 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/deployd/deployd/internal/apply"
+	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/rollout"
+	"github.com/deployd/deployd/internal/view"
+)
+
+// memStatuses answers every object as a rolled-out 3-replica workload, from memory.
+type memStatuses struct{}
+
+func (memStatuses) Get(r apply.Ref) rollout.Tracked {
+	return rollout.Tracked{Found: true, Changed: time.Now().Add(-time.Minute), ObjectStatus: rollout.ObjectStatus{
+		Status: rollout.Current, Message: "Deployment is available. Replicas: 3",
+		Replicas: &rollout.Replicas{Desired: 3, Updated: 3, Ready: 3, Available: 3}, Images: []string{"nginx:1.27"}}}
+}
+
+func (memStatuses) Changed() <-chan struct{} { return nil }
+
+// loaded returns a server whose view holds repos repos of objects objects each.
+func loaded(b testing.TB, repos, objects int) *Server {
+	cfg := &config.Config{}
+	for i := range repos {
+		cfg.Repos = append(cfg.Repos, config.Repo{Name: fmt.Sprintf("team%d/app%d", i%50, i), URL: "https://git.example/x.git", Namespace: fmt.Sprintf("app%d", i),
+			Environment: "prod", Settings: config.Settings{Branch: "main", Path: "deploy/manifests", Timeout: time.Minute}})
+	}
+	v := view.New(50)
+	v.SetConfig(cfg)
+	for _, r := range cfg.Repos {
+		rec := history.Record{Number: 7, Phase: history.Succeeded, Commit: history.Commit{SHA: "0123456789abcdef0123456789abcdef01234567", Message: "release"},
+			Started: time.Now(), Ended: time.Now(), Trigger: "webhook"}
+		for j := range objects {
+			rec.Objects = append(rec.Objects, history.Object{Object: fmt.Sprintf("Deployment/%s/web%d", r.Namespace, j), APIVersion: "apps/v1",
+				Kind: "Deployment", Namespace: r.Namespace, Name: fmt.Sprintf("web%d", j), Action: "unchanged", Status: "Current"})
+		}
+		v.Record(r.Key(), rec)
+	}
+	return New(Deps{View: v, Statuses: memStatuses{}}, Options{})
+}
+
+// BenchmarkGetDeployment is the status endpoint's handler alone, with 1,000 repos of
+// 10 objects loaded: no Kubernetes or git call is involved.
+func BenchmarkGetDeployment(b *testing.B) {
+	h := loaded(b, 1000, 10).Handler()
+	req := httptest.NewRequest(http.MethodGet, "/deployment/team7/app507", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req.WithContext(context.Background()))
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+}
+
+func TestLoadedServerAnswers(t *testing.T) {
+	h := loaded(t, 20, 10).Handler()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/deployment/team7/app7", nil))
+	if rec.Code != http.StatusOK || len(rec.Body.String()) < 1000 {
+		t.Errorf("%d %s", rec.Code, rec.Body)
+	}
+}
