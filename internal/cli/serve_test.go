@@ -118,7 +118,7 @@ func TestServeHealthAndReadiness(t *testing.T) {
 		t.Errorf("/healthz body %q", body)
 	}
 	body := waitStatus(t, base+"/readyz", 200, "")
-	if !strings.Contains(body, "[+]config ok") || !strings.Contains(body, "[+]cluster ok") {
+	if !strings.Contains(body, "[+]config ok") || !strings.Contains(body, "[+]cluster ok") || !strings.Contains(body, "[+]caches ok") {
 		t.Errorf("/readyz body %q", body)
 	}
 

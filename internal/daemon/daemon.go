@@ -168,6 +168,9 @@ func Run(ctx context.Context, opts Options) error {
 	hooks := webhook.New(ctl, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r); meter.Delivery(r) })
 
 	health := &health{watcher: watcher}
+	if p != nil {
+		health.synced = p.tracker.Synced
+	}
 	apiServer := api.New(p.apiDeps(state, ctl, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL})
 	mux := http.NewServeMux()
 	mux.Handle("/", apiServer.Handler())

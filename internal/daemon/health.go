@@ -15,6 +15,8 @@ import (
 // health answers /healthz and /readyz.
 type health struct {
 	watcher *config.Watcher
+	// synced, when set, tells whether the status watches have their initial lists.
+	synced func() bool
 
 	mu         sync.Mutex
 	clusterErr error
@@ -56,6 +58,13 @@ func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
 		clusterErr = fmt.Errorf("not checked yet")
 	}
 	check("cluster", clusterErr)
+	if h.synced != nil {
+		var err error
+		if !h.synced() {
+			err = fmt.Errorf("status watches are still listing")
+		}
+		check("caches", err)
+	}
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}

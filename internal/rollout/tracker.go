@@ -174,3 +174,15 @@ func (t *Tracker) Changed() <-chan struct{} {
 	defer t.mu.Unlock()
 	return t.changed
 }
+
+// Synced reports whether every started watch has its initial list; readiness waits for it.
+func (t *Tracker) Synced() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, inf := range t.watching {
+		if !inf.HasSynced() {
+			return false
+		}
+	}
+	return true
+}
