@@ -61,6 +61,11 @@ type Repo struct {
 	CreateNamespace bool `json:"createNamespace"`
 	// ServiceAccount, when set, is impersonated for applying: the API server enforces its RBAC.
 	ServiceAccount string `json:"serviceAccount,omitempty"`
+	// EnvironmentURL is where the deployed environment can be seen, for GitHub's environment_url.
+	EnvironmentURL string `json:"environmentUrl,omitempty"`
+	// ProductionEnvironment and TransientEnvironment are passed to GitHub deployments.
+	ProductionEnvironment bool `json:"productionEnvironment"`
+	TransientEnvironment  bool `json:"transientEnvironment"`
 	Settings
 	// Line is the line in the config file where the repo's entry starts.
 	Line int `json:"line"`

@@ -97,6 +97,13 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 		},
 		"createNamespace": func(k, v *yaml.Node) { p.boolean(v, join(field, "createNamespace"), &r.CreateNamespace) },
 		"serviceAccount":  str("serviceAccount", "a ServiceAccount name in the repo's namespace", checkServiceAccount, &r.ServiceAccount),
+		"environmentUrl":  str("environmentUrl", "an http(s) URL", checkHTTPURL, &r.EnvironmentURL),
+		"productionEnvironment": func(k, v *yaml.Node) {
+			p.boolean(v, join(field, "productionEnvironment"), &r.ProductionEnvironment)
+		},
+		"transientEnvironment": func(k, v *yaml.Node) {
+			p.boolean(v, join(field, "transientEnvironment"), &r.TransientEnvironment)
+		},
 	})
 	if deref(n).Kind != yaml.MappingNode {
 		return r, false
@@ -239,6 +246,14 @@ func checkNamespace(s string) string {
 	if errs := validation.IsDNS1123Label(s); len(errs) > 0 {
 		return fmt.Sprintf("%q is not a valid namespace name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters (e.g. %q)",
 			s, exampleLabel(s))
+	}
+	return ""
+}
+
+func checkHTTPURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Sprintf("%q is not an absolute http(s) URL", s)
 	}
 	return ""
 }
