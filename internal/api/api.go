@@ -171,7 +171,10 @@ func (s *Server) one(owner, repo, environment string) (view.Entry, error) {
 
 func recordOf(r history.Record) Record {
 	out := Record{Number: r.Number, Name: r.Name(), Trigger: r.Trigger, Started: r.Started, Ended: r.Ended, Phase: string(r.Phase), Error: r.Error,
-		Commit: Commit{SHA: r.Commit.SHA, Message: r.Commit.Message, Author: r.Commit.Author, Time: r.Commit.Time}}
+		Commit: Commit{SHA: r.Commit.SHA, Message: r.Commit.Message, Author: r.Commit.Author, Time: r.Commit.Time}, Note: r.Note}
+	if r.GitHub != nil {
+		out.GitHubDeploymentID, out.GitHubState = r.GitHub.DeploymentID, r.GitHub.State
+	}
 	for _, o := range r.Objects {
 		out.Objects = append(out.Objects, ObjectOutcome{Object: o.Object, Action: o.Action, Status: o.Status, Message: o.Message})
 	}

@@ -54,6 +54,10 @@ type Record struct {
 	Phase   string          `json:"phase" enum:"queued,applying,waiting,succeeded,failed,error,superseded,skipped-no-change" doc:"Where the deployment is, or how it ended."`
 	Error   string          `json:"error,omitempty" doc:"What went wrong, for failed and error phases."`
 	Objects []ObjectOutcome `json:"objects,omitempty" doc:"Each object's outcome."`
+	Note    string          `json:"note,omitempty" doc:"Something unusual about the deployment, e.g. a GitHub deployment of a commit off the configured branch."`
+	// GitHub reporting.
+	GitHubDeploymentID int64  `json:"githubDeploymentId,omitempty" doc:"The GitHub deployment this deployment is reported on."`
+	GitHubState        string `json:"githubState,omitempty" enum:"queued,in_progress,success,failure,error,inactive" doc:"The last state reported to GitHub."`
 }
 
 // Environment is a repo's state in one environment.

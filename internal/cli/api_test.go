@@ -274,7 +274,7 @@ func TestAPIThroughTheGeneratedClient(t *testing.T) {
 				}
 			}
 		}
-		if strings.Join(phases, ",") != "applying,waiting,succeeded" {
+		if strings.Join(phases, ",") != "queued,applying,waiting,succeeded" {
 			t.Errorf("phases %v", phases)
 		}
 		cancel()

@@ -32,6 +32,8 @@ const (
 	TriggerConfig  Trigger = "config"
 	// TriggerRollback deploys an earlier commit; it goes through even when the repo is paused.
 	TriggerRollback Trigger = "rollback"
+	// TriggerGitHubDeployment deploys the commit of a deployment created on GitHub.
+	TriggerGitHubDeployment Trigger = "github-deployment"
 )
 
 // Request asks for a repo to be checked.
@@ -40,25 +42,31 @@ type Request struct {
 	Trigger Trigger
 	// Force deploys even when the manifests did not change.
 	Force bool
-	// Commit, when set, deploys that commit from the cache instead of the branch head.
+	// Commit, when set, deploys that commit instead of the branch head (fetched if the
+	// cache lacks it).
 	Commit string
+	// GitHubDeploymentID is the GitHub deployment this request came from, if any.
+	GitHubDeploymentID int64
+	// Ref is the ref the GitHub deployment names (a branch, tag or SHA).
+	Ref string
 }
 
 // merge combines two requests for the same key: forcing wins, the later trigger names
 // it, and a commit asked for (a rollback) is kept.
 func (r Request) merge(later Request) Request {
-	m := Request{Trigger: later.Trigger, Force: r.Force || later.Force, Commit: later.Commit}
-	if m.Commit == "" && r.Commit != "" {
-		m.Commit, m.Trigger = r.Commit, r.Trigger
+	if later.Commit == "" && r.Commit != "" {
+		r.Force = r.Force || later.Force
+		return r
 	}
-	return m
+	later.Force = r.Force || later.Force
+	return later
 }
 
 // Checker resolves a repo's branch head and manifests tree, or a given commit's
 // (source.Source does).
 type Checker interface {
 	Check(ctx context.Context, repo config.Repo) (source.Result, error)
-	Resolve(repo config.Repo, commit string) (source.Revision, error)
+	Resolve(ctx context.Context, repo config.Repo, commit string) (source.Revision, error)
 }
 
 // Deployment is a revision of a repo to deploy.
@@ -67,6 +75,10 @@ type Deployment struct {
 	Revision source.Revision
 	Trigger  Trigger
 	Forced   bool
+	// GitHubDeploymentID is the GitHub deployment to report on (0: create one).
+	GitHubDeploymentID int64
+	// Ref is the GitHub deployment's ref, when it came from one.
+	Ref string
 }
 
 // Deployer makes the cluster match a revision.
@@ -345,7 +357,7 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	}()
 
 	if req.Commit != "" {
-		out.Result.Revision, out.Err = c.checker.Resolve(repo, req.Commit)
+		out.Result.Revision, out.Err = c.checker.Resolve(ctx, repo, req.Commit)
 		req.Force = true
 	} else {
 		out.Result, out.Err = c.checker.Check(ctx, repo)
@@ -382,7 +394,8 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	case failedBefore && !req.Force:
 		out.Action = ActionFailedBefore
 	default:
-		d := Deployment{Repo: repo, Revision: out.Result.Revision, Trigger: req.Trigger, Forced: req.Force}
+		d := Deployment{Repo: repo, Revision: out.Result.Revision, Trigger: req.Trigger, Forced: req.Force,
+			GitHubDeploymentID: req.GitHubDeploymentID, Ref: req.Ref}
 		out.Err = c.deployer.Deploy(ctx, d)
 		var permanent *PermanentError
 		switch {

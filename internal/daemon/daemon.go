@@ -27,6 +27,7 @@ import (
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/kube"
 	"github.com/deployd/deployd/internal/metrics"
+	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/view"
 	"github.com/deployd/deployd/internal/webhook"
@@ -62,6 +63,8 @@ type Options struct {
 	APITokenFile string
 	// APIReadAuth requires the token on the API's read endpoints too.
 	APIReadAuth bool
+	// GitHub says how to report to GitHub; reporting is off without credentials.
+	GitHub report.ClientOptions
 	// HistoryLimit is how many deployment records are kept per repo and environment.
 	HistoryLimit int
 	// Deployer receives each revision to deploy; the default renders, applies and waits.
@@ -143,15 +146,19 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		state.Observe(o.Key, o.Result.Revision, checkErr)
 	}
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
 	var ctl *controller.Controller
 	meter := metrics.New(func() int { return ctl.Len() })
 	observe := ctlOpts.Observe
 	ctlOpts.Observe = func(o controller.Outcome) { observe(o); meter.Outcome(o) }
 	if p != nil {
 		p.meter = meter
+		if err := p.startReporting(work, opts, meter, log); err != nil {
+			return err
+		}
 	}
 	ctl = controller.New(src, dep, ctlOpts)
-	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	var redo []config.Key
 	if p != nil {

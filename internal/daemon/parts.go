@@ -17,6 +17,7 @@ import (
 	"github.com/deployd/deployd/internal/deploy"
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/metrics"
+	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/view"
@@ -31,6 +32,40 @@ type parts struct {
 	view    *view.View
 	ctl     *controller.Controller
 	meter   *metrics.Metrics // set once the controller exists
+	report  *report.Reporter // nil when reporting to GitHub is off
+}
+
+// startReporting sets up GitHub reporting, or says once that it is off.
+func (p *parts) startReporting(ctx context.Context, opts Options, meter *metrics.Metrics, log *slog.Logger) error {
+	if !opts.GitHub.Enabled() {
+		log.Info("GitHub reporting is off: give --github-token-file or a GitHub App to report deployments to GitHub")
+		return nil
+	}
+	gopts := opts.GitHub
+	gopts.OnResponse = meter.GitHubResponse
+	api, err := report.NewClient(gopts)
+	if err != nil {
+		return err
+	}
+	ropts := report.DefaultOptions()
+	ropts.PublicURL = opts.PublicURL
+	ropts.Reported = func(repo config.Repo, number int, id int64, state string) {
+		g := history.GitHub{DeploymentID: id, State: state}
+		p.view.SetGitHub(repo.Key(), number, g)
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := p.store.SetGitHub(sctx, repo, number, g); err != nil {
+			log.Warn("could not record the GitHub deployment", "repo", repo.Name, "env", repo.Environment, "deployment", number, "err", err)
+		}
+	}
+	ropts.Dropped = func(repo config.Repo, number int, state, reason string) {
+		meter.GitHubDropped()
+		log.Warn("GitHub report dropped", "repo", repo.Name, "env", repo.Environment, "deployment", number, "state", state, "reason", reason)
+	}
+	p.report = report.New(api, ropts)
+	p.report.Start(ctx)
+	log.Info("reporting deployments to GitHub", "api", gopts.APIURL, "app", gopts.AppID != 0)
+	return nil
 }
 
 func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Options, log *slog.Logger) (*parts, error) {
@@ -54,6 +89,9 @@ func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Optio
 		state.Record(e.Repo.Key(), e.Record)
 		if p.meter != nil {
 			p.meter.Event(e)
+		}
+		if p.report != nil {
+			p.report.Record(e.Repo, e.Record, e.GitHubDeploymentID)
 		}
 	})
 	return p, nil

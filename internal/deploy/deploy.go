@@ -38,6 +38,8 @@ type Waiter interface {
 type Event struct {
 	Repo   config.Repo
 	Record history.Record
+	// GitHubDeploymentID is set when the deployment came from a GitHub deployment.
+	GitHubDeploymentID int64
 }
 
 // Runner runs deployments; it is the controller's Deployer.
@@ -86,22 +88,26 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 		Tree:    d.Revision.Tree,
 		Trigger: string(d.Trigger),
 		Started: time.Now().UTC(),
-		Phase:   history.Applying,
+		Phase:   history.Queued,
+		Note:    note(d),
 	})
 	if err != nil {
 		return fmt.Errorf("recording the deployment: %w", err)
 	}
-	r.notify(Event{Repo: d.Repo, Record: rec})
+	gh := d.GitHubDeploymentID
+	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
+	rec.Phase = history.Applying
+	r.save(d.Repo, rec, gh)
 	res, err := r.apply(ctx, d, rec.Number)
 	rec.Objects = objectsOf(res.Changes)
 	if err != nil {
 		rec.Phase, rec.Error, rec.Ended = history.Error, err.Error(), time.Now().UTC()
-		r.save(d.Repo, rec)
+		r.save(d.Repo, rec, gh)
 		return err
 	}
 	rec.Phase = history.Waiting
-	r.save(d.Repo, rec)
-	r.startWait(d.Repo, rec, rollout.TargetsOf(res.Changes))
+	r.save(d.Repo, rec, gh)
+	r.startWait(d.Repo, rec, rollout.TargetsOf(res.Changes), gh)
 	return nil
 }
 
@@ -130,7 +136,19 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int)
 }
 
 // startWait waits for the rollout in its own goroutine and records the outcome.
-func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollout.Target) {
+// note says what is unusual about a deployment, for its record.
+func note(d controller.Deployment) string {
+	if d.GitHubDeploymentID == 0 {
+		return ""
+	}
+	n := fmt.Sprintf("from GitHub deployment %d", d.GitHubDeploymentID)
+	if d.Ref != "" && d.Ref != d.Repo.Branch && d.Ref != d.Revision.Commit {
+		n += fmt.Sprintf(" of %s, not the configured branch %s", d.Ref, d.Repo.Branch)
+	}
+	return n
+}
+
+func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollout.Target, gh int64) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	w := &wait{cancel: cancel, done: make(chan struct{})}
 	r.mu.Lock()
@@ -158,7 +176,7 @@ func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollo
 			rec.Phase, rec.Error = history.Superseded, context.Cause(ctx).Error()
 		}
 		rec.Ended = time.Now().UTC()
-		r.save(repo, rec)
+		r.save(repo, rec, gh)
 		r.mu.Lock()
 		if r.waiting[repo.Key()] == w {
 			delete(r.waiting, repo.Key())
@@ -179,13 +197,13 @@ func (r *Runner) supersede(key config.Key) {
 }
 
 // save writes a record, bounded in time: the wait's own context may be gone.
-func (r *Runner) save(repo config.Repo, rec history.Record) {
+func (r *Runner) save(repo config.Repo, rec history.Record, gh int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := r.history.Update(ctx, repo, rec); err != nil {
 		rec.Error = joinErr(rec.Error, "recording: "+err.Error())
 	}
-	r.notify(Event{Repo: repo, Record: rec.Clone()})
+	r.notify(Event{Repo: repo, Record: rec.Clone(), GitHubDeploymentID: gh})
 }
 
 // Close ends every wait (as at shutdown: the next deployd redoes them) and waits for the records.

@@ -52,6 +52,8 @@ func NewRepo(t testing.TB, root, name string) *Repo {
 	}
 	git(t, root, "init", "-q", "--bare", "-b", "main", bare)
 	git(t, bare, "config", "http.receivepack", "true")
+	// As GitHub does: a commit can be fetched by its SHA (GitHub deployments of a tag or hotfix).
+	git(t, bare, "config", "uploadpack.allowReachableSHA1InWant", "true")
 	work := t.TempDir()
 	git(t, work, "init", "-q", "-b", "main")
 	git(t, work, "remote", "add", "origin", bare)

@@ -86,6 +86,17 @@ type Record struct {
 	Error string `json:"error,omitempty"`
 	// Objects are the per-object outcomes.
 	Objects []Object `json:"objects,omitempty"`
+	// Note says something unusual about the deployment, e.g. a commit off the configured branch.
+	Note string `json:"note,omitempty"`
+	// GitHub is the GitHub deployment it is reported on; kept apart in the ConfigMap
+	// (see SetGitHub) so the reporter and the deployment never overwrite each other.
+	GitHub *GitHub `json:"-"`
+}
+
+// GitHub is the GitHub deployment a record is reported on.
+type GitHub struct {
+	DeploymentID int64  `json:"id"`
+	State        string `json:"state"`
 }
 
 // Clone returns a copy that shares no memory with r.
@@ -99,6 +110,7 @@ func (r Record) Name() string { return fmt.Sprintf("deployment-%04d", r.Number) 
 
 // Data keys in the state ConfigMap.
 const (
+	githubKey  = "github"
 	historyKey = "history"
 	nextKey    = "next"
 )
@@ -123,6 +135,7 @@ type state struct {
 	records []Record // oldest first
 	next    int
 	pause   string
+	github  map[int]GitHub
 }
 
 func (s *Store) load(ctx context.Context, repo config.Repo) (*state, error) {
@@ -140,6 +153,16 @@ func (s *Store) load(ctx context.Context, repo config.Repo) (*state, error) {
 		}
 	}
 	st.pause = cm.Data[pauseKey]
+	if raw := cm.Data[githubKey]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &st.github); err != nil {
+			return nil, fmt.Errorf("GitHub state in ConfigMap/%s/%s is not valid: %w", s.namespace, cm.Name, err)
+		}
+	}
+	for i := range st.records {
+		if g, ok := st.github[st.records[i].Number]; ok {
+			st.records[i].GitHub = &g
+		}
+	}
 	if n, err := strconv.Atoi(cm.Data[nextKey]); err == nil {
 		st.next = n
 	}
@@ -178,6 +201,16 @@ func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *st
 		st.cm.Data[historyKey], st.cm.Data[nextKey] = raw, strconv.Itoa(st.next)
 		if st.pause != "" {
 			st.cm.Data[pauseKey] = st.pause
+		}
+		if len(st.github) > 0 {
+			kept := map[int]GitHub{}
+			for _, r := range st.records {
+				if g, ok := st.github[r.Number]; ok {
+					kept[r.Number] = g
+				}
+			}
+			b, _ := json.Marshal(kept)
+			st.cm.Data[githubKey] = string(b)
 		}
 		if st.cm.ResourceVersion == "" {
 			_, err = cms.Create(ctx, st.cm, metav1.CreateOptions{})
@@ -291,4 +324,15 @@ func (s *Store) Pause(ctx context.Context, repo config.Repo) (Pause, error) {
 		}
 	}
 	return p, nil
+}
+
+// SetGitHub records the GitHub deployment a record is reported on, and its last state.
+func (s *Store) SetGitHub(ctx context.Context, repo config.Repo, number int, g GitHub) error {
+	return s.modify(ctx, repo, func(st *state) error {
+		if st.github == nil {
+			st.github = map[int]GitHub{}
+		}
+		st.github[number] = g
+		return nil
+	})
 }

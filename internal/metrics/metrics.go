@@ -26,6 +26,8 @@ type Metrics struct {
 	checkErrors prometheus.Counter
 	webhooks    *prometheus.CounterVec
 	requests    *prometheus.HistogramVec
+	ghResponses *prometheus.CounterVec
+	ghDropped   prometheus.Counter
 }
 
 // New registers the collectors; queueDepth reports the work queue's length.
@@ -46,6 +48,11 @@ func New(queueDepth func() int) *Metrics {
 			Help: "HTTP request durations, by route template, method and status code.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}},
 			[]string{"route", "method", "code"}),
 	}
+	m.ghResponses = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deployd_github_responses_total",
+		Help: "GitHub API responses, by status code."}, []string{"code"})
+	m.ghDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "deployd_github_reports_dropped_total",
+		Help: "Reports to GitHub given up on (GitHub down past the bound, refused, or a repo it cannot see)."})
+	m.reg.MustRegister(m.ghResponses, m.ghDropped)
 	m.reg.MustRegister(m.deployments, m.duration, m.checks, m.checkErrors, m.webhooks, m.requests,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deployd_queue_depth", Help: "Repos waiting in the work queue."},
 			func() float64 { return float64(queueDepth()) }),
@@ -115,3 +122,9 @@ func (s *statusRecorder) WriteHeader(code int) {
 
 // Unwrap lets http.ResponseController reach the connection (flushes, deadlines).
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// GitHubResponse counts a GitHub API response.
+func (m *Metrics) GitHubResponse(code int) { m.ghResponses.WithLabelValues(strconv.Itoa(code)).Inc() }
+
+// GitHubDropped counts a report given up on.
+func (m *Metrics) GitHubDropped() { m.ghDropped.Inc() }

@@ -60,19 +60,6 @@ func rec(n int, phase history.Phase, errMsg string) history.Record {
 		Objects: []history.Object{{Object: "Deployment/web/web", Action: "configured", Status: "Current"}, {Object: "ConfigMap/web/old", Action: "pruned"}}}
 }
 
-// deployments returns the created GitHub deployment ids in order.
-func deployments(gh *githubtest.Server) []int64 {
-	var ids []int64
-	n := int64(1000)
-	for _, c := range gh.Calls() {
-		if c.Method == "POST" && strings.HasSuffix(c.Path, "/deployments") && !strings.Contains(c.Path, "invisible") {
-			n++
-			ids = append(ids, n)
-		}
-	}
-	return ids
-}
-
 func TestSequences(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -322,16 +322,45 @@ func (s *Source) Files(repo config.Repo, commit, dir string, lim Limits) (map[st
 	return files, nil
 }
 
-// Resolve returns the revision of a commit already in the cache (a rollback's target),
-// without going to the network.
-func (s *Source) Resolve(repo config.Repo, commit string) (Revision, error) {
-	r, err := git.PlainOpen(s.dir(repo))
+// Resolve returns the revision of a commit: from the cache (a rollback's target), else
+// fetched by its SHA (a GitHub deployment of a tag or hotfix off the branch; the server
+// must allow fetching reachable commits by SHA, as GitHub does).
+func (s *Source) Resolve(ctx context.Context, repo config.Repo, commit string) (Revision, error) {
+	hash := plumbing.NewHash(commit)
+	if hash.IsZero() || hash.String() != strings.ToLower(commit) {
+		return Revision{}, fmt.Errorf("%s: %q is not a full commit SHA", repo.Name, commit)
+	}
+	r, err := openOrInit(s.dir(repo), repo.URL)
 	if err != nil {
 		return Revision{}, fmt.Errorf("%s: opening the git cache: %w", repo.Name, err)
 	}
-	rev, err := revision(r, plumbing.NewHash(commit), repo.ManifestPath())
+	if _, err := r.CommitObject(hash); err != nil {
+		auth, err := authFor(repo)
+		if err != nil {
+			return Revision{}, err
+		}
+		remote, err := r.Remote("origin")
+		if err != nil {
+			return Revision{}, fmt.Errorf("%s: %w", repo.Name, err)
+		}
+		fctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+		defer cancel()
+		spec := gitconfig.RefSpec("+" + hash.String() + ":refs/deployd/" + hash.String())
+		err = remote.FetchContext(fctx, &git.FetchOptions{RefSpecs: []gitconfig.RefSpec{spec}, Auth: auth, Depth: 1, Tags: git.NoTags})
+		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return Revision{}, fmt.Errorf("%s: fetching commit %s: %w", repo.Name, short(commit), networkError(fctx, err))
+		}
+	}
+	rev, err := revision(r, hash, repo.ManifestPath())
 	if err != nil {
-		return Revision{}, fmt.Errorf("%s: commit %s is not in deployd's cache (it may predate a re-clone): %w", repo.Name, commit, err)
+		return Revision{}, fmt.Errorf("%s: commit %s: %w", repo.Name, short(commit), err)
 	}
 	return rev, nil
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
 }

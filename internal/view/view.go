@@ -132,6 +132,9 @@ func (v *View) Record(key config.Key, rec history.Record) {
 		recs := append(make([]history.Record, 0, len(e.Records)+1), e.Records...)
 		for i := range recs {
 			if recs[i].Number == rec.Number {
+				if rec.GitHub == nil {
+					rec.GitHub = recs[i].GitHub // the reporter's news is kept apart from the runner's
+				}
 				recs[i] = rec
 				e.Records = recs
 				return
@@ -216,6 +219,20 @@ func (v *View) Subscribe() (<-chan Change, func()) {
 		defer v.mu.Unlock()
 		delete(v.subs, id)
 	}
+}
+
+// SetGitHub records the GitHub deployment a record is reported on.
+func (v *View) SetGitHub(key config.Key, number int, g history.GitHub) {
+	v.update(key, nil, func(e *Entry) {
+		recs := append([]history.Record(nil), e.Records...)
+		for i := range recs {
+			if recs[i].Number == number {
+				gg := g
+				recs[i].GitHub = &gg
+			}
+		}
+		e.Records = recs
+	})
 }
 
 // Subscribers is the number of open subscriptions (event streams being served).

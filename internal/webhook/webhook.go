@@ -109,6 +109,8 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, event string) (
 		return http.StatusOK, "pong", nil
 	case "push":
 		return h.push(payload)
+	case "deployment":
+		return h.deployment(payload)
 	case "":
 		return http.StatusBadRequest, "no X-GitHub-Event header", nil
 	}
@@ -261,4 +263,45 @@ func (s *secretFile) read() ([]byte, error) {
 	}
 	s.secret, s.modTime, s.size = secret, fi.ModTime(), fi.Size()
 	return secret, nil
+}
+
+// deploymentEvent is the part of GitHub's deployment payload deployd reads.
+type deploymentEvent struct {
+	Deployment struct {
+		ID          int64  `json:"id"`
+		SHA         string `json:"sha"`
+		Ref         string `json:"ref"`
+		Environment string `json:"environment"`
+	} `json:"deployment"`
+	Repository struct {
+		FullName string `json:"full_name"`
+		CloneURL string `json:"clone_url"`
+		SSHURL   string `json:"ssh_url"`
+		GitURL   string `json:"git_url"`
+		HTMLURL  string `json:"html_url"`
+	} `json:"repository"`
+}
+
+// deployment queues a deploy of the GitHub deployment's SHA for the repo entry whose
+// environment it names; another environment is another deployd's business.
+func (h *Handler) deployment(payload []byte) (int, string, []config.Key) {
+	var ev deploymentEvent
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return http.StatusBadRequest, "deployment payload is not valid JSON: " + err.Error(), nil
+	}
+	d := ev.Deployment
+	if d.ID == 0 || len(d.SHA) != 40 {
+		return http.StatusBadRequest, "deployment payload lacks deployment.id or a full deployment.sha", nil
+	}
+	urls := []string{ev.Repository.CloneURL, ev.Repository.SSHURL, ev.Repository.GitURL, ev.Repository.HTMLURL}
+	for _, repo := range h.queue.Config().Repos {
+		if !sameRepo(repo, ev.Repository.FullName, urls) || !strings.EqualFold(repo.Environment, d.Environment) {
+			continue
+		}
+		req := controller.Request{Trigger: controller.TriggerGitHubDeployment, Commit: d.SHA, Force: true, GitHubDeploymentID: d.ID, Ref: d.Ref}
+		if h.queue.Enqueue(repo.Key(), req) {
+			return http.StatusAccepted, fmt.Sprintf("GitHub deployment %d of %s queued", d.ID, d.SHA[:12]), []config.Key{repo.Key()}
+		}
+	}
+	return http.StatusAccepted, fmt.Sprintf("environment %q of %s is not for this deployd; ignored", d.Environment, ev.Repository.FullName), nil
 }

@@ -27,6 +27,7 @@ type fakeQueue struct {
 	cfg    *config.Config
 	mu     sync.Mutex
 	queued []config.Key
+	reqs   []controller.Request
 }
 
 func (q *fakeQueue) Config() *config.Config { return q.cfg }
@@ -34,9 +35,10 @@ func (q *fakeQueue) Config() *config.Config { return q.cfg }
 func (q *fakeQueue) Enqueue(k config.Key, req controller.Request) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if req.Trigger != controller.TriggerWebhook {
+	if req.Trigger != controller.TriggerWebhook && req.Trigger != controller.TriggerGitHubDeployment {
 		panic("trigger " + req.Trigger)
 	}
+	q.reqs = append(q.reqs, req)
 	q.queued = append(q.queued, k)
 	return true
 }
@@ -190,5 +192,27 @@ func TestNormalizeURL(t *testing.T) {
 		if got := normalizeURL(in); got != want {
 			t.Errorf("normalizeURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestDeploymentEvent(t *testing.T) {
+	body := func(env string) []byte {
+		return []byte(`{"action":"created","deployment":{"id":4242,"sha":"0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c","ref":"v1.2.0","environment":"` + env + `","task":"deploy"},"repository":{"full_name":"haraldsk/an-application"}}`)
+	}
+	h, q := newHandler(t, twoRepos)
+	b := body("prod")
+	rec, out := deliver(h, "deployment", "application/json", b, sign(b, secret))
+	if rec.Code != 202 || len(q.reqs) != 1 {
+		t.Fatalf("answer %d %v, requests %+v", rec.Code, out, q.reqs)
+	}
+	want := controller.Request{Trigger: controller.TriggerGitHubDeployment, Commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", Force: true, GitHubDeploymentID: 4242, Ref: "v1.2.0"}
+	if diff := cmp.Diff(want, q.reqs[0]); diff != "" || q.queued[0] != (config.Key{Name: "haraldsk/an-application", Environment: "prod"}) {
+		t.Errorf("request (-want +got):\n%s queued %v", diff, q.queued)
+	}
+	h, q = newHandler(t, twoRepos)
+	b = body("staging")
+	rec, out = deliver(h, "deployment", "application/json", b, sign(b, secret))
+	if rec.Code != 202 || len(q.reqs) != 0 || !strings.Contains(out["message"].(string), "not for this deployd") {
+		t.Errorf("other environment: %d %v %v", rec.Code, out, q.reqs)
 	}
 }

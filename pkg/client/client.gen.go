@@ -166,6 +166,36 @@ func (e ObjectOutcomeAction) Valid() bool {
 	}
 }
 
+// Defines values for RecordGithubState.
+const (
+	RecordGithubStateError      RecordGithubState = "error"
+	RecordGithubStateFailure    RecordGithubState = "failure"
+	RecordGithubStateInProgress RecordGithubState = "in_progress"
+	RecordGithubStateInactive   RecordGithubState = "inactive"
+	RecordGithubStateQueued     RecordGithubState = "queued"
+	RecordGithubStateSuccess    RecordGithubState = "success"
+)
+
+// Valid indicates whether the value is a known member of the RecordGithubState enum.
+func (e RecordGithubState) Valid() bool {
+	switch e {
+	case RecordGithubStateError:
+		return true
+	case RecordGithubStateFailure:
+		return true
+	case RecordGithubStateInProgress:
+		return true
+	case RecordGithubStateInactive:
+		return true
+	case RecordGithubStateQueued:
+		return true
+	case RecordGithubStateSuccess:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for RecordPhase.
 const (
 	RecordPhaseApplying        RecordPhase = "applying"
@@ -632,8 +662,17 @@ type Record struct {
 	// Error What went wrong, for failed and error phases.
 	Error *string `json:"error,omitempty"`
 
+	// GithubDeploymentId The GitHub deployment this deployment is reported on.
+	GithubDeploymentId *int64 `json:"githubDeploymentId,omitempty"`
+
+	// GithubState The last state reported to GitHub.
+	GithubState *RecordGithubState `json:"githubState,omitempty"`
+
 	// Name The deployment's display name, e.g. deployment-0007.
 	Name string `json:"name"`
+
+	// Note Something unusual about the deployment, e.g. a GitHub deployment of a commit off the configured branch.
+	Note *string `json:"note,omitempty"`
 
 	// Number The deployment's number, counted per repo and environment from 1.
 	Number int64 `json:"number"`
@@ -650,6 +689,9 @@ type Record struct {
 	// Trigger What started the deployment.
 	Trigger RecordTrigger `json:"trigger"`
 }
+
+// RecordGithubState The last state reported to GitHub.
+type RecordGithubState string
 
 // RecordPhase Where the deployment is, or how it ended.
 type RecordPhase string
