@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/deployd/deployd/internal/githubtest"
 	"github.com/deployd/deployd/internal/gittest"
@@ -108,5 +109,25 @@ func TestGitHubReporting(t *testing.T) {
 		if code := signedDelivery(t, base, "hook-secret", "deployment", other); code != 202 {
 			t.Errorf("other environment answered %d", code)
 		}
+	})
+	t.Run("with GitHub down the deployment still happens, and reports catch up", func(t *testing.T) {
+		gh.SetDown(true)
+		repo.Commit("main", "while GitHub is down", map[string]string{"deploy/manifests/bad.yaml": "", "deploy/manifests/cm.yaml": cm("github-down")})
+		if code := signedDelivery(t, base, "hook-secret", "push", `{"ref":"refs/heads/main","repository":{"full_name":"shop/web"}}`); code != 202 {
+			t.Fatalf("push answered %d", code)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			c, err := env.Client.CoreV1().ConfigMaps(appNS).Get(context.Background(), "settings", metav1.GetOptions{})
+			if err == nil && c.Data["value"] == "github-down" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not applied while GitHub was down:\n%s", logs)
+			}
+			time.Sleep(50 * time.Millisecond) // polling the cluster for a condition, with a deadline
+		}
+		gh.SetDown(false)
+		waitStatuses(t, gh, 1003, []string{"queued", "in_progress", "success"})
 	})
 }
