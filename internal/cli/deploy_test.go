@@ -2,9 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -17,22 +14,12 @@ import (
 	"github.com/deployd/deployd/internal/gittest"
 )
 
+// pushHook sends a signed push of main for fullName and expects it queued.
 func pushHook(t *testing.T, base, secret, fullName string) {
 	t.Helper()
 	body := `{"ref":"refs/heads/main","repository":{"full_name":"` + fullName + `"}}`
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte(body))
-	req, _ := http.NewRequest(http.MethodPost, base+"/webhooks/github", strings.NewReader(body))
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("webhook answered %d", resp.StatusCode)
+	if code := signedDelivery(t, base, secret, "push", body); code != http.StatusAccepted {
+		t.Fatalf("webhook answered %d", code)
 	}
 }
 

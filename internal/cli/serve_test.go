@@ -3,9 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -276,20 +273,6 @@ func TestWebhookThroughTheDaemon(t *testing.T) {
 	want(controller.TriggerStartup, strings.TrimSpace(string(first)))
 
 	sha := repo.Commit("main", "two", map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\ndata: {a: b}\n"})
-	body := `{"ref":"refs/heads/main","after":"` + sha + `","repository":{"full_name":"shop/web"}}`
-	mac := hmac.New(sha256.New, []byte("hook-secret"))
-	mac.Write([]byte(body))
-	req, _ := http.NewRequest(http.MethodPost, base+"/webhooks/github", strings.NewReader(body))
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("webhook answered %d", resp.StatusCode)
-	}
+	pushHook(t, base, "hook-secret", "shop/web")
 	want(controller.TriggerWebhook, sha)
 }

@@ -151,18 +151,23 @@ func payloadOf(contentType string, raw []byte) ([]byte, error) {
 	return nil, fmt.Errorf("content type %q: use application/json or application/x-www-form-urlencoded", mt)
 }
 
+// repository is the payloads' repository: deployd matches it by name or by any URL.
+type repository struct {
+	FullName string `json:"full_name"`
+	CloneURL string `json:"clone_url"`
+	SSHURL   string `json:"ssh_url"`
+	GitURL   string `json:"git_url"`
+	HTMLURL  string `json:"html_url"`
+}
+
+func (r repository) urls() []string { return []string{r.CloneURL, r.SSHURL, r.GitURL, r.HTMLURL} }
+
 // pushEvent is the part of GitHub's push payload deployd reads.
 type pushEvent struct {
-	Ref        string `json:"ref"`
-	After      string `json:"after"`
-	Deleted    bool   `json:"deleted"`
-	Repository struct {
-		FullName string `json:"full_name"`
-		CloneURL string `json:"clone_url"`
-		SSHURL   string `json:"ssh_url"`
-		GitURL   string `json:"git_url"`
-		HTMLURL  string `json:"html_url"`
-	} `json:"repository"`
+	Ref        string     `json:"ref"`
+	After      string     `json:"after"`
+	Deleted    bool       `json:"deleted"`
+	Repository repository `json:"repository"`
 }
 
 func (h *Handler) push(payload []byte) (int, string, []config.Key) {
@@ -177,7 +182,7 @@ func (h *Handler) push(payload []byte) (int, string, []config.Key) {
 	if ev.Deleted {
 		return http.StatusOK, fmt.Sprintf("branch %s was deleted; ignored", branch), nil
 	}
-	urls := []string{ev.Repository.CloneURL, ev.Repository.SSHURL, ev.Repository.GitURL, ev.Repository.HTMLURL}
+	urls := ev.Repository.urls()
 	var queued []config.Key
 	otherBranch := false
 	for _, repo := range h.queue.Config().Repos {
@@ -273,13 +278,7 @@ type deploymentEvent struct {
 		Ref         string `json:"ref"`
 		Environment string `json:"environment"`
 	} `json:"deployment"`
-	Repository struct {
-		FullName string `json:"full_name"`
-		CloneURL string `json:"clone_url"`
-		SSHURL   string `json:"ssh_url"`
-		GitURL   string `json:"git_url"`
-		HTMLURL  string `json:"html_url"`
-	} `json:"repository"`
+	Repository repository `json:"repository"`
 }
 
 // deployment queues a deploy of the GitHub deployment's SHA for the repo entry whose
@@ -293,7 +292,7 @@ func (h *Handler) deployment(payload []byte) (int, string, []config.Key) {
 	if d.ID == 0 || len(d.SHA) != 40 {
 		return http.StatusBadRequest, "deployment payload lacks deployment.id or a full deployment.sha", nil
 	}
-	urls := []string{ev.Repository.CloneURL, ev.Repository.SSHURL, ev.Repository.GitURL, ev.Repository.HTMLURL}
+	urls := ev.Repository.urls()
 	for _, repo := range h.queue.Config().Repos {
 		if !sameRepo(repo, ev.Repository.FullName, urls) || !strings.EqualFold(repo.Environment, d.Environment) {
 			continue
