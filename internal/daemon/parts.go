@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -42,6 +43,12 @@ func (p *parts) startReporting(ctx context.Context, opts Options, meter *metrics
 		return nil
 	}
 	gopts := opts.GitHub
+	if gopts.TokenFile != "" {
+		if _, err := os.Stat(gopts.TokenFile); err != nil {
+			log.Warn("GitHub reporting is off: the token file cannot be read (restart deployd once it exists)", "err", err)
+			return nil
+		}
+	}
 	gopts.OnResponse = meter.GitHubResponse
 	api, err := report.NewClient(gopts)
 	if err != nil {
