@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: build test demo cluster lint bench simcluster cluster-tool image openapi
+.PHONY: build test demo demo-push cluster lint bench simcluster cluster-tool image openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 build:
@@ -31,11 +31,15 @@ test: simcluster cluster-tool
 cluster: simcluster cluster-tool
 	$(BIN)/cluster run
 
-## demo: deployd against a fresh simulated cluster with the root repos.yaml
-demo: build simcluster cluster-tool
-	@echo "demo: starting a simulated cluster and deployd on http://$(DEMO_LISTEN) (Ctrl-C stops both)"
-	@echo "demo: try  curl http://$(DEMO_LISTEN)/readyz"
-	$(BIN)/cluster exec -- $(BIN)/deployd --config repos.yaml --listen $(DEMO_LISTEN) --cache-dir $(BIN)/demo-cache
+## demo: deployd on a fresh simulated cluster, deploying two sample apps from a local git server
+demo: build simcluster
+	@$(GO) build -o $(BIN)/deployd-demo ./hack/demo
+	DEMO_LISTEN=$(DEMO_LISTEN) $(BIN)/deployd-demo
+
+## demo-push: commit a change to a sample app of the running demo and send the push webhook
+demo-push:
+	@$(GO) build -o $(BIN)/deployd-demo ./hack/demo
+	$(BIN)/deployd-demo push $(APP)
 
 ## openapi: write the OpenAPI documents into openapi/ and regenerate the Go client in pkg/client
 openapi:

@@ -15,20 +15,27 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 )
+
+// TB is what gittest needs of a test (testing.TB has it); the demo supplies its own.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
 
 // Repo is an app repository: a bare repository the server serves, and a work tree
 // tests commit in and push from.
 type Repo struct {
-	t testing.TB
+	t TB
 	// Bare is the served repository's path (use FileURL for file://).
 	Bare string
 	work string
 }
 
 // git runs git in dir and returns its trimmed output.
-func git(t testing.TB, dir string, args ...string) string {
+func git(t TB, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", args...)
 	cmd.Dir = dir
@@ -44,11 +51,11 @@ func git(t testing.TB, dir string, args ...string) string {
 }
 
 // NewRepo creates an empty repository under root/<name>.git with branch main.
-func NewRepo(t testing.TB, root, name string) *Repo {
+func NewRepo(t TB, root, name string) *Repo {
 	t.Helper()
 	bare := filepath.Join(root, name+".git")
 	if err := os.MkdirAll(filepath.Dir(bare), 0o755); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	git(t, root, "init", "-q", "--bare", "-b", "main", bare)
 	git(t, bare, "config", "http.receivepack", "true")
@@ -75,10 +82,10 @@ func (r *Repo) Commit(branch, msg string, files map[string]string) string {
 			continue
 		}
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			r.t.Fatal(err)
+			r.t.Fatalf("%v", err)
 		}
 		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
-			r.t.Fatal(err)
+			r.t.Fatalf("%v", err)
 		}
 		git(r.t, r.work, "add", path)
 	}
@@ -96,7 +103,7 @@ func (r *Repo) ForcePush(branch, msg string, files map[string]string) string {
 		full := filepath.Join(r.work, path)
 		_ = os.MkdirAll(filepath.Dir(full), 0o755)
 		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
-			r.t.Fatal(err)
+			r.t.Fatalf("%v", err)
 		}
 		git(r.t, r.work, "add", path)
 	}
@@ -135,7 +142,7 @@ type Server struct {
 }
 
 // NewServer starts a git server for the repositories under a new directory.
-func NewServer(t testing.TB) *Server {
+func NewServer(t TB) *Server {
 	t.Helper()
 	backend, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
@@ -188,7 +195,7 @@ func queryOf(r *http.Request) string {
 }
 
 // NewRepo creates a repository this server serves.
-func (s *Server) NewRepo(t testing.TB, name string) *Repo { return NewRepo(t, s.Root, name) }
+func (s *Server) NewRepo(t TB, name string) *Repo { return NewRepo(t, s.Root, name) }
 
 // RepoURL is the HTTP URL of a repository named name.
 func (s *Server) RepoURL(name string) string { return fmt.Sprintf("%s/%s.git", s.URL, name) }
