@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: build test demo demo-push cluster lint bench simcluster cluster-tool image openapi
+.PHONY: kind-up kind-down build test demo demo-push cluster lint bench simcluster cluster-tool image openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 build:
@@ -26,6 +26,7 @@ cluster-tool:
 ## test: every test, with the race detector, against one shared simulated cluster
 test: simcluster cluster-tool
 	$(BIN)/cluster exec -- $(GO) test -race -count=1 $(TESTFLAGS) ./...
+	cd hack/kind && $(GO) test -count=1 ./...
 
 ## cluster: start a simulated cluster by hand; prints its kubeconfig; Ctrl-C stops it
 cluster: simcluster cluster-tool
@@ -50,11 +51,20 @@ openapi:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd hack/kind && $(GO) vet ./...
 	$(STATICCHECK) ./...
 
 ## bench: the Go benchmarks (the end-to-end harness comes with issue 9); results in bench/RESULTS.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./internal/api
+
+## kind-up: a kind cluster with deployd in it (needs Docker; sigs.k8s.io/kind's Go API)
+kind-up:
+	cd hack/kind && $(GO) run . up --repo $(CURDIR)
+
+## kind-down: remove the kind cluster
+kind-down:
+	cd hack/kind && $(GO) run . down
 
 ## image: the container image (needs Docker)
 image:
