@@ -107,6 +107,40 @@ func serviceAccountConfig(t *testing.T) string {
 
 func ptr[T any](v T) *T { return &v }
 
+// daemon is a running deployd binary.
+type daemon struct {
+	cmd     *exec.Cmd
+	addr    string
+	logs    *strings.Builder
+	logDone chan struct{}
+	client  *client.ClientWithResponses
+}
+
+// startBinary runs the built deployd on a free port until the test ends.
+func startBinary(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{addr: freeAddr(t), logs: &strings.Builder{}, logDone: make(chan struct{})}
+	d.cmd = exec.Command(binary, append(args, "--listen", d.addr, "--log-format", "json")...)
+	stderr, _ := d.cmd.StderrPipe()
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			d.logs.WriteString(sc.Text() + "\n")
+		}
+		close(d.logDone)
+	}()
+	t.Cleanup(func() { _ = d.cmd.Process.Kill(); _ = d.cmd.Wait() })
+	c, err := client.NewClientWithResponses("http://" + d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.client = c
+	return d
+}
+
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -151,28 +185,8 @@ func TestShippedRBAC(t *testing.T) {
 	os.WriteFile(cfg, []byte("repos:\n"+
 		"  - {name: haraldsk/an-application, url: '"+srv.RepoURL("haraldsk/an-application")+"', namespace: an-application, environment: dev, interval: 0}\n"+
 		"  - {name: haraldsk/escalate, url: '"+srv.RepoURL("haraldsk/escalate")+"', namespace: an-other-application, environment: dev, interval: 0, allowClusterScoped: true}\n"), 0o644)
-	addr := freeAddr(t)
-	cmd := exec.Command(binary, "--config", cfg, "--kubeconfig", serviceAccountConfig(t), "--listen", addr,
-		"--cache-dir", filepath.Join(dir, "cache"), "--namespace", "deployd", "--log-format", "json")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var logs strings.Builder
-	logDone := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
-		}
-		close(logDone)
-	}()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-
-	c, err := client.NewClientWithResponses("http://" + addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startBinary(t, "--config", cfg, "--kubeconfig", serviceAccountConfig(t), "--cache-dir", filepath.Join(dir, "cache"), "--namespace", "deployd")
+	cmd, logs, logDone, c := d.cmd, d.logs, d.logDone, d.client
 	phases := func() map[string]client.Summary {
 		res, err := c.ListDeploymentsWithResponse(context.Background(), &client.ListDeploymentsParams{})
 		out := map[string]client.Summary{}
