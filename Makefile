@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: kind-up kind-down build test demo demo-push cluster lint bench simcluster cluster-tool image openapi
+.PHONY: fuzz kind-up kind-down build test demo demo-push cluster lint bench simcluster cluster-tool image openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 build:
@@ -41,6 +41,14 @@ demo: build simcluster
 demo-push:
 	@$(GO) build -o $(BIN)/deployd-demo ./hack/demo
 	$(BIN)/deployd-demo push $(APP)
+
+## fuzz: each fuzz target for FUZZTIME (default 30s); their seeds also run in make test
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzDelivery$$' -fuzztime $(FUZZTIME) ./internal/webhook
+	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./internal/render
+	$(GO) test -run '^$$' -fuzz '^FuzzParams$$' -fuzztime $(FUZZTIME) ./internal/api
 
 ## openapi: write the OpenAPI documents into openapi/ and regenerate the Go client in pkg/client
 openapi:

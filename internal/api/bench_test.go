@@ -5,8 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
@@ -26,6 +31,13 @@ func (memStatuses) Get(r apply.Ref) rollout.Tracked {
 
 func (memStatuses) Changed() <-chan struct{} { return nil }
 
+// noLive has no cluster behind it: every object is gone.
+type noLive struct{}
+
+func (noLive) Live(_ context.Context, r apply.Ref) (*unstructured.Unstructured, error) {
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: strings.ToLower(r.Kind)}, r.Name)
+}
+
 // loaded returns a server whose view holds repos repos of objects objects each.
 func loaded(b testing.TB, repos, objects int) *Server {
 	cfg := &config.Config{}
@@ -44,7 +56,7 @@ func loaded(b testing.TB, repos, objects int) *Server {
 		}
 		v.Record(r.Key(), rec)
 	}
-	return New(Deps{View: v, Statuses: memStatuses{}}, Options{})
+	return New(Deps{View: v, Statuses: memStatuses{}, Objects: noLive{}}, Options{})
 }
 
 // BenchmarkGetDeployment is the status endpoint's handler alone, with 1,000 repos of
