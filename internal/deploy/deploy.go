@@ -42,8 +42,14 @@ type Event struct {
 	GitHubDeploymentID int64
 }
 
+// DefaultMaxObjects is how many objects one repo may render to.
+const DefaultMaxObjects = 1000
+
 // Runner runs deployments; it is the controller's Deployer.
 type Runner struct {
+	// MaxObjects bounds the objects one repo may render to; more fails the deployment.
+	MaxObjects int
+
 	files   Files
 	applier Applier
 	waiter  Waiter
@@ -75,7 +81,7 @@ func New(files Files, applier Applier, waiter Waiter, store *history.Store, noti
 	if notify == nil {
 		notify = func(Event) {}
 	}
-	return &Runner{files: files, applier: applier, waiter: waiter, history: store, notify: notify, waiting: map[config.Key]*wait{}}
+	return &Runner{MaxObjects: DefaultMaxObjects, files: files, applier: applier, waiter: waiter, history: store, notify: notify, waiting: map[config.Key]*wait{}}
 }
 
 // Deploy applies a revision and starts waiting for its rollout. It returns once the
@@ -126,6 +132,9 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int)
 	objs, err := render.Render(files, repo.ManifestPath())
 	if err != nil {
 		return apply.Result{}, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
+	}
+	if len(objs) > r.MaxObjects {
+		return apply.Result{}, controller.Permanent(fmt.Errorf("%s renders to %d objects, more than the limit of %d per repo: split the repo", repo.ManifestPath(), len(objs), r.MaxObjects))
 	}
 	res, err := r.applier.Apply(ctx, apply.Request{Repo: repo, Commit: rev.Commit, Number: number, Objects: objs})
 	var invalid *apply.ValidationError

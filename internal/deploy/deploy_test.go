@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -200,4 +201,21 @@ func asPermanent(err error, target **controller.PermanentError) bool {
 		e = u.Unwrap()
 	}
 	return false
+}
+
+func TestTooManyObjectsAreRefused(t *testing.T) {
+	var many strings.Builder
+	for i := range 6 {
+		fmt.Fprintf(&many, "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c%d}\n", i)
+	}
+	f := newFixture(t, filesByCommit{"c": {"deploy/many.yaml": many.String()}})
+	f.runner.MaxObjects = 5
+	err := f.runner.Deploy(context.Background(), controller.Deployment{Repo: f.repo, Revision: source.Revision{Commit: "c"}, Trigger: controller.TriggerPoll})
+	if err == nil || !strings.Contains(err.Error(), "renders to 6 objects, more than the limit of 5 per repo") {
+		t.Fatalf("error %v", err)
+	}
+	recs, _ := f.store.List(context.Background(), f.repo)
+	if len(recs) != 1 || recs[0].Phase != history.Error {
+		t.Errorf("records %+v", recs)
+	}
 }
