@@ -28,8 +28,9 @@ type ExitError struct {
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
-// Run runs deployd with args (without the program name). Subcommands: check, version;
-// none runs the daemon until ctx is cancelled.
+// Run runs deployd with args (without the program name). Subcommands: check, version,
+// and the client commands status, sync, pause, resume, rollback and wait; none runs the
+// daemon until ctx is cancelled.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
@@ -38,6 +39,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case "version":
 			fmt.Fprintln(stdout, version.String())
 			return nil
+		case "status":
+			return runClient(status(args[1:], stdout, stderr), stderr)
+		case "sync", "pause", "resume", "rollback":
+			return runClient(action(args[0], args[1:], stdout, stderr), stderr)
+		case "wait":
+			return runClient(waitCmd(args[1:], stdout, stderr), stderr)
 		}
 	}
 	return serve(ctx, args, stdout, stderr, nil)
@@ -80,7 +87,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "log level: debug, info, warn or error")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: deployd [flags]\n       deployd check --config repos.yaml\n       deployd version\n\n"+
+		fmt.Fprintf(stderr, "Usage: deployd [flags]\n       deployd check --config repos.yaml\n       deployd version\n"+
+			"       deployd status|sync|pause|resume|rollback|wait OWNER/REPO [--server URL] [--token-file F] [--environment E] ...\n\n"+
 			"Every flag can also be set as DEPLOYD_<FLAG> (e.g. DEPLOYD_LOG_LEVEL=debug); flags win.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}

@@ -1,0 +1,77 @@
+package cli
+
+import (
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/simcluster"
+)
+
+// TestClientCommands drives the pipeline commands against a running deployd.
+func TestClientCommands(t *testing.T) {
+	srv := gittest.NewServer(t)
+	good := srv.NewRepo(t, "shop/web").Commit("main", "v1", map[string]string{"deploy/manifests/app.yaml": strings.Replace(apiManifests, "replicas: 3", "replicas: 2", 1)})
+	broken := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 2\n  selector: {matchLabels: {app: web}}\n" +
+		"  template:\n    metadata: {labels: {app: web, " + simcluster.CrashLoopLabel + ": \"true\"}}\n    spec: {containers: [{name: web, image: \"nginx:1.27\"}]}\n"
+	bad := srv.NewRepo(t, "shop/crash").Commit("main", "crash", map[string]string{"deploy/manifests/app.yaml": broken})
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n"+
+		"  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", interval: 0}\n"+
+		"  - {name: shop/crash, url: '"+srv.RepoURL("shop/crash")+"', namespace: "+env.Namespace(t)+", interval: 0}\n")
+	token := writeFile(t, dir, "token", "cli-token\n")
+	base, _, _ := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"),
+		"--namespace", env.Namespace(t), "--api-token-file", token)
+	server := "--server=" + base
+
+	t.Run("wait exits 0 when the commit rolled out", func(t *testing.T) {
+		code, out, errOut := runCLI(t, "wait", "shop/web", "--commit", good[:10], server)
+		if code != 0 || !strings.Contains(out, "deployment-0001 "+good[:12]+": succeeded") {
+			t.Errorf("exit %d\n%s\n%s", code, out, errOut)
+		}
+	})
+	t.Run("wait exits 1 with the reason when the rollout fails", func(t *testing.T) {
+		code, out, errOut := runCLI(t, "wait", "shop/crash", "--commit", bad, server)
+		if code != 1 || !strings.Contains(errOut, "deployment failed: Deployment web: ProgressDeadlineExceeded") {
+			t.Errorf("exit %d\n%s\n%s", code, out, errOut)
+		}
+	})
+	t.Run("wait exits 3 when deployd cannot be reached", func(t *testing.T) {
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		gone := "http://" + l.Addr().String()
+		l.Close()
+		code, _, errOut := runCLI(t, "wait", "shop/web", "--commit", good, "--server", gone, "--timeout", "2s")
+		if code != 3 || !strings.Contains(errOut, "could not reach") {
+			t.Errorf("exit %d: %s", code, errOut)
+		}
+	})
+	t.Run("status prints a table", func(t *testing.T) {
+		code, out, errOut := runCLI(t, "status", "shop/web", server)
+		if code != 0 || !strings.Contains(out, "phase succeeded") || !strings.Contains(out, "Deployment  web") || !strings.Contains(out, "2/2") {
+			t.Errorf("exit %d\n%s\n%s", code, out, errOut)
+		}
+		if code, out, _ := runCLI(t, "status", "shop/web", server, "-o", "json"); code != 0 || !strings.HasPrefix(out, `{"repo":"shop/web"`) {
+			t.Errorf("json: exit %d %s", code, out)
+		}
+	})
+	t.Run("sync needs the token", func(t *testing.T) {
+		code, _, errOut := runCLI(t, "sync", "shop/web", server)
+		if code != 1 || !strings.Contains(errOut, "401") {
+			t.Errorf("without token: exit %d %s", code, errOut)
+		}
+		code, out, errOut := runCLI(t, "sync", "shop/web", server, "--token-file", token, "--force")
+		if code != 0 || !strings.Contains(out, "forced deployment of shop/web") {
+			t.Errorf("with token: exit %d %s %s", code, out, errOut)
+		}
+	})
+	t.Run("bad usage exits 3", func(t *testing.T) {
+		if code, _, errOut := runCLI(t, "status", "not-a-repo", server); code != 3 || !strings.Contains(errOut, "OWNER/REPO") {
+			t.Errorf("exit %d %s", code, errOut)
+		}
+		if code, _, _ := runCLI(t, "wait", "shop/web", server); code != 3 {
+			t.Errorf("wait without --commit: exit %d", code)
+		}
+	})
+}
