@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -78,7 +79,14 @@ type Server struct {
 	opts Options
 	api  huma.API
 	mux  *http.ServeMux
+	// closing is closed when the server shuts down, ending event streams, which would
+	// otherwise hold a graceful shutdown until its deadline.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
+
+// CloseStreams ends every event stream (http.Server.RegisterOnShutdown).
+func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // New registers every operation on a new mux.
 func New(deps Deps, opts Options) *Server {
@@ -89,7 +97,7 @@ func New(deps Deps, opts Options) *Server {
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
 		"bearer": {Type: "http", Scheme: "bearer", Description: "The token in deployd's --api-token-file."},
 	}
-	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux}
+	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux, closing: make(chan struct{})}
 	s.register()
 	s.registerEvents()
 	return s

@@ -120,6 +120,8 @@ func (s *Server) events(ctx context.Context, in *eventsInput, entries []view.Ent
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.closing:
+			return // deployd is shutting down; clients reconnect to the next one
 		case c := <-changes:
 			if !keys[c.Key.String()] || c.Record == nil {
 				continue

@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/simcluster"
@@ -74,4 +77,47 @@ func TestClientCommands(t *testing.T) {
 			t.Errorf("wait without --commit: exit %d", code)
 		}
 	})
+}
+
+// TestWaitWhenDeploydGoesAway: deployd stops mid-wait; wait keeps reconnecting and exits 3
+// at its timeout.
+func TestWaitWhenDeploydGoesAway(t *testing.T) {
+	srv := gittest.NewServer(t)
+	stuck := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 600\n  selector: {matchLabels: {app: web}}\n" +
+		"  template:\n    metadata: {labels: {app: web, " + simcluster.CrashLoopLabel + ": \"true\"}}\n    spec: {containers: [{name: web, image: \"nginx:1.27\"}]}\n"
+	sha := srv.NewRepo(t, "shop/slow").Commit("main", "slow", map[string]string{"deploy/manifests/app.yaml": stuck})
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/slow, url: '"+srv.RepoURL("shop/slow")+"', namespace: "+env.Namespace(t)+", interval: 0, timeout: 10m}\n")
+	base, _, stop := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", env.Namespace(t))
+
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	var out syncBuffer
+	go func() {
+		var errOut strings.Builder
+		err := Run(context.Background(), []string{"wait", "shop/slow", "--commit", sha, "--server", base, "--timeout", "8s"}, &out, &errOut)
+		var exit *ExitError
+		code := 0
+		if errors.As(err, &exit) {
+			code = exit.Code
+		}
+		done <- result{code, out.String(), errOut.String()}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), ": waiting") {
+		if time.Now().After(deadline) {
+			t.Fatalf("wait never saw the deployment waiting: %s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the command's output, with a deadline
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.code != 3 || !strings.Contains(r.out, "reconnecting") || !strings.Contains(r.err, "could not reach") {
+		t.Errorf("exit %d\nout: %s\nerr: %s", r.code, r.out, r.err)
+	}
 }

@@ -193,6 +193,7 @@ func Run(ctx context.Context, opts Options) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(apiServer.CloseStreams)
 
 	wg.Go(func() { health.probeLoop(work, prober, opts.ProbeInterval, log) })
 	wg.Go(func() { ctl.Run(work) })
