@@ -10,15 +10,13 @@ import (
 	"time"
 
 	"github.com/deployd/deployd/internal/gittest"
-	"github.com/deployd/deployd/internal/simcluster"
 )
 
 // TestClientCommands drives the pipeline commands against a running deployd.
 func TestClientCommands(t *testing.T) {
 	srv := gittest.NewServer(t)
 	good := srv.NewRepo(t, "shop/web").Commit("main", "v1", map[string]string{"deploy/manifests/app.yaml": strings.Replace(apiManifests, "replicas: 3", "replicas: 2", 1)})
-	broken := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 2\n  selector: {matchLabels: {app: web}}\n" +
-		"  template:\n    metadata: {labels: {app: web, " + simcluster.CrashLoopLabel + ": \"true\"}}\n    spec: {containers: [{name: web, image: \"nginx:1.27\"}]}\n"
+	broken := stuckDeployment(2)
 	bad := srv.NewRepo(t, "shop/crash").Commit("main", "crash", map[string]string{"deploy/manifests/app.yaml": broken})
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "repos.yaml", "repos:\n"+
@@ -83,8 +81,7 @@ func TestClientCommands(t *testing.T) {
 // at its timeout.
 func TestWaitWhenDeploydGoesAway(t *testing.T) {
 	srv := gittest.NewServer(t)
-	stuck := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 600\n  selector: {matchLabels: {app: web}}\n" +
-		"  template:\n    metadata: {labels: {app: web, " + simcluster.CrashLoopLabel + ": \"true\"}}\n    spec: {containers: [{name: web, image: \"nginx:1.27\"}]}\n"
+	stuck := stuckDeployment(600)
 	sha := srv.NewRepo(t, "shop/slow").Commit("main", "slow", map[string]string{"deploy/manifests/app.yaml": stuck})
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/slow, url: '"+srv.RepoURL("shop/slow")+"', namespace: "+env.Namespace(t)+", interval: 0, timeout: 10m}\n")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/simcluster"
 )
 
 // pushHook sends a signed push of main for fullName and expects it queued.
@@ -81,4 +83,12 @@ func TestPushIsApplied(t *testing.T) {
 	if err != nil || len(inv.Items) != 1 || !strings.Contains(inv.Items[0].Data["inventory"], `"name":"settings"`) {
 		t.Errorf("inventory in %s: %+v, %v", stateNS, inv, err)
 	}
+}
+
+// stuckDeployment is a Deployment whose pods crash-loop, so its rollout never finishes
+// (or fails after deadline seconds).
+func stuckDeployment(deadline int) string {
+	return "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: " + strconv.Itoa(deadline) +
+		"\n  selector: {matchLabels: {app: web}}\n" +
+		"  template:\n    metadata: {labels: {app: web, " + simcluster.CrashLoopLabel + ": \"true\"}}\n    spec: {containers: [{name: web, image: \"nginx:1.27\"}]}\n"
 }

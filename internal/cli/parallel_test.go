@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/deployd/deployd/internal/gittest"
-	"github.com/deployd/deployd/internal/simcluster"
 	"github.com/deployd/deployd/pkg/client"
 )
 
@@ -17,8 +16,7 @@ import (
 // applied and wait side by side; a waiting deployment does not hold the worker.
 func TestWaitsHoldNoWorker(t *testing.T) {
 	srv := gittest.NewServer(t)
-	stuck := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 600\n  selector: {matchLabels: {app: web}}\n" +
-		"  template:\n    metadata: {labels: {app: web, " + simcluster.CrashLoopLabel + ": \"true\"}}\n    spec: {containers: [{name: web, image: \"nginx:1.27\"}]}\n"
+	stuck := stuckDeployment(600)
 	var repos strings.Builder
 	repos.WriteString("repos:\n")
 	for i := range 4 {

@@ -17,7 +17,6 @@ import (
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/history"
-	"github.com/deployd/deployd/internal/simcluster"
 )
 
 // records reads the repo's history straight from its state ConfigMap.
@@ -51,8 +50,7 @@ func waitRecords(t *testing.T, ns string, repo config.Repo, what string, cond fu
 // another, and sees the record marked interrupted, the repo deployed again, the inventory intact.
 func TestSIGKILLMidWait(t *testing.T) {
 	srv := gittest.NewServer(t)
-	stuck := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 600\n  selector: {matchLabels: {app: web}}\n" +
-		"  template:\n    metadata: {labels: {app: web, " + simcluster.CrashLoopLabel + ": \"true\"}}\n    spec: {containers: [{name: web, image: \"nginx:1.27\"}]}\n"
+	stuck := stuckDeployment(600)
 	srv.NewRepo(t, "shop/web").Commit("main", "one", map[string]string{"deploy/manifests/web.yaml": stuck})
 	appNS, stateNS := env.Namespace(t), env.Namespace(t)
 	dir := t.TempDir()

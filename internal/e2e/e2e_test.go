@@ -107,6 +107,18 @@ func serviceAccountConfig(t *testing.T) string {
 
 func ptr[T any](v T) *T { return &v }
 
+// writer returns a function that writes a file into dir and returns its path.
+func writer(t *testing.T, dir string) func(name, content string) string {
+	return func(name, content string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+}
+
 // daemon is a running deployd binary.
 type daemon struct {
 	cmd     *exec.Cmd

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,13 +33,7 @@ func TestWholePath(t *testing.T) {
 	repo.Commit("main", "v1", map[string]string{"deploy/manifests/app.yaml": webApp("nginx:1.27")})
 	ns, state := env.Namespace(t), env.Namespace(t)
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := writer(t, dir)
 	cfg := write("repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+ns+", environment: prod, interval: 0}\n")
 	d := startBinary(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", state,
 		"--webhook-secret-file", write("secret", "s3cret"), "--github-token-file", write("gh", "gh-token"), "--github-api-url", gh.URL)

@@ -36,13 +36,7 @@ func TestNoSecretEscapes(t *testing.T) {
 	srv.Token = gitToken
 	ns, state := env.Namespace(t), env.Namespace(t)
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := writer(t, dir)
 	write("git-token", gitToken)
 	cfg := write("repos.yaml", "repos:\n  - {name: shop/vault, url: '"+srv.RepoURL("shop/vault")+"', namespace: "+ns+", environment: prod, interval: 0, auth: {tokenFile: git-token}}\n")
 	d := startBinary(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", state,
