@@ -25,6 +25,7 @@ import (
 
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/render"
+	"github.com/deployd/deployd/internal/state"
 )
 
 // Labels and annotations deployd puts on what it applies.
@@ -54,6 +55,9 @@ type Options struct {
 	Concurrency int
 	// CRDTimeout bounds the wait for applied CRDs to be Established.
 	CRDTimeout time.Duration
+	// States keeps the inventories; nil means a store of its own over StateNamespace.
+	// deployd shares one with the history, which lives in the same ConfigMaps.
+	States *state.Store
 }
 
 // DefaultOptions returns field manager "deployd", 8 objects at once, state in namespace "deployd".
@@ -64,6 +68,7 @@ func DefaultOptions() Options {
 // Applier applies manifests to one cluster.
 type Applier struct {
 	opts   Options
+	states *state.Store
 	cfg    *rest.Config
 	kube   kubernetes.Interface
 	dyn    dynamic.Interface
@@ -87,8 +92,12 @@ func New(cfg *rest.Config, opts Options) (*Applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating a discovery client: %w", err)
 	}
+	states := opts.States
+	if states == nil {
+		states = state.New(kube, opts.StateNamespace)
+	}
 	return &Applier{
-		opts: opts, cfg: cfg, kube: kube, dyn: dyn,
+		opts: opts, states: states, cfg: cfg, kube: kube, dyn: dyn,
 		mapper:        restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)),
 		impersonating: map[string]dynamic.Interface{},
 	}, nil
@@ -171,7 +180,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 	if err := a.dryRun(ctx, dyn, plan); err != nil {
 		return res, err
 	}
-	inv := newInventory(a.kube, a.opts.StateNamespace, req.Repo)
+	inv := newInventory(a.states, req.Repo)
 	previous, err := inv.load(ctx)
 	if err != nil {
 		return res, err

@@ -21,6 +21,7 @@ import (
 	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
+	deploydstate "github.com/deployd/deployd/internal/state"
 	"github.com/deployd/deployd/internal/view"
 )
 
@@ -28,6 +29,7 @@ import (
 type parts struct {
 	applier *apply.Applier
 	tracker *rollout.Tracker
+	states  *deploydstate.Store
 	store   *history.Store
 	runner  *deploy.Runner
 	view    *view.View
@@ -59,6 +61,9 @@ func (p *parts) startReporting(ctx context.Context, opts Options, meter *metrics
 	ropts.Reported = func(repo config.Repo, number int, id int64, state string) {
 		g := history.GitHub{DeploymentID: id, State: state}
 		p.view.SetGitHub(repo.Key(), number, g)
+		if state == "in_progress" {
+			return // the id is stored with "queued"; the final state follows: a write saved
+		}
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := p.store.SetGitHub(sctx, repo, number, g); err != nil {
@@ -76,8 +81,13 @@ func (p *parts) startReporting(ctx context.Context, opts Options, meter *metrics
 }
 
 func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Options, log *slog.Logger) (*parts, error) {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	states := deploydstate.New(kube, opts.Namespace)
 	applyOpts := apply.DefaultOptions()
-	applyOpts.StateNamespace = opts.Namespace
+	applyOpts.StateNamespace, applyOpts.States = opts.Namespace, states
 	applier, err := apply.New(cfg, applyOpts)
 	if err != nil {
 		return nil, err
@@ -86,11 +96,7 @@ func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	p := &parts{applier: applier, tracker: tracker, store: history.NewStore(kube, opts.Namespace, opts.HistoryLimit), view: state}
+	p := &parts{applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state}
 	p.runner = deploy.New(src, applier, tracker, p.store, func(e deploy.Event) {
 		logEvent(log, e)
 		state.Record(e.Repo.Key(), e.Record)
@@ -117,6 +123,15 @@ func (p *parts) runnerOrNil() *deploy.Runner {
 func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, log *slog.Logger) []config.Key {
 	p.ctl = ctl
 	var redo []config.Key
+	names := make([]string, len(cfg.Repos))
+	for i, repo := range cfg.Repos {
+		names[i] = repo.StateName()
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := p.states.Preload(pctx, names); err != nil {
+		log.Warn("could not list the state ConfigMaps; reading them one by one", "err", err)
+	}
+	cancel()
 	for _, repo := range cfg.Repos {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rec, err := p.runner.Recover(rctx, repo)

@@ -89,21 +89,25 @@ func New(files Files, applier Applier, waiter Waiter, store *history.Store, noti
 // objects are permanent failures (controller.Permanent).
 func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	r.supersede(d.Repo.Key())
+	// Only the start and the end of a deployment are stored: a restart takes any record
+	// not ended as interrupted, whether it was applying or waiting, so the phases between
+	// are told (to the API, its events and GitHub) but not written.
 	rec, err := r.history.Create(ctx, d.Repo, history.Record{
 		Commit:  history.Commit{SHA: d.Revision.Commit, Message: d.Revision.Message, Author: d.Revision.Author, Time: d.Revision.Time},
 		Tree:    d.Revision.Tree,
 		Trigger: string(d.Trigger),
 		Started: time.Now().UTC(),
-		Phase:   history.Queued,
+		Phase:   history.Applying,
 		Note:    note(d),
 	})
 	if err != nil {
 		return fmt.Errorf("recording the deployment: %w", err)
 	}
 	gh := d.GitHubDeploymentID
+	queued := rec.Clone()
+	queued.Phase = history.Queued
+	r.notify(Event{Repo: d.Repo, Record: queued, GitHubDeploymentID: gh})
 	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
-	rec.Phase = history.Applying
-	r.save(d.Repo, rec, gh)
 	res, err := r.apply(ctx, d, rec.Number)
 	rec.Objects = objectsOf(res.Changes)
 	if err != nil {
@@ -112,7 +116,7 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 		return err
 	}
 	rec.Phase = history.Waiting
-	r.save(d.Repo, rec, gh)
+	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
 	r.startWait(d.Repo, rec, rollout.TargetsOf(res.Changes), gh)
 	return nil
 }

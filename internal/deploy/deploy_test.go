@@ -15,6 +15,7 @@ import (
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/simcluster"
 	"github.com/deployd/deployd/internal/source"
+	"github.com/deployd/deployd/internal/state"
 )
 
 var env *simcluster.Env
@@ -58,9 +59,10 @@ type fixture struct {
 
 func newFixture(t *testing.T, files filesByCommit) *fixture {
 	t.Helper()
-	state := env.Namespace(t)
+	ns := env.Namespace(t)
+	states := state.New(env.Client, ns)
 	opts := apply.DefaultOptions()
-	opts.StateNamespace = state
+	opts.StateNamespace, opts.States = ns, states
 	applier, err := apply.New(env.Config, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +74,7 @@ func newFixture(t *testing.T, files filesByCommit) *fixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	tracker.Start(ctx)
 	t.Cleanup(cancel)
-	f := &fixture{store: history.NewStore(env.Client, state, 50), events: make(chan Event, 100)}
+	f := &fixture{store: history.NewStore(states, 50), events: make(chan Event, 100)}
 	f.runner = New(files, applier, tracker, f.store, func(e Event) { f.events <- e })
 	t.Cleanup(f.runner.Close)
 	f.repo = config.Repo{Name: "shop/web", Namespace: env.Namespace(t), Environment: "dev",

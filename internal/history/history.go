@@ -10,12 +10,10 @@ import (
 	"strconv"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/state"
 )
 
 // Phase is where a deployment is.
@@ -120,42 +118,45 @@ const maxBytes = 600 << 10
 
 // Store reads and writes records.
 type Store struct {
-	kube      kubernetes.Interface
-	namespace string
-	keep      int
+	states *state.Store
+	keep   int
 }
 
-// NewStore keeps the newest keep records per repo and environment in namespace.
-func NewStore(kube kubernetes.Interface, namespace string, keep int) *Store {
-	return &Store{kube: kube, namespace: namespace, keep: keep}
+// NewStore keeps the newest keep records per repo and environment in states' ConfigMaps.
+func NewStore(states *state.Store, keep int) *Store {
+	return &Store{states: states, keep: keep}
 }
 
-type state struct {
-	cm      *corev1.ConfigMap
+type stored struct {
 	records []Record // oldest first
 	next    int
 	pause   string
 	github  map[int]GitHub
 }
 
-func (s *Store) load(ctx context.Context, repo config.Repo) (*state, error) {
-	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, repo.StateName(), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return &state{next: 1}, nil
-	}
+func (s *Store) load(ctx context.Context, repo config.Repo) (*stored, error) {
+	cm, err := s.states.Get(ctx, repo.StateName())
 	if err != nil {
-		return nil, fmt.Errorf("reading history ConfigMap/%s/%s: %w", s.namespace, repo.StateName(), err)
+		return nil, fmt.Errorf("reading history: %w", err)
 	}
-	st := &state{cm: cm, next: 1}
-	if raw := cm.Data[historyKey]; raw != "" {
+	if cm == nil {
+		return &stored{next: 1}, nil
+	}
+	return s.parse(repo, cm.Data)
+}
+
+func (s *Store) parse(repo config.Repo, data map[string]string) (*stored, error) {
+	name := "ConfigMap/" + s.states.Namespace() + "/" + repo.StateName()
+	st := &stored{next: 1}
+	if raw := data[historyKey]; raw != "" {
 		if err := json.Unmarshal([]byte(raw), &st.records); err != nil {
-			return nil, fmt.Errorf("history in ConfigMap/%s/%s is not valid: %w", s.namespace, cm.Name, err)
+			return nil, fmt.Errorf("history in %s is not valid: %w", name, err)
 		}
 	}
-	st.pause = cm.Data[pauseKey]
-	if raw := cm.Data[githubKey]; raw != "" {
+	st.pause = data[pauseKey]
+	if raw := data[githubKey]; raw != "" {
 		if err := json.Unmarshal([]byte(raw), &st.github); err != nil {
-			return nil, fmt.Errorf("GitHub state in ConfigMap/%s/%s is not valid: %w", s.namespace, cm.Name, err)
+			return nil, fmt.Errorf("GitHub state in %s is not valid: %w", name, err)
 		}
 	}
 	for i := range st.records {
@@ -163,7 +164,7 @@ func (s *Store) load(ctx context.Context, repo config.Repo) (*state, error) {
 			st.records[i].GitHub = &g
 		}
 	}
-	if n, err := strconv.Atoi(cm.Data[nextKey]); err == nil {
+	if n, err := strconv.Atoi(data[nextKey]); err == nil {
 		st.next = n
 	}
 	for _, r := range st.records {
@@ -172,12 +173,15 @@ func (s *Store) load(ctx context.Context, repo config.Repo) (*state, error) {
 	return st, nil
 }
 
-// modify applies change to the stored records and writes them back, retrying on a
-// conflicting write by another deployd.
-func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *state) error) error {
-	cms := s.kube.CoreV1().ConfigMaps(s.namespace)
-	for attempt := 0; ; attempt++ {
-		st, err := s.load(ctx, repo)
+// modify applies change to the stored records and writes them back; the state store
+// retries it on a conflicting write by another deployd.
+func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *stored) error) error {
+	meta := metav1.ObjectMeta{
+		Labels:      map[string]string{"app.kubernetes.io/managed-by": "deployd", "deployd.dev/repo": repo.LabelValue(), "deployd.dev/environment": repo.Environment},
+		Annotations: map[string]string{"deployd.dev/repo-name": repo.Name, "deployd.dev/environment": repo.Environment},
+	}
+	err := s.states.Modify(ctx, repo.StateName(), meta, func(data map[string]string) error {
+		st, err := s.parse(repo, data)
 		if err != nil {
 			return err
 		}
@@ -188,19 +192,9 @@ func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *st
 		if err != nil {
 			return err
 		}
-		if st.cm == nil {
-			st.cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
-				Name: repo.StateName(), Namespace: s.namespace,
-				Labels:      map[string]string{"app.kubernetes.io/managed-by": "deployd", "deployd.dev/repo": repo.LabelValue(), "deployd.dev/environment": repo.Environment},
-				Annotations: map[string]string{"deployd.dev/repo-name": repo.Name, "deployd.dev/environment": repo.Environment},
-			}}
-		}
-		if st.cm.Data == nil {
-			st.cm.Data = map[string]string{}
-		}
-		st.cm.Data[historyKey], st.cm.Data[nextKey] = raw, strconv.Itoa(st.next)
+		data[historyKey], data[nextKey] = raw, strconv.Itoa(st.next)
 		if st.pause != "" {
-			st.cm.Data[pauseKey] = st.pause
+			data[pauseKey] = st.pause
 		}
 		if len(st.github) > 0 {
 			kept := map[int]GitHub{}
@@ -210,25 +204,18 @@ func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *st
 				}
 			}
 			b, _ := json.Marshal(kept)
-			st.cm.Data[githubKey] = string(b)
+			data[githubKey] = string(b)
 		}
-		if st.cm.ResourceVersion == "" {
-			_, err = cms.Create(ctx, st.cm, metav1.CreateOptions{})
-		} else {
-			_, err = cms.Update(ctx, st.cm, metav1.UpdateOptions{})
-		}
-		if err == nil {
-			return nil
-		}
-		if (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) && attempt < 20 {
-			continue
-		}
-		return fmt.Errorf("writing history ConfigMap/%s/%s: %w", s.namespace, repo.StateName(), err)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("writing history: %w", err)
 	}
+	return nil
 }
 
 // trim drops the oldest records beyond keep or the size bound, and encodes the rest.
-func (s *Store) trim(st *state) (string, error) {
+func (s *Store) trim(st *stored) (string, error) {
 	if len(st.records) > s.keep {
 		st.records = st.records[len(st.records)-s.keep:]
 	}
@@ -246,7 +233,7 @@ func (s *Store) trim(st *state) (string, error) {
 
 // Create stores rec as the next deployment, returning it with its number.
 func (s *Store) Create(ctx context.Context, repo config.Repo, rec Record) (Record, error) {
-	err := s.modify(ctx, repo, func(st *state) error {
+	err := s.modify(ctx, repo, func(st *stored) error {
 		rec.Number = st.next
 		st.next++
 		st.records = append(st.records, rec)
@@ -257,7 +244,7 @@ func (s *Store) Create(ctx context.Context, repo config.Repo, rec Record) (Recor
 
 // Update replaces the record with rec's number (a record already trimmed away is not re-added).
 func (s *Store) Update(ctx context.Context, repo config.Repo, rec Record) error {
-	return s.modify(ctx, repo, func(st *state) error {
+	return s.modify(ctx, repo, func(st *stored) error {
 		for i := range st.records {
 			if st.records[i].Number == rec.Number {
 				st.records[i] = rec
@@ -301,7 +288,7 @@ type Pause struct {
 
 // SetPause stores the pause state, so it survives restarts.
 func (s *Store) SetPause(ctx context.Context, repo config.Repo, p Pause) error {
-	return s.modify(ctx, repo, func(st *state) error {
+	return s.modify(ctx, repo, func(st *stored) error {
 		raw, err := json.Marshal(p)
 		if err != nil {
 			return err
@@ -328,7 +315,7 @@ func (s *Store) Pause(ctx context.Context, repo config.Repo) (Pause, error) {
 
 // SetGitHub records the GitHub deployment a record is reported on, and its last state.
 func (s *Store) SetGitHub(ctx context.Context, repo config.Repo, number int, g GitHub) error {
-	return s.modify(ctx, repo, func(st *state) error {
+	return s.modify(ctx, repo, func(st *stored) error {
 		if st.github == nil {
 			st.github = map[int]GitHub{}
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/simcluster"
+	"github.com/deployd/deployd/internal/state"
 )
 
 var env *simcluster.Env
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) { os.Exit(simcluster.Main(m, &env)) }
 var repo = config.Repo{Name: "shop/web", Environment: "dev"}
 
 func TestKeepsTheNewestAndNumbersContinue(t *testing.T) {
-	s := NewStore(env.Client, env.Namespace(t), 50)
+	s := NewStore(state.New(env.Client, env.Namespace(t)), 50)
 	ctx := context.Background()
 	for i := 1; i <= 60; i++ {
 		rec, err := s.Create(ctx, repo, Record{Commit: Commit{SHA: fmt.Sprintf("%040d", i)}, Trigger: "poll", Started: time.Now(), Phase: Applying})
@@ -43,7 +44,7 @@ func TestKeepsTheNewestAndNumbersContinue(t *testing.T) {
 		t.Errorf("kept %d records, newest %d, oldest %d", len(list), list[0].Number, list[len(list)-1].Number)
 	}
 	// A restarted deployd (a new Store) continues the sequence.
-	rec, err := NewStore(env.Client, s.namespace, 50).Create(ctx, repo, Record{Phase: Applying})
+	rec, err := NewStore(state.New(env.Client, s.states.Namespace()), 50).Create(ctx, repo, Record{Phase: Applying})
 	if err != nil || rec.Number != 61 {
 		t.Errorf("after restart: number %d, %v", rec.Number, err)
 	}
@@ -51,7 +52,7 @@ func TestKeepsTheNewestAndNumbersContinue(t *testing.T) {
 
 func TestTwoWritersLoseNothing(t *testing.T) {
 	ns := env.Namespace(t)
-	a, b := NewStore(env.Client, ns, 100), NewStore(env.Client, ns, 100)
+	a, b := NewStore(state.New(env.Client, ns), 100), NewStore(state.New(env.Client, ns), 100)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var numbers []int
@@ -83,7 +84,7 @@ func TestTwoWritersLoseNothing(t *testing.T) {
 }
 
 func TestTheSizeBoundHolds(t *testing.T) {
-	s := NewStore(env.Client, env.Namespace(t), 1000)
+	s := NewStore(state.New(env.Client, env.Namespace(t)), 1000)
 	big := make([]Object, 200)
 	for i := range big {
 		big[i] = Object{Object: fmt.Sprintf("ConfigMap/shop/config-%04d", i), Action: "configured", Status: "Current", Message: "Resource is always ready"}

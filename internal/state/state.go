@@ -1,0 +1,138 @@
+// Package state reads and writes deployd's state ConfigMaps (one per repo and environment,
+// holding its history, inventory, pause and GitHub ids) and remembers the version it last
+// saw, so a write costs one request and a restart reads them all with one list.
+//
+// The remembered version is only a guess: every write is conditional on its
+// resourceVersion, and a conflicting, missing or already existing ConfigMap is read again
+// and the change retried, so another writer (a second deployd, a person) is never overwritten.
+package state
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Store reads and writes the ConfigMaps of one namespace.
+type Store struct {
+	kube      kubernetes.Interface
+	namespace string
+
+	mu sync.Mutex
+	// known maps a name to its last seen version; a nil value means it did not exist.
+	known map[string]*corev1.ConfigMap
+}
+
+// New returns a store for the ConfigMaps in namespace.
+func New(kube kubernetes.Interface, namespace string) *Store {
+	return &Store{kube: kube, namespace: namespace, known: map[string]*corev1.ConfigMap{}}
+}
+
+// Namespace is where the store keeps its ConfigMaps.
+func (s *Store) Namespace() string { return s.namespace }
+
+// Preload reads every ConfigMap of the namespace with one list, and takes the names in
+// names that were not listed as not existing: a restart then costs one request, not one
+// per repo.
+func (s *Store) Preload(ctx context.Context, names []string) error {
+	list, err := s.kube.CoreV1().ConfigMaps(s.namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing the state ConfigMaps in namespace %s: %w", s.namespace, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range names {
+		s.known[n] = nil
+	}
+	for i := range list.Items {
+		cm := list.Items[i]
+		s.known[cm.Name] = &cm
+	}
+	return nil
+}
+
+// Get returns a copy of the named ConfigMap, or nil when it does not exist.
+func (s *Store) Get(ctx context.Context, name string) (*corev1.ConfigMap, error) {
+	s.mu.Lock()
+	cm, ok := s.known[name]
+	s.mu.Unlock()
+	if ok {
+		return cm.DeepCopy(), nil
+	}
+	return s.read(ctx, name)
+}
+
+// read asks the API server and remembers the answer.
+func (s *Store) read(ctx context.Context, name string) (*corev1.ConfigMap, error) {
+	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		cm, err = nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading ConfigMap/%s/%s: %w", s.namespace, name, err)
+	}
+	s.remember(name, cm)
+	return cm.DeepCopy(), nil
+}
+
+func (s *Store) remember(name string, cm *corev1.ConfigMap) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.known[name] = cm
+}
+
+func (s *Store) forget(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.known, name)
+}
+
+// Modify changes the named ConfigMap with change and writes it. A missing ConfigMap is
+// created with meta's labels and annotations. change sees the current data (never nil)
+// and may be called again after a conflict; when it leaves the data as it was, nothing
+// is written.
+func (s *Store) Modify(ctx context.Context, name string, meta metav1.ObjectMeta, change func(data map[string]string) error) error {
+	cms := s.kube.CoreV1().ConfigMaps(s.namespace)
+	for attempt := 0; ; attempt++ {
+		cm, err := s.Get(ctx, name) // after forget, read afresh
+		if err != nil {
+			return err
+		}
+		if cm == nil {
+			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: meta.Labels, Annotations: meta.Annotations}}
+		}
+		before := maps.Clone(cm.Data)
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		if err := change(cm.Data); err != nil {
+			return err
+		}
+		if cm.ResourceVersion != "" && maps.Equal(before, cm.Data) {
+			return nil
+		}
+		var out *corev1.ConfigMap
+		if cm.ResourceVersion == "" {
+			out, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+		} else {
+			out, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		}
+		if err == nil {
+			s.remember(name, out)
+			return nil
+		}
+		stale := apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)
+		if stale && attempt < 20 {
+			s.forget(name)
+			continue
+		}
+		s.forget(name) // whatever happened, the next write reads first
+		return fmt.Errorf("writing ConfigMap/%s/%s: %w", s.namespace, name, err)
+	}
+}
