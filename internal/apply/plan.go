@@ -45,6 +45,9 @@ type item struct {
 	// namespaced is known even before mapping, from the CRD's scope.
 	namespaced bool
 	recreate   bool
+	// absent is true when the dry run found no such object: it will be created, so there
+	// is nothing to read first.
+	absent bool
 }
 
 func (it *item) ref() Ref { return refOf(it.obj) }

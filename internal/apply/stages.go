@@ -29,7 +29,9 @@ func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan) er
 			continue
 		}
 		g.Go(func() error {
-			_, err := a.patch(gctx, dyn, it, true)
+			out, err := a.patch(gctx, dyn, it, true)
+			// A dry-run create is not stored, so it has no resourceVersion yet.
+			it.absent = err == nil && out.GetResourceVersion() == ""
 			if err != nil && isImmutable(err) && it.recreate {
 				return nil // it will be deleted and created
 			}
@@ -148,13 +150,16 @@ func (a *Applier) applyAll(ctx context.Context, dyn dynamic.Interface, items []*
 }
 
 func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item) (Change, error) {
-	res := a.resource(dyn, it.mapping, it.obj.GetNamespace())
-	before, err := res.Get(ctx, it.obj.GetName(), metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		before = nil
-	case err != nil:
-		return Change{}, err
+	var before *unstructured.Unstructured
+	if !it.absent {
+		var err error
+		before, err = a.resource(dyn, it.mapping, it.obj.GetNamespace()).Get(ctx, it.obj.GetName(), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			before = nil
+		case err != nil:
+			return Change{}, err
+		}
 	}
 	after, err := a.patch(ctx, dyn, it, false)
 	if err != nil && isImmutable(err) && it.recreate && before != nil {
@@ -167,27 +172,29 @@ func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item)
 	switch {
 	case before == nil:
 		c.Action = Created
-	case sameContent(before, after):
+	case !changed(it.obj.Object, before.Object, after.Object):
 		c.Action = Unchanged
 	}
 	return c, nil
 }
 
-// sameContent compares two versions of an object, ignoring what controllers change on
-// their own (status) and bookkeeping (resourceVersion, managedFields): a Deployment's
-// status updates must not make an unchanged apply look configured.
-func sameContent(a, b *unstructured.Unstructured) bool {
-	strip := func(u *unstructured.Unstructured) map[string]any {
-		c := u.DeepCopy().Object
-		delete(c, "status")
-		if md, ok := c["metadata"].(map[string]any); ok {
-			for _, f := range []string{"resourceVersion", "managedFields", "generation"} {
-				delete(md, f)
-			}
-		}
-		return c
+// changed reports whether before and after differ anywhere the applied object sets a
+// value: what controllers add on their own (status, a Deployment's revision annotation,
+// defaults) and other managers' fields do not make an unchanged apply look configured,
+// whenever they land. Lists are compared whole, as apply sets them.
+func changed(applied, before, after any) bool {
+	m, ok := applied.(map[string]any)
+	if !ok {
+		return !equality.Semantic.DeepEqual(before, after)
 	}
-	return equality.Semantic.DeepEqual(strip(a), strip(b))
+	bm, _ := before.(map[string]any)
+	am, _ := after.(map[string]any)
+	for k, v := range m {
+		if changed(v, bm[k], am[k]) {
+			return true
+		}
+	}
+	return false
 }
 
 // recreate deletes an object (waiting until it is gone) and applies it anew.
