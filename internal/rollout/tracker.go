@@ -112,6 +112,9 @@ func (t *Tracker) watch(ctx context.Context, gvr schema.GroupVersionResource) er
 			return fmt.Errorf("rollout tracker is not running")
 		}
 		inf = t.factory.ForResource(gvr).Informer()
+		// Status needs neither managedFields nor the last-applied copy, often half an
+		// object's size: thousands of cached objects must stay small.
+		_ = inf.SetTransform(slim)
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { t.update(o, false) },
 			UpdateFunc: func(_, o any) { t.update(o, false) },
@@ -125,6 +128,18 @@ func (t *Tracker) watch(ctx context.Context, gvr schema.GroupVersionResource) er
 		return fmt.Errorf("watching %s: cache not synced: %w", gvr, ctx.Err())
 	}
 	return nil
+}
+
+// slim drops what status never reads from a cached object.
+func slim(o any) (any, error) {
+	if u, ok := o.(*unstructured.Unstructured); ok {
+		u.SetManagedFields(nil)
+		if ann := u.GetAnnotations(); ann["kubectl.kubernetes.io/last-applied-configuration"] != "" {
+			delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
+			u.SetAnnotations(ann)
+		}
+	}
+	return o, nil
 }
 
 func (t *Tracker) update(o any, deleted bool) {
