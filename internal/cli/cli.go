@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -67,6 +68,9 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.Kube.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
 	fs.StringVar(&o.Kube.Context, "context", "", "kubeconfig context (default: its current context)")
 	fs.StringVar(&o.Listen, "listen", o.Listen, "HTTP listen address")
+	fs.StringVar(&o.DebugListen, "debug-listen", "", "serve pprof at this loopback address (e.g. 127.0.0.1:6060); off when empty")
+	fs.Var(qpsValue{&o.Kube.QPS}, "kube-qps", "requests per second to the Kubernetes API server, sustained")
+	fs.IntVar(&o.Kube.Burst, "kube-burst", o.Kube.Burst, "requests to the Kubernetes API server, in a burst")
 	fs.StringVar(&o.CacheDir, "cache-dir", o.CacheDir, "directory for git clones")
 	fs.StringVar(&o.Config.DefaultEnvironment, "environment", o.Config.DefaultEnvironment, "environment of repos that set none")
 	fs.StringVar(&o.PublicURL, "public-url", "", "base URL of this deployd, used in links it hands out (e.g. https://deployd.example.com)")
@@ -224,4 +228,23 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// qpsValue is a float32 flag (client-go's QPS type).
+type qpsValue struct{ p *float32 }
+
+func (v qpsValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.FormatFloat(float64(*v.p), 'g', -1, 32)
+}
+
+func (v qpsValue) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 32)
+	if err != nil || f <= 0 {
+		return fmt.Errorf("want a positive number, e.g. 200")
+	}
+	*v.p = float32(f)
+	return nil
 }

@@ -43,6 +43,8 @@ type Options struct {
 	Kube kube.ConfigOptions
 	// Listen is the HTTP address, e.g. ":8080" or "127.0.0.1:0".
 	Listen string
+	// DebugListen, when set, serves pprof at this loopback address (e.g. 127.0.0.1:6060).
+	DebugListen string
 	// CacheDir holds the git clones.
 	CacheDir string
 	// PublicURL is the base of the links deployd hands out.
@@ -85,6 +87,7 @@ func DefaultOptions() Options {
 		ConfigPath:      "repos.yaml",
 		Config:          config.DefaultOptions(),
 		Listen:          ":8080",
+		Kube:            kube.ConfigOptions{QPS: kube.DefaultQPS, Burst: kube.DefaultBurst},
 		CacheDir:        filepath.Join(cache, "deployd", "git"),
 		ShutdownTimeout: 30 * time.Second,
 		ProbeInterval:   10 * time.Second,
@@ -111,6 +114,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	var ctl *controller.Controller
+	meter := metrics.New(func() int { return ctl.Len() })
+	kube.CountRequests(restCfg, meter.KubeRequest)
 	prober, err := kube.NewProber(restCfg)
 	if err != nil {
 		return err
@@ -118,6 +124,11 @@ func Run(ctx context.Context, opts Options) error {
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", opts.Listen, err)
+	}
+	debug, err := listenDebug(opts.DebugListen)
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	cfg := watcher.State().Config
 	log.Info("deployd started", "config", opts.ConfigPath, "repos", len(cfg.Repos), "cluster", restCfg.Host, "listen", ln.Addr().String())
@@ -148,8 +159,6 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	var ctl *controller.Controller
-	meter := metrics.New(func() int { return ctl.Len() })
 	observe := ctlOpts.Observe
 	ctlOpts.Observe = func(o controller.Outcome) { observe(o); meter.Outcome(o) }
 	if p != nil {
@@ -211,6 +220,11 @@ func Run(ctx context.Context, opts Options) error {
 	})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if debug != nil {
+		log.Info("serving pprof", "listen", debug.Addr().String())
+		go func() { _ = debugServer().Serve(debug) }()
+		defer debug.Close()
+	}
 	if opts.Listening != nil {
 		opts.Listening(ln.Addr())
 	}

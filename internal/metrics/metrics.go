@@ -28,6 +28,7 @@ type Metrics struct {
 	requests    *prometheus.HistogramVec
 	ghResponses *prometheus.CounterVec
 	ghDropped   prometheus.Counter
+	kube        *prometheus.CounterVec
 }
 
 // New registers the collectors; queueDepth reports the work queue's length.
@@ -52,7 +53,9 @@ func New(queueDepth func() int) *Metrics {
 		Help: "GitHub API responses, by status code."}, []string{"code"})
 	m.ghDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "deployd_github_reports_dropped_total",
 		Help: "Reports to GitHub given up on (GitHub down past the bound, refused, or a repo it cannot see)."})
-	m.reg.MustRegister(m.ghResponses, m.ghDropped)
+	m.kube = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deployd_kube_requests_total",
+		Help: "Requests sent to the Kubernetes API server, by method and status code (0: no answer)."}, []string{"method", "code"})
+	m.reg.MustRegister(m.ghResponses, m.ghDropped, m.kube)
 	m.reg.MustRegister(m.deployments, m.duration, m.checks, m.checkErrors, m.webhooks, m.requests,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deployd_queue_depth", Help: "Repos waiting in the work queue."},
 			func() float64 { return float64(queueDepth()) }),
@@ -125,6 +128,11 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 
 // GitHubResponse counts a GitHub API response.
 func (m *Metrics) GitHubResponse(code int) { m.ghResponses.WithLabelValues(strconv.Itoa(code)).Inc() }
+
+// KubeRequest counts a request to the Kubernetes API server.
+func (m *Metrics) KubeRequest(method string, code int) {
+	m.kube.WithLabelValues(method, strconv.Itoa(code)).Inc()
+}
 
 // GitHubDropped counts a report given up on.
 func (m *Metrics) GitHubDropped() { m.ghDropped.Inc() }
