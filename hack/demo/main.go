@@ -73,8 +73,8 @@ func run() error {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return err
 	}
-	tb := &demoTB{dir: work}
-	defer tb.cleanup()
+	tb := &gittest.Standalone{Dir: work}
+	defer tb.Close()
 
 	say("starting the simulated cluster (the first run builds it from Go modules: several minutes, progress below)")
 	opts := simcluster.DefaultOptions()
@@ -289,28 +289,4 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
-}
-
-// demoTB gives gittest what it needs outside a test.
-type demoTB struct {
-	dir      string
-	n        int
-	cleanups []func()
-}
-
-func (d *demoTB) Helper() {}
-func (d *demoTB) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf(format, args...))
-}
-func (d *demoTB) TempDir() string {
-	d.n++
-	dir := filepath.Join(d.dir, fmt.Sprintf("git-%d", d.n))
-	_ = os.MkdirAll(dir, 0o755)
-	return dir
-}
-func (d *demoTB) Cleanup(f func()) { d.cleanups = append(d.cleanups, f) }
-func (d *demoTB) cleanup() {
-	for i := len(d.cleanups) - 1; i >= 0; i-- {
-		d.cleanups[i]()
-	}
 }

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -24,6 +23,10 @@ type Call struct {
 	Body         map[string]any
 	// Refused is true when the stand-in answered it with a failure it was told to give.
 	Refused bool
+	// Time is when the stand-in received it.
+	Time time.Time
+	// DeploymentID is the id given to a deployment this call created (0 otherwise).
+	DeploymentID int64
 }
 
 // State is a deployment status' state, e.g. "success".
@@ -44,8 +47,11 @@ type Server struct {
 	tokens    int
 }
 
-// New starts a server for the test.
-func New(t testing.TB) *Server {
+// Cleaner registers cleanups (testing.TB does; so does gittest.Standalone).
+type Cleaner interface{ Cleanup(func()) }
+
+// New starts a server that stops at t's cleanup.
+func New(t Cleaner) *Server {
 	s := &Server{nextID: 1000, tokenTTL: time.Hour}
 	srv := httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = srv.URL + "/"
@@ -54,6 +60,7 @@ func New(t testing.TB) *Server {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
 	body, _ := io.ReadAll(r.Body)
 	var parsed map[string]any
 	_ = json.Unmarshal(body, &parsed)
@@ -67,7 +74,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if limited {
 		s.rateLimit--
 	}
-	s.calls = append(s.calls, Call{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: parsed, Refused: down || fail || limited})
+	s.calls = append(s.calls, Call{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: parsed, Refused: down || fail || limited, Time: now})
+	call := len(s.calls) - 1
 	s.mu.Unlock()
 	if delay > 0 {
 		select {
@@ -92,10 +100,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"message":"API rate limit exceeded for the test","documentation_url":"https://docs.github.com/rest/rate-limit"}`)
 		return
 	}
-	s.route(w, r, parsed)
+	s.route(w, r, parsed, call)
 }
 
-func (s *Server) route(w http.ResponseWriter, r *http.Request, body map[string]any) {
+// route answers a request that is not refused; call is its index in s.calls.
+func (s *Server) route(w http.ResponseWriter, r *http.Request, body map[string]any, call int) {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	switch {
 	case r.Method == http.MethodPost && len(parts) == 4 && parts[0] == "app" && parts[1] == "installations" && parts[3] == "access_tokens":
@@ -114,6 +123,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, body map[string]a
 		s.mu.Lock()
 		s.nextID++
 		id := s.nextID
+		s.calls[call].DeploymentID = id
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusCreated)
 		json.NewEncoder(w).Encode(map[string]any{"id": id, "ref": body["ref"], "environment": body["environment"]})

@@ -67,6 +67,12 @@ func NewRepo(t TB, root, name string) *Repo {
 	return &Repo{t: t, Bare: bare, work: work}
 }
 
+// Head returns the SHA of the last commit made in the work tree.
+func (r *Repo) Head() string {
+	r.t.Helper()
+	return git(r.t, r.work, "rev-parse", "HEAD")
+}
+
 // FileURL is the repository's file:// URL.
 func (r *Repo) FileURL() string { return "file://" + r.Bare }
 
@@ -219,4 +225,50 @@ func (s *Server) Requests() []string {
 	out := s.requests
 	s.requests = nil
 	return out
+}
+
+// Standalone gives gittest (and githubtest) what they need outside a test, to programs
+// such as the demo and the benchmark harness: temporary directories under Dir, Fatalf
+// panics, and Close runs the cleanups, last first.
+type Standalone struct {
+	// Dir holds the directories TempDir hands out.
+	Dir string
+
+	mu       sync.Mutex
+	n        int
+	cleanups []func()
+}
+
+// Helper does nothing outside a test.
+func (s *Standalone) Helper() {}
+
+// Fatalf panics: outside a test there is nobody to report a failed setup step to.
+func (s *Standalone) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+
+// TempDir returns a new directory under Dir.
+func (s *Standalone) TempDir() string {
+	s.mu.Lock()
+	s.n++
+	dir := filepath.Join(s.Dir, fmt.Sprintf("git-%d", s.n))
+	s.mu.Unlock()
+	_ = os.MkdirAll(dir, 0o755)
+	return dir
+}
+
+// Cleanup registers f to run at Close.
+func (s *Standalone) Cleanup(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cleanups = append(s.cleanups, f)
+}
+
+// Close runs the registered cleanups, last first.
+func (s *Standalone) Close() {
+	s.mu.Lock()
+	fs := s.cleanups
+	s.cleanups = nil
+	s.mu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
 }
