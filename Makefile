@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: fuzz kind-up kind-down build test demo demo-push cluster lint bench simcluster cluster-tool image openapi
+.PHONY: fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster cluster-tool image openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 build:
@@ -62,8 +62,16 @@ lint:
 	cd hack/kind && $(GO) vet ./...
 	$(STATICCHECK) ./...
 
-## bench: the Go benchmarks (the end-to-end harness comes with issue 9); results in bench/RESULTS.md
-bench:
+## bench: the end-to-end benchmark harness (about 15 minutes), results in bench/RESULTS.md and bench/results/
+## BENCHFLAGS passes flags, e.g. make bench BENCHFLAGS='-only 1,2 -runs 5' or '-profile bin/profiles'
+BENCHFLAGS ?=
+bench: build simcluster
+	@command -v wrk >/dev/null || { echo "make bench: installing wrk (Debian) to load the status API"; \
+		(apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk)) >/dev/null; }
+	$(GO) run ./hack/bench $(BENCHFLAGS)
+
+## bench-go: the Go benchmarks alone (the status handler)
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./internal/api
 
 ## kind-up: a kind cluster with deployd in it (needs Docker; sigs.k8s.io/kind's Go API)

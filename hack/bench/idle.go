@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// idleCost is scenario 3: n repos deployed and unchanged, polled every 60 s: deployd's
+// memory and CPU, git requests per poll cycle, API-server requests per minute.
+func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error {
+	_ = e.git.Requests() // forget the cold start's
+	kube0, err := d.metric(ctx, "deployd_kube_requests_total")
+	if err != nil {
+		return err
+	}
+	cpu0, err := cpuSeconds(d.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	var rss []float64
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for time.Since(start) < e.opts.idle {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		m, err := rssMB(d.cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		rss = append(rss, m)
+		if len(rss)%30 == 0 {
+			progress("idle: %s of %s, RSS %.0f MB", time.Since(start).Round(time.Second), e.opts.idle, m)
+		}
+	}
+	elapsed := time.Since(start)
+	cpu1, err := cpuSeconds(d.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	kube1, err := d.metric(ctx, "deployd_kube_requests_total")
+	if err != nil {
+		return err
+	}
+	if e.opts.profile != "" {
+		e.profile(ctx, d, "heap-idle", "heap")
+	}
+	adverts, fetches := 0, 0
+	for _, req := range e.git.Requests() {
+		switch {
+		case strings.HasPrefix(req, "GET ") && strings.HasSuffix(req, "/info/refs?service=git-upload-pack"):
+			adverts++
+		case strings.HasPrefix(req, "POST ") && strings.HasSuffix(req, "/git-upload-pack"):
+			fetches++
+		}
+	}
+	cycles := elapsed.Seconds() / 60
+	cpuPct := 100 * (cpu1 - cpu0) / elapsed.Seconds()
+	sort.Float64s(rss)
+	maxRSS := rss[len(rss)-1]
+	r.add(3, fmt.Sprintf("%d idle repos: RSS over %s (max, median, min)", n, e.opts.idle.Round(time.Second)),
+		figure{Value: maxRSS, Median: rss[len(rss)/2], Min: rss[0], Max: maxRSS, N: len(rss), Unit: "MB"}, "≤ 150 MB", maxRSS <= 150)
+	r.add(3, "CPU, average of one core", value(cpuPct, "%"), "≤ 5 %", cpuPct <= 5)
+	r.add(3, "ref advertisements per repo per poll cycle", value(float64(adverts)/cycles/float64(n), "per repo"), "1", nil)
+	r.add(3, "object fetches (git-upload-pack POSTs) while idle", value(float64(fetches), "requests"), "0", fetches == 0)
+	r.add(3, "API-server requests per minute", value((kube1-kube0)/elapsed.Minutes(), "per min"), "", nil)
+	return nil
+}
+
+// statusLoad is scenario 6: GET /deployment/{owner}/{repo} across the n repos at 64
+// connections, from wrk in its own process.
+func (e *env) statusLoad(ctx context.Context, d *daemon, prefix string, n int, r *results) error {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return fmt.Errorf("wrk is not installed (apt-get install wrk; make bench installs it): %w", err)
+	}
+	script := filepath.Join(e.dir, "status.lua")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf(wrkScript, n, prefix)), 0o644); err != nil {
+		return err
+	}
+	_ = e.git.Requests()
+	kube0, err := d.metric(ctx, "deployd_kube_requests_total")
+	if err != nil {
+		return err
+	}
+	if e.opts.profile != "" {
+		go e.profile(ctx, d, "cpu-status-load", fmt.Sprintf("profile?seconds=%d", int(e.opts.load.Seconds())-2))
+	}
+	cmd := exec.CommandContext(ctx, wrk, "-t2", "-c64", "-d"+strconv.Itoa(int(e.opts.load.Seconds()))+"s", "--timeout", "5s", "-s", script, "http://"+d.addr)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("wrk: %w\n%s", err, out.String())
+	}
+	kube1, err := d.metric(ctx, "deployd_kube_requests_total")
+	if err != nil {
+		return err
+	}
+	gitDuring := len(e.git.Requests())
+	var res struct {
+		Requests   float64 `json:"requests"`
+		DurationUS float64 `json:"duration_us"`
+		Errors     float64 `json:"errors"`
+		Non2xx     float64 `json:"non2xx"`
+		P50, P99   float64
+		Max        float64 `json:"max_us"`
+	}
+	line := out.String()[strings.LastIndex(out.String(), "{"):]
+	var raw map[string]float64
+	if err := json.Unmarshal([]byte(strings.TrimSpace(line)), &raw); err != nil {
+		return fmt.Errorf("reading wrk's summary: %w\n%s", err, out.String())
+	}
+	res.Requests, res.DurationUS, res.Errors, res.Non2xx, res.P50, res.P99, res.Max =
+		raw["requests"], raw["duration_us"], raw["errors"], raw["non2xx"], raw["p50_us"], raw["p99_us"], raw["max_us"]
+	rps := res.Requests / (res.DurationUS / 1e6)
+	progress("status load: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, errors %.0f, non-2xx %.0f", rps, res.P50/1000, res.P99/1000, res.Errors, res.Non2xx)
+	r.add(6, fmt.Sprintf("GET /deployment/{owner}/{repo}, %d repos × 10 objects, 64 connections, %s", n, e.opts.load), value(rps, "requests/s"), "≥ 20,000", rps >= 20000)
+	r.add(6, "latency p50", value(res.P50/1000, "ms"), "", nil)
+	r.add(6, "latency p99", value(res.P99/1000, "ms"), "≤ 5 ms", res.P99/1000 <= 5)
+	r.add(6, "errors and non-2xx answers", value(res.Errors+res.Non2xx, "responses"), "0", res.Errors+res.Non2xx == 0)
+	perReq := (kube1 - kube0) / res.Requests
+	r.add(6, fmt.Sprintf("API-server requests during the load (%.0f; polls and probes go on)", kube1-kube0), value(perReq, "per GET"), "0 per request", perReq < 0.001)
+	gitPer := float64(gitDuring) / res.Requests
+	r.add(6, fmt.Sprintf("git requests during the load (%d: the polls)", gitDuring), value(gitPer, "per GET"), "0 per request", gitPer < 0.001)
+	return nil
+}
+
+// wrkScript rotates over the repos and prints wrk's summary as one JSON line.
+const wrkScript = `
+local n, prefix = %d, %q
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", string.format("/deployment/%%s-%%04d", prefix, (i %% n) + 1))
+end
+local non2xx = 0
+response = function(status, headers, body)
+  if status ~= 200 then non2xx = non2xx + 1 end
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests":%%d,"duration_us":%%d,"errors":%%d,"non2xx":%%d,"p50_us":%%d,"p99_us":%%d,"max_us":%%d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+`
+
+// cpuSeconds is a process' user + system CPU time, from /proc/PID/stat.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:])) // after "pid (comm) "
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+}
+
+// rssMB is a process' resident memory, from /proc/PID/status.
+func rssMB(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, err := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// profile saves a pprof profile from deployd's debug listener into the profile directory.
+func (e *env) profile(ctx context.Context, d *daemon, name, path string) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.debug+"/debug/pprof/"+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		progress("profile %s: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(filepath.Join(e.opts.profile, name+".pprof"))
+	if err != nil {
+		progress("profile %s: %v", name, err)
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
+}

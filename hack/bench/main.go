@@ -1,0 +1,239 @@
+// Command bench measures deployd end to end (make bench) on a simulated cluster, a local
+// smart-HTTP git server and the GitHub stand-in, running the deployd binary as a user
+// would:
+//
+//  1. push → applied, against the bare work by hand (git fetch + kubectl apply --server-side);
+//  2. rollout finished → reported (deployd's API and GitHub);
+//  3. idle cost of 1,000 polled repos (RSS, CPU, git and API-server requests);
+//  4. 50 rollouts at once against one alone;
+//  5. cold start with 1,000 repos of 10 objects;
+//  6. the status API under load (wrk, in its own process), and the handler's Go benchmark.
+//
+// It writes bench/results/<date>.json and the table in bench/RESULTS.md, and prints it.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/deployd/deployd/pkg/client"
+)
+
+type options struct {
+	deployd string
+	out     string
+	runs    int
+	repos   int
+	many    int
+	idle    time.Duration
+	load    time.Duration
+	only    string
+	profile string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.deployd, "deployd", "bin/deployd", "the deployd binary to measure")
+	flag.StringVar(&o.out, "out", "bench", "where results/<date>.json and RESULTS.md go")
+	flag.IntVar(&o.runs, "runs", 20, "timed runs of scenarios 1 and 2 (after one warm-up)")
+	flag.IntVar(&o.repos, "repos", 1000, "repos of scenarios 3, 5 and 6")
+	flag.IntVar(&o.many, "many", 50, "repos configured at once in scenario 4")
+	flag.DurationVar(&o.idle, "idle", 3*time.Minute, "how long scenario 3 watches idle deployd")
+	flag.DurationVar(&o.load, "load", 20*time.Second, "how long scenario 6 loads the status API")
+	flag.StringVar(&o.only, "only", "1,2,3,4,5,6", "scenarios to run, e.g. 1,2")
+	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run1(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run1(ctx context.Context, o options) error {
+	if _, err := os.Stat(o.deployd); err != nil {
+		return fmt.Errorf("%s: %w (make bench builds it)", o.deployd, err)
+	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return err
+		}
+	}
+	want := map[int]bool{}
+	for _, s := range strings.Split(o.only, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 6 {
+			return fmt.Errorf("-only %q: want scenario numbers from 1 to 6", o.only)
+		}
+		want[n] = true
+	}
+	began := time.Now()
+	e, err := newEnv(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	r := &results{Date: time.Now().UTC(), Machine: machineInfo(), Commit: describe()}
+	if want[1] || want[2] || want[4] {
+		if err := e.smallScenarios(ctx, want, r); err != nil {
+			r.fail("scenarios 1, 2, 4", err)
+		}
+	}
+	if want[3] || want[5] || want[6] {
+		if err := e.scaleScenarios(ctx, want, r); err != nil {
+			r.fail("scenarios 3, 5, 6", err)
+		}
+	}
+	if want[6] {
+		if err := handlerBenchmark(ctx, r); err != nil {
+			r.fail("handler benchmark", err)
+		}
+	}
+	if err := r.write(o.out); err != nil {
+		return err
+	}
+	fmt.Println(r.markdown())
+	progress("done in %s", time.Since(began).Round(time.Second))
+	if len(r.Failures) > 0 {
+		return errors.New("some scenarios did not finish (see above)")
+	}
+	return nil
+}
+
+// smallScenarios run against one deployd: 4 (many at once), 1 (push) and 2 (rollout).
+func (e *env) smallScenarios(ctx context.Context, want map[int]bool, r *results) error {
+	push := e.git.NewRepo(e.tb, "bench/push")
+	push.Commit("main", "first", app(appOptions{value: "first", replicas: 1}))
+	roll := e.git.NewRepo(e.tb, "bench/rollout")
+	roll.Commit("main", "first", app(appOptions{value: "rollout", replicas: 2, run: "first", recreate: true}))
+	small := e.git.NewRepo(e.tb, "bench/small-template")
+	small.Commit("main", "first", app(appOptions{value: "small", replicas: 1, small: true}))
+	base := []repoEntry{
+		{Name: "bench/push", URL: e.git.RepoURL("bench/push"), Namespace: "bench-push"},
+		{Name: "bench/rollout", URL: e.git.RepoURL("bench/rollout"), Namespace: "bench-rollout"},
+	}
+	d, err := e.startDeployd("small", base)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	if _, err := waitReady(ctx, d); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	_, err = d.waitFor(wctx, 50*time.Millisecond, func(s map[string]client.Summary) bool {
+		return s["bench/push"].Phase == "succeeded" && s["bench/rollout"].Phase == "succeeded"
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("first deployment of the push and rollout repos (log: %s): %w", d.log, err)
+	}
+	if want[4] {
+		if _, err := e.manyAtOnce(ctx, d, base, small, e.opts.many, r); err != nil {
+			r.fail("scenario 4", err)
+		}
+	}
+	if want[1] {
+		if err := e.pushApplied(ctx, d, push, r); err != nil {
+			r.fail("scenario 1", err)
+		}
+	}
+	if want[2] {
+		if err := e.rolloutReported(ctx, d, roll, r); err != nil {
+			r.fail("scenario 2", err)
+		}
+	}
+	return nil
+}
+
+// scaleScenarios run against a second deployd with the many repos: 5, then 3, then 6.
+func (e *env) scaleScenarios(ctx context.Context, want map[int]bool, r *results) error {
+	tmpl := e.git.NewRepo(e.tb, "bench/idle-template")
+	tmpl.Commit("main", "first", app(appOptions{value: "idle", replicas: 1}))
+	progress("serving %d app repos", e.opts.repos)
+	repos, err := e.copyRepos(tmpl, "bench/idle", e.opts.repos)
+	if err != nil {
+		return err
+	}
+	for i := range repos {
+		repos[i].Interval = time.Minute
+	}
+	d, err := e.coldStart(ctx, repos, r)
+	if d != nil {
+		defer d.stop()
+	}
+	if err != nil {
+		return err
+	}
+	if want[3] {
+		// Idle means reports done too: wait for GitHub to have every success.
+		sha := tmpl.Head()
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		for _, repo := range repos {
+			if _, err := e.waitGitHub(gctx, repo.Name, sha); err != nil {
+				cancel()
+				return err
+			}
+		}
+		cancel()
+		if err := e.idleCost(ctx, d, len(repos), r); err != nil {
+			r.fail("scenario 3", err)
+		}
+	}
+	if want[6] {
+		if err := e.statusLoad(ctx, d, "bench/idle", len(repos), r); err != nil {
+			r.fail("scenario 6", err)
+		}
+	}
+	return nil
+}
+
+// handlerBenchmark runs the status handler's Go benchmark and adds its medians.
+func handlerBenchmark(ctx context.Context, r *results) error {
+	progress("running BenchmarkGetDeployment (internal/api)")
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^BenchmarkGetDeployment$", "-benchmem", "-count", "5", "./internal/api")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go test -bench: %w\n%s", err, out)
+	}
+	var ns, bytesOp, allocs []time.Duration // durations as plain numbers, for median()
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 8 || !strings.HasPrefix(f[0], "BenchmarkGetDeployment") {
+			continue
+		}
+		n, _ := strconv.ParseFloat(f[2], 64)
+		b, _ := strconv.ParseFloat(f[4], 64)
+		a, _ := strconv.ParseFloat(f[6], 64)
+		ns, bytesOp, allocs = append(ns, time.Duration(n)), append(bytesOp, time.Duration(b)), append(allocs, time.Duration(a))
+	}
+	if len(ns) == 0 {
+		return fmt.Errorf("no benchmark lines in:\n%s", out)
+	}
+	s := series(ns)
+	r.add(6, "handler alone (Go benchmark, 1,000 repos × 10 objects)", figure{Value: s.Value * 1000, Median: s.Median * 1000, Min: s.Min * 1000, Max: s.Max * 1000, N: s.N, Unit: "µs/op"}, "", nil)
+	r.add(6, "handler allocations", value(float64(median(allocs)), "allocs/op"), "", nil)
+	r.add(6, "handler bytes allocated", value(float64(median(bytesOp)), "B/op"), "", nil)
+	return nil
+}
+
+func describe() string {
+	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
