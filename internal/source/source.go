@@ -66,7 +66,8 @@ type Revision struct {
 // Result is the outcome of a check.
 type Result struct {
 	Revision
-	// Fetched is true when objects were fetched, false when the cache already had the commit.
+	// Fetched is true when the branch head moved since the last check (its objects were
+	// fetched unless the cache had them), false when it had not.
 	Fetched bool
 	// Recloned says why the cache was thrown away and cloned again; empty when it was not.
 	Recloned string
@@ -133,39 +134,24 @@ func (s *Source) check(ctx context.Context, repo config.Repo, dir string, auth t
 		return Result{}, &cacheError{err}
 	}
 	branch := plumbing.NewBranchReferenceName(repo.Branch)
-	head, err := s.lsRemote(ctx, remote, auth, branch)
+	before := plumbing.ZeroHash
+	if ref, err := r.Reference(branch, true); err == nil {
+		before = ref.Hash()
+	}
+	// One fetch, no ls-remote first: its ref advertisement is the whole cost when nothing
+	// changed, and a change is fetched without a second advertisement.
+	if err := s.fetch(ctx, remote, auth, branch); err != nil {
+		return Result{}, fmt.Errorf("%s: fetching %s from %s: %w", repo.Name, repo.Branch, repo.URL, err)
+	}
+	ref, err := r.Reference(branch, true)
 	if err != nil {
-		return Result{}, fmt.Errorf("%s: listing refs at %s: %w", repo.Name, repo.URL, err)
+		return Result{}, &cacheError{fmt.Errorf("branch %s missing after the fetch: %w", repo.Branch, err)}
 	}
-	res := Result{}
-	if _, err := r.CommitObject(head); err != nil {
-		if err := s.fetch(ctx, remote, auth, branch); err != nil {
-			return Result{}, fmt.Errorf("%s: fetching %s: %w", repo.Name, repo.Branch, err)
-		}
-		res.Fetched = true
-	}
-	rev, err := revision(r, head, repo.ManifestPath())
+	rev, err := revision(r, ref.Hash(), repo.ManifestPath())
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", repo.Name, err)
 	}
-	res.Revision = rev
-	return res, nil
-}
-
-// lsRemote asks the server for its refs: one advertisement, no objects.
-func (s *Source) lsRemote(ctx context.Context, remote *git.Remote, auth transport.AuthMethod, branch plumbing.ReferenceName) (plumbing.Hash, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
-	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
-	if err != nil {
-		return plumbing.ZeroHash, networkError(ctx, err)
-	}
-	for _, ref := range refs {
-		if ref.Name() == branch {
-			return ref.Hash(), nil
-		}
-	}
-	return plumbing.ZeroHash, fmt.Errorf("branch %q not found on the remote", branch.Short())
+	return Result{Revision: rev, Fetched: ref.Hash() != before}, nil
 }
 
 // fetch gets the branch head, shallow where the server allows it.
@@ -180,6 +166,9 @@ func (s *Source) fetch(ctx context.Context, remote *git.Remote, auth transport.A
 		Force:    true,
 	}
 	err := remote.FetchContext(ctx, opts)
+	if errors.As(err, &git.NoMatchingRefSpecError{}) {
+		return fmt.Errorf("branch %q not found on the remote", branch.Short())
+	}
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) && ctx.Err() == nil && !isNetwork(err) {
 		// Some servers (go-git's own file:// server among them) cannot serve shallow fetches.
 		opts.Depth = 0
