@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"strings"
+
+	"github.com/deployd/deployd/internal/simcluster"
 )
 
 // appOptions shape a generated app.
@@ -17,6 +19,8 @@ type appOptions struct {
 	recreate bool
 	// small makes the app a Deployment and a ConfigMap only.
 	small bool
+	// readyAfter delays the pods' readiness, as a readiness probe does ("5s").
+	readyAfter string
 }
 
 // manifestsFile is where the apps keep their manifests (deployd's default path).
@@ -38,7 +42,7 @@ spec:
   strategy: {type: %s}
   selector: {matchLabels: {app: web}}
   template:
-    metadata: {labels: {app: web}, annotations: {bench/run: %q}}
+    metadata: {labels: {app: web}, annotations: {bench/run: %q%s}}
     spec:
       serviceAccountName: web
       containers:
@@ -47,7 +51,7 @@ spec:
           ports: [{containerPort: 80}]
           envFrom: [{configMapRef: {name: web-env}}]
           resources: {requests: {cpu: 10m, memory: 16Mi}}
-`, o.replicas, strategy, o.run)
+`, o.replicas, strategy, o.run, readyAfter(o.readyAfter))
 	settings := fmt.Sprintf(`apiVersion: v1
 kind: ConfigMap
 metadata: {name: settings}
@@ -69,4 +73,11 @@ data: {value: %q}
 		"apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\nspec: {maxUnavailable: 1, selector: {matchLabels: {app: web}}}\n",
 	}
 	return map[string]string{manifestsFile: strings.Join(docs, "---\n")}
+}
+
+func readyAfter(d string) string {
+	if d == "" {
+		return ""
+	}
+	return fmt.Sprintf(", %s: %q", simcluster.ReadyAfterAnnotation, d)
 }

@@ -119,7 +119,9 @@ func (e *env) smallScenarios(ctx context.Context, want map[int]bool, r *results)
 	roll := e.git.NewRepo(e.tb, "bench/rollout")
 	roll.Commit("main", "first", app(appOptions{value: "rollout", replicas: 2, run: "first", recreate: true}))
 	small := e.git.NewRepo(e.tb, "bench/small-template")
-	small.Commit("main", "first", app(appOptions{value: "small", replicas: 1, small: true}))
+	// Pods Ready 5 s after they start, as with a readiness probe: one repo's rollout takes
+	// time, as on a real cluster, and that time is what many repos must share.
+	small.Commit("main", "first", app(appOptions{value: "small", replicas: 1, small: true, readyAfter: "5s"}))
 	base := []repoEntry{
 		{Name: "bench/push", URL: e.git.RepoURL("bench/push"), Namespace: "bench-push"},
 		{Name: "bench/rollout", URL: e.git.RepoURL("bench/rollout"), Namespace: "bench-rollout"},

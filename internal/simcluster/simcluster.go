@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"strconv"
 	"time"
 
@@ -45,6 +46,10 @@ const FailLabel = "pod-init-container-running-failed.stage.kwok.x-k8s.io"
 
 //go:embed stages/pod-crashloop.yaml
 var crashLoopStage []byte
+
+// ReadyAfterAnnotation on a pod template delays its pods' readiness by a duration
+// ("5s"), the way a readiness probe does, so a rollout takes time as a real one does.
+const ReadyAfterAnnotation = "simcluster.deployd.dev/ready-after"
 
 // NodeName is the simulated node's name.
 const NodeName = "kwok-node-0"
@@ -233,8 +238,34 @@ func (c *Cluster) writeStages() (string, error) {
 		out = append(append(out, "---\n"...), b...)
 	}
 	out = append(append(out, "---\n"...), crashLoopStage...)
+	delayed, err := delayedReady(filepath.Join(c.opts.BinDir, "kwok-stages", "pod/fast/pod-ready.yaml"))
+	if err != nil {
+		return "", err
+	}
+	out = append(append(out, "---\n"...), delayed...)
 	path := c.path("kwok-stages.yaml")
 	return path, os.WriteFile(path, out, 0o644)
+}
+
+// delayedReady derives from kwok's fast pod-ready stage one that waits for the duration
+// a pod's ReadyAfterAnnotation names, and is chosen over the fast one for such pods.
+func delayedReady(fastReady string) ([]byte, error) {
+	b, err := os.ReadFile(fastReady)
+	if err != nil {
+		return nil, fmt.Errorf("reading kwok stage: %w", err)
+	}
+	s := string(b)
+	for _, r := range []struct{ old, new string }{
+		{"  name: pod-ready\n", "  name: pod-ready-after\n"},
+		{"    matchExpressions:\n", "    matchExpressions:\n    - key: '.metadata.annotations[\"" + ReadyAfterAnnotation + "\"]'\n      operator: 'Exists'\n"},
+		{"  next:\n", "  weight: 10000\n  delay:\n    durationMilliseconds: 0\n    durationFrom:\n      expressionFrom: '.metadata.annotations[\"" + ReadyAfterAnnotation + "\"]'\n  next:\n"},
+	} {
+		if !strings.Contains(s, r.old) {
+			return nil, fmt.Errorf("kwok's %s changed shape: no %q", fastReady, r.old)
+		}
+		s = strings.Replace(s, r.old, r.new, 1)
+	}
+	return []byte(s), nil
 }
 
 func (c *Cluster) addNode(ctx context.Context) error {
