@@ -157,12 +157,53 @@ func status(args []string, stdout, stderr io.Writer) error {
 		_, err = stdout.Write(y)
 		return err
 	case "table":
-		return statusTable(stdout, res.JSON200)
+		return statusTable(stdout, res.JSON200, colorOutput(stdout, os.Getenv, isTerminal))
 	}
 	return &usageError{fmt.Errorf("-o %q: use table, json or yaml", *output)}
 }
 
-func statusTable(w io.Writer, st *client.RepoStatus) error {
+// colorOutput says whether to colour what goes to w: only on a terminal, and not when
+// NO_COLOR is set (https://no-color.org) or TERM is dumb. Colour only repeats what the
+// text says.
+func colorOutput(w io.Writer, getenv func(string) string, terminal func(io.Writer) bool) bool {
+	if getenv("NO_COLOR") != "" || getenv("TERM") == "dumb" {
+		return false
+	}
+	return terminal(w)
+}
+
+// isTerminal says whether w is a character device, such as a terminal; a pipe or a file is not.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// colors maps phases and rollout statuses to ANSI colours: every code has two digits, so
+// each coloured cell is 9 bytes longer than its text and tabwriter's columns stay aligned.
+var colors = map[string]string{
+	"succeeded": "32", "Current": "32",
+	"queued": "33", "applying": "33", "waiting": "33", "InProgress": "33", "Terminating": "33", "PAUSED": "33",
+	"failed": "31", "error": "31", "Failed": "31", "NotFound": "31",
+	"superseded": "90", "skipped-no-change": "90",
+}
+
+// paint colours s when on, by its own text; text without a colour keeps the default one.
+func paint(on bool, s string) string {
+	if !on {
+		return s
+	}
+	code, ok := colors[s]
+	if !ok {
+		code = "39"
+	}
+	return "\x1b[" + code + "m" + s + "\x1b[0m"
+}
+
+func statusTable(w io.Writer, st *client.RepoStatus, color bool) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "%s\n", st.Repo)
 	for _, e := range st.Environments {
@@ -172,16 +213,16 @@ func statusTable(w io.Writer, st *client.RepoStatus) error {
 		}
 		paused := ""
 		if e.Paused {
-			paused = "  PAUSED"
+			paused = "  " + paint(color, "PAUSED")
 			if e.PauseReason != nil {
 				paused += " (" + *e.PauseReason + ")"
 			}
 		}
-		fmt.Fprintf(tw, "\nENVIRONMENT %s  namespace %s  commit %s  phase %s  rollout %s%s\n", e.Environment, e.Namespace, commit, e.Phase, e.Rollout, paused)
+		fmt.Fprintf(tw, "\nENVIRONMENT %s  namespace %s  commit %s  phase %s  rollout %s%s\n", e.Environment, e.Namespace, commit, paint(color, string(e.Phase)), paint(color, string(e.Rollout)), paused)
 		if e.Current != nil && e.Current.Error != nil {
-			fmt.Fprintf(tw, "  error: %s\n", *e.Current.Error)
+			fmt.Fprintf(tw, "  %s: %s\n", paint(color, "error"), *e.Current.Error)
 		}
-		fmt.Fprintln(tw, "  KIND\tNAME\tSTATUS\tREADY\tMESSAGE")
+		fmt.Fprintf(tw, "  KIND\tNAME\t%s\tREADY\tMESSAGE\n", paint(color, "STATUS"))
 		for _, o := range e.Objects {
 			ready, msg := "-", ""
 			if o.Replicas != nil {
@@ -190,7 +231,7 @@ func statusTable(w io.Writer, st *client.RepoStatus) error {
 			if o.Message != nil {
 				msg = *o.Message
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", o.Kind, o.Name, o.Status, ready, msg)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", o.Kind, o.Name, paint(color, string(o.Status)), ready, msg)
 		}
 	}
 	return tw.Flush()
