@@ -11,6 +11,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
+	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/view"
 )
 
@@ -43,6 +44,11 @@ var keepalive = 15 * time.Second
 
 var eventTypes = map[string]any{"deployment": DeploymentEvent{}, "object": ObjectEvent{}, "keepalive": KeepaliveEvent{}}
 
+// allEventsInput is the input of the all-repos stream.
+type allEventsInput struct {
+	Authorization string `header:"Authorization" doc:"Bearer token, when deployd runs with --api-read-auth."`
+}
+
 func (s *Server) registerEvents() {
 	op := huma.Operation{OperationID: "events", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}/events",
 		Summary:     "Follow a repo",
@@ -56,31 +62,59 @@ func (s *Server) registerEvents() {
 		if err := s.authorize(in.Authorization, false); err != nil {
 			return nil, err
 		}
-		entries, err := s.entries(in.Owner, in.Repo, in.Environment)
-		if err != nil {
+		if _, err := s.entries(in.Owner, in.Repo, in.Environment); err != nil {
 			return nil, err
 		}
-		return &huma.StreamResponse{Body: func(hctx huma.Context) {
-			hctx.SetHeader("Content-Type", "text/event-stream")
-			hctx.SetHeader("Cache-Control", "no-cache")
-			_, w := humago.Unwrap(hctx)
-			rc := http.NewResponseController(w)
-			_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
-			hctx.SetStatus(http.StatusOK)
-			_ = rc.Flush() // headers now: the client knows the stream is open before the first event
-			send := func(event string, data any) error {
-				b, err := json.Marshal(data)
-				if err != nil {
-					return err
-				}
-				if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b); err != nil {
-					return err
-				}
-				return rc.Flush()
-			}
-			s.events(hctx.Context(), in, entries, send)
-		}}, nil
+		return s.stream(func() ([]view.Entry, error) { return s.entries(in.Owner, in.Repo, in.Environment) }, false), nil
 	})
+	// One stream for every repo: a browser page showing them all would otherwise need a
+	// connection per repo, and browsers allow about six per host.
+	all := huma.Operation{OperationID: "all-events", Method: http.MethodGet, Path: "/events",
+		Summary:     "Follow every repo",
+		Description: "Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one.",
+		Tags:        []string{"deployments"}, Errors: []int{http.StatusUnauthorized},
+		Responses: map[string]*huma.Response{"200": {Description: "The event stream.", Content: map[string]*huma.MediaType{
+			"text/event-stream": {Schema: s.eventSchema()},
+		}}},
+	}
+	huma.Register(s.api, all, func(ctx context.Context, in *allEventsInput) (*huma.StreamResponse, error) {
+		if err := s.authorize(in.Authorization, false); err != nil {
+			return nil, err
+		}
+		return s.stream(func() ([]view.Entry, error) { return s.deps.View.Entries(""), nil }, true), nil
+	})
+}
+
+// scope returns the entries a stream follows, looked up afresh at each status change.
+type scope func() ([]view.Entry, error)
+
+// stream answers with an SSE stream of the changes in scope; all also follows repos that
+// join the config while it runs.
+func (s *Server) stream(sc scope, all bool) *huma.StreamResponse {
+	return &huma.StreamResponse{Body: func(hctx huma.Context) {
+		hctx.SetHeader("Content-Type", "text/event-stream")
+		hctx.SetHeader("Cache-Control", "no-cache")
+		_, w := humago.Unwrap(hctx)
+		rc := http.NewResponseController(w)
+		_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
+		// Subscribe before the headers go out: a client that sees the stream open and then
+		// reads the state misses no change in between.
+		changes, cancel := s.deps.View.Subscribe()
+		defer cancel()
+		hctx.SetStatus(http.StatusOK)
+		_ = rc.Flush()
+		send := func(event string, data any) error {
+			b, err := json.Marshal(data)
+			if err != nil {
+				return err
+			}
+			if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b); err != nil {
+				return err
+			}
+			return rc.Flush()
+		}
+		s.events(hctx.Context(), sc, all, changes, send)
+	}}
 }
 
 // eventSchema documents the stream: each message is one of the event types.
@@ -101,18 +135,17 @@ func (s *Server) eventSchema() *huma.Schema {
 // sender writes one SSE message.
 type sender func(event string, data any) error
 
-// events streams the repo's changes until ctx ends or a write fails.
-func (s *Server) events(ctx context.Context, in *eventsInput, entries []view.Entry, send sender) {
-	keys := map[string]bool{}
-	last := map[string]string{} // object → status+message last sent
+// events streams the changes in scope until ctx ends or a write fails.
+func (s *Server) events(ctx context.Context, sc scope, all bool, changes <-chan view.Change, send sender) {
+	names := map[config.Key]string{} // key → repo name as configured
+	last := map[string]string{}      // object → status+message last sent
+	entries, _ := sc()
 	for _, e := range entries {
-		keys[e.Repo.Key().String()] = true
+		names[e.Repo.Key()] = e.Repo.Name
 		for _, o := range s.environment(e, time.Now()).Objects {
-			last[e.Repo.Environment+"/"+o.Kind+"/"+o.Namespace+"/"+o.Name] = o.Status + o.Message
+			last[objectKey(e, o)] = o.Status + o.Message
 		}
 	}
-	changes, cancel := s.deps.View.Subscribe()
-	defer cancel()
 	tick := time.NewTicker(keepalive)
 	defer tick.Stop()
 	for {
@@ -123,14 +156,21 @@ func (s *Server) events(ctx context.Context, in *eventsInput, entries []view.Ent
 		case <-s.closing:
 			return // deployd is shutting down; clients reconnect to the next one
 		case c := <-changes:
-			if !keys[c.Key.String()] || c.Record == nil {
+			name, ok := names[c.Key]
+			if !ok && all {
+				if e, found := s.deps.View.Entry(c.Key); found {
+					name, ok = e.Repo.Name, true
+					names[c.Key] = name
+				}
+			}
+			if !ok || c.Record == nil {
 				continue
 			}
-			if send("deployment", DeploymentEvent{Repo: entries[0].Repo.Name, Environment: c.Key.Environment, Record: recordOf(*c.Record)}) != nil {
+			if send("deployment", DeploymentEvent{Repo: name, Environment: c.Key.Environment, Record: recordOf(*c.Record)}) != nil {
 				return
 			}
 		case <-statusChanged:
-			if !s.sendObjects(in, last, send) {
+			if !s.sendObjects(sc, last, send) {
 				return
 			}
 		case now := <-tick.C:
@@ -141,16 +181,20 @@ func (s *Server) events(ctx context.Context, in *eventsInput, entries []view.Ent
 	}
 }
 
-// sendObjects sends an event for each of the repo's objects whose status changed.
-func (s *Server) sendObjects(in *eventsInput, last map[string]string, send sender) bool {
-	entries, err := s.entries(in.Owner, in.Repo, in.Environment)
+func objectKey(e view.Entry, o Object) string {
+	return e.Repo.Name + "@" + e.Repo.Environment + "/" + o.Kind + "/" + o.Namespace + "/" + o.Name
+}
+
+// sendObjects sends an event for each object in scope whose status changed.
+func (s *Server) sendObjects(sc scope, last map[string]string, send sender) bool {
+	entries, err := sc()
 	if err != nil {
 		return false
 	}
 	now := time.Now()
 	for _, e := range entries {
 		for _, o := range s.environment(e, now).Objects {
-			k := e.Repo.Environment + "/" + o.Kind + "/" + o.Namespace + "/" + o.Name
+			k := objectKey(e, o)
 			if last[k] == o.Status+o.Message {
 				continue
 			}

@@ -25,6 +25,7 @@ import (
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/dashboard"
 	"github.com/deployd/deployd/internal/kube"
 	"github.com/deployd/deployd/internal/metrics"
 	"github.com/deployd/deployd/internal/report"
@@ -190,6 +191,9 @@ func Run(ctx context.Context, opts Options) error {
 	apiServer := api.New(p.apiDeps(state, ctl, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL})
 	mux := http.NewServeMux()
 	mux.Handle("/", apiServer.Handler())
+	dash := dashboard.Handler() // the page at / and its assets; the API keeps every other path
+	mux.Handle("GET /{$}", dash)
+	mux.Handle("GET "+dashboard.AssetPrefix, dash)
 	mux.Handle("GET /healthz", health.routes())
 	mux.Handle("GET /readyz", health.routes())
 	mux.Handle("/webhooks/github", hooks)

@@ -903,6 +903,12 @@ type ListDeploymentsParams struct {
 // ListDeploymentsParamsPhase defines parameters for ListDeployments.
 type ListDeploymentsParamsPhase string
 
+// AllEventsParams defines parameters for AllEvents.
+type AllEventsParams struct {
+	// Authorization Bearer token, when deployd runs with --api-read-auth.
+	Authorization *string `json:"Authorization,omitempty"`
+}
+
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
 
@@ -1047,6 +1053,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /deployments (the `ListDeployments` operationId).
 	ListDeployments(ctx context.Context, params *ListDeploymentsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AllEvents Follow every repo
+	//
+	// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one.
+	//
+	// Corresponds with GET /events (the `AllEvents` operationId).
+	AllEvents(ctx context.Context, params *AllEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // GetConfig The config in force
@@ -1220,6 +1233,23 @@ func (c *Client) Sync(ctx context.Context, owner string, repo string, params *Sy
 // Corresponds with GET /deployments (the `ListDeployments` operationId).
 func (c *Client) ListDeployments(ctx context.Context, params *ListDeploymentsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListDeploymentsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AllEvents Follow every repo
+//
+// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one.
+//
+// Corresponds with GET /events (the `AllEvents` operationId).
+func (c *Client) AllEvents(ctx context.Context, params *AllEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAllEventsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2177,6 +2207,48 @@ func NewListDeploymentsRequest(server string, params *ListDeploymentsParams) (*h
 	return req, nil
 }
 
+// NewAllEventsRequest constructs an http.Request for the AllEvents method
+func NewAllEventsRequest(server string, params *AllEventsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/events")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.Authorization != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Authorization", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -2313,6 +2385,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /deployments (the `ListDeployments` operationId).
 	ListDeploymentsWithResponse(ctx context.Context, params *ListDeploymentsParams, reqEditors ...RequestEditorFn) (*ListDeploymentsResponse, error)
+
+	// AllEventsWithResponse Follow every repo
+	//
+	// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /events (the `AllEvents` operationId).
+	AllEventsWithResponse(ctx context.Context, params *AllEventsParams, reqEditors ...RequestEditorFn) (*AllEventsResponse, error)
 }
 
 type GetConfigResponse struct {
@@ -3123,6 +3204,61 @@ func (r ListDeploymentsResponse) ContentType() string {
 	return ""
 }
 
+type AllEventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *ErrorModel
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ErrorModel
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *ErrorModel
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AllEventsResponse) GetApplicationproblemJSON401() *ErrorModel {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r AllEventsResponse) GetApplicationproblemJSON422() *ErrorModel {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r AllEventsResponse) GetApplicationproblemJSON500() *ErrorModel {
+	return r.ApplicationproblemJSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r AllEventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AllEventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AllEventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AllEventsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetConfigWithResponse The config in force
 //
 // The effective repos.yaml, with the error of the last refused reload.
@@ -3280,6 +3416,21 @@ func (c *ClientWithResponses) ListDeploymentsWithResponse(ctx context.Context, p
 		return nil, err
 	}
 	return ParseListDeploymentsResponse(rsp)
+}
+
+// AllEventsWithResponse Follow every repo
+//
+// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /events (the `AllEvents` operationId).
+func (c *ClientWithResponses) AllEventsWithResponse(ctx context.Context, params *AllEventsParams, reqEditors ...RequestEditorFn) (*AllEventsResponse, error) {
+	rsp, err := c.AllEvents(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAllEventsResponse(rsp)
 }
 
 // ParseGetConfigResponse parses an HTTP response from a GetConfigWithResponse call
@@ -3899,6 +4050,46 @@ func ParseListDeploymentsResponse(rsp *http.Response) (*ListDeploymentsResponse,
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAllEventsResponse parses an HTTP response from a AllEventsWithResponse call
+func ParseAllEventsResponse(rsp *http.Response) (*AllEventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AllEventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest ErrorModel
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
