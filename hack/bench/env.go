@@ -77,6 +77,10 @@ func (e *env) close() {
 	if e.cluster != nil {
 		_ = e.cluster.Stop()
 	}
+	if e.opts.keep {
+		progress("kept %s (deployd logs in */deployd.log)", e.dir)
+		return
+	}
 	_ = os.RemoveAll(e.dir)
 }
 
@@ -129,7 +133,7 @@ func (e *env) startDeployd(name string, repos []repoEntry, extra ...string) (*da
 		"--namespace", "deployd", "--listen", d.addr, "--debug-listen", d.debug,
 		"--webhook-secret-file", filepath.Join(e.dir, "secret"),
 		"--github-token-file", filepath.Join(e.dir, "github-token"), "--github-api-url", e.gh.URL,
-		"--log-format", "json", "--log-level", "warn",
+		"--log-format", "json", "--log-level", e.opts.logLevel,
 	}, extra...)
 	d.cmd = exec.Command(e.opts.deployd, args...)
 	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile

@@ -31,15 +31,17 @@ import (
 )
 
 type options struct {
-	deployd string
-	out     string
-	runs    int
-	repos   int
-	many    int
-	idle    time.Duration
-	load    time.Duration
-	only    string
-	profile string
+	deployd  string
+	out      string
+	runs     int
+	repos    int
+	many     int
+	idle     time.Duration
+	load     time.Duration
+	only     string
+	profile  string
+	logLevel string
+	keep     bool
 }
 
 func main() {
@@ -53,6 +55,8 @@ func main() {
 	flag.DurationVar(&o.load, "load", 20*time.Second, "how long scenario 6 loads the status API")
 	flag.StringVar(&o.only, "only", "1,2,3,4,5,6", "scenarios to run, e.g. 1,2")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
+	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (deployd's logs, repos) and say where")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

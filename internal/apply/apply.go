@@ -60,9 +60,9 @@ type Options struct {
 	States *state.Store
 }
 
-// DefaultOptions returns field manager "deployd", 8 objects at once, state in namespace "deployd".
+// DefaultOptions returns field manager "deployd", 16 objects at once, state in namespace "deployd".
 func DefaultOptions() Options {
-	return Options{FieldManager: "deployd", StateNamespace: "deployd", Concurrency: 8, CRDTimeout: time.Minute}
+	return Options{FieldManager: "deployd", StateNamespace: "deployd", Concurrency: 16, CRDTimeout: time.Minute}
 }
 
 // Applier applies manifests to one cluster.
@@ -177,12 +177,12 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 	if res.NamespaceCreated, err = a.ensureNamespace(ctx, req.Repo); err != nil {
 		return res, err
 	}
-	if err := a.dryRun(ctx, dyn, plan); err != nil {
-		return res, err
-	}
 	inv := newInventory(a.states, req.Repo)
 	previous, err := inv.load(ctx)
 	if err != nil {
+		return res, err
+	}
+	if err := a.dryRun(ctx, dyn, plan, previous); err != nil {
 		return res, err
 	}
 	changes, err := a.applyStages(ctx, dyn, plan)

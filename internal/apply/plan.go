@@ -48,6 +48,9 @@ type item struct {
 	// absent is true when the dry run found no such object: it will be created, so there
 	// is nothing to read first.
 	absent bool
+	// before is the live object read during the dry run (read is true once it was).
+	before *unstructured.Unstructured
+	read   bool
 }
 
 func (it *item) ref() Ref { return refOf(it.obj) }

@@ -19,11 +19,32 @@ import (
 
 // dryRun applies the whole set with dryRun=All and reports every rejected object.
 // Objects whose kind a CRD of the set defines cannot be checked before the CRD exists.
-func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan) error {
+// Objects the previous deployment applied are read meanwhile, to tell later what the
+// apply changed, so the apply itself is one round trip.
+func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, previous []Ref) error {
 	items := p.all()
 	errs := make([]error, len(items))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(a.opts.Concurrency)
+	applied := map[string]bool{}
+	for _, r := range previous {
+		applied[r.id()] = true
+	}
+	for _, it := range items {
+		if it.mapping == nil || !applied[it.ref().id()] {
+			continue
+		}
+		g.Go(func() error {
+			before, err := a.resource(dyn, it.mapping, it.obj.GetNamespace()).Get(gctx, it.obj.GetName(), metav1.GetOptions{})
+			switch {
+			case err == nil:
+				it.before, it.read = before, true
+			case apierrors.IsNotFound(err):
+				it.read = true
+			}
+			return nil // another error: read again before applying
+		})
+	}
 	for i, it := range items {
 		if it.mapping == nil {
 			continue
@@ -150,8 +171,8 @@ func (a *Applier) applyAll(ctx context.Context, dyn dynamic.Interface, items []*
 }
 
 func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item) (Change, error) {
-	var before *unstructured.Unstructured
-	if !it.absent {
+	before := it.before
+	if !it.absent && !it.read {
 		var err error
 		before, err = a.resource(dyn, it.mapping, it.obj.GetNamespace()).Get(ctx, it.obj.GetName(), metav1.GetOptions{})
 		switch {
