@@ -36,6 +36,9 @@ type Statuses interface {
 	Get(r apply.Ref) rollout.Tracked
 	// Changed is closed at the next status change.
 	Changed() <-chan struct{}
+	// Version grows at every status update; an answer built from the statuses stays
+	// right while it is the same.
+	Version() uint64
 }
 
 // Objects reads a live object from the cluster.
@@ -83,6 +86,7 @@ type Server struct {
 	// otherwise hold a graceful shutdown until its deadline.
 	closing   chan struct{}
 	closeOnce sync.Once
+	cache     statusCache
 }
 
 // CloseStreams ends every event stream (http.Server.RegisterOnShutdown).
@@ -97,14 +101,23 @@ func New(deps Deps, opts Options) *Server {
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
 		"bearer": {Type: "http", Scheme: "bearer", Description: "The token in deployd's --api-token-file."},
 	}
-	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux, closing: make(chan struct{})}
+	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux, closing: make(chan struct{}),
+		cache: statusCache{answers: map[string]*cachedStatus{}}}
 	s.register()
 	s.registerEvents()
 	return s
 }
 
-// Handler serves the API, its OpenAPI document (/openapi.json, /openapi.yaml) and docs (/docs).
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler serves the API, its OpenAPI document (/openapi.json, /openapi.yaml) and docs
+// (/docs); plain status requests are answered from the status cache.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.serveStatus(w, r) {
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
 
 // OpenAPI returns the API's OpenAPI document.
 func (s *Server) OpenAPI() *huma.OpenAPI { return s.api.OpenAPI() }

@@ -31,6 +31,8 @@ func (memStatuses) Get(r apply.Ref) rollout.Tracked {
 
 func (memStatuses) Changed() <-chan struct{} { return nil }
 
+func (memStatuses) Version() uint64 { return 0 }
+
 // noLive has no cluster behind it: every object is gone.
 type noLive struct{}
 

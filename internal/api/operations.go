@@ -180,12 +180,16 @@ func (s *Server) getDeployment(ctx context.Context, in *statusInput) (*statusOut
 	if err != nil {
 		return nil, err
 	}
-	out := &statusOutput{Body: RepoStatus{Repo: es[0].Repo.Name, URL: es[0].Repo.URL}}
-	now := time.Now()
+	return &statusOutput{Body: s.status(es, time.Now())}, nil
+}
+
+// status is a repo's answer to GET /deployment/{owner}/{repo}.
+func (s *Server) status(es []view.Entry, now time.Time) RepoStatus {
+	out := RepoStatus{Repo: es[0].Repo.Name, URL: es[0].Repo.URL}
 	for _, e := range sortedEnvs(es) {
-		out.Body.Environments = append(out.Body.Environments, s.environment(e, now))
+		out.Environments = append(out.Environments, s.environment(e, now))
 	}
-	return out, nil
+	return out
 }
 
 func (s *Server) listHistory(ctx context.Context, in *historyInput) (*historyOutput, error) {

@@ -209,6 +209,8 @@ func (noStatuses) Get(apply.Ref) rollout.Tracked {
 
 func (noStatuses) Changed() <-chan struct{} { return nil }
 
+func (noStatuses) Version() uint64 { return 0 }
+
 type noObjects struct{}
 
 func (noObjects) Live(context.Context, apply.Ref) (*unstructured.Unstructured, error) {

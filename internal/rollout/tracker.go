@@ -42,6 +42,7 @@ type Tracker struct {
 	watching map[schema.GroupVersionResource]cache.SharedIndexInformer
 	statuses map[string]Tracked // by key(gvk kind, namespace, name)
 	changed  chan struct{}
+	version  uint64
 }
 
 // NewTracker returns a tracker for the cluster cfg reaches; call Start before use.
@@ -164,6 +165,7 @@ func (t *Tracker) update(o any, deleted bool) {
 		next.Changed = prev.Changed
 	}
 	t.statuses[k] = next
+	t.version++
 	close(t.changed)
 	t.changed = make(chan struct{})
 	t.mu.Unlock()
@@ -181,6 +183,14 @@ func (t *Tracker) Get(r apply.Ref) Tracked {
 		return s
 	}
 	return Tracked{ObjectStatus: ObjectStatus{Status: NotFound, Message: "not in the cluster"}}
+}
+
+// Version grows at every status update of any watched object: what was built from the
+// statuses may be kept while it stays the same.
+func (t *Tracker) Version() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.version
 }
 
 // Changed returns a channel closed at the next status change of any watched object.

@@ -34,6 +34,9 @@ type Entry struct {
 	Records []history.Record
 	// Pause is the pause state.
 	Pause Pause
+	// Version grows at every change of the entry: readers may keep what they built
+	// from it while it stays the same.
+	Version uint64
 }
 
 // Current is the newest record, if any.
@@ -70,6 +73,7 @@ type View struct {
 	mu      sync.RWMutex
 	cfg     *config.Config
 	entries map[config.Key]*Entry
+	byName  map[string][]config.Key // lower-case name → its keys, in config order
 	subs    map[int]chan Change
 	nextSub int
 }
@@ -85,14 +89,18 @@ func (v *View) SetConfig(cfg *config.Config) {
 	defer v.mu.Unlock()
 	v.cfg = cfg
 	keep := map[config.Key]bool{}
+	v.byName = map[string][]config.Key{}
 	for _, r := range cfg.Repos {
 		keep[r.Key()] = true
+		name := strings.ToLower(r.Name)
+		v.byName[name] = append(v.byName[name], r.Key())
 		e := v.entries[r.Key()]
 		if e == nil {
 			e = &Entry{}
 			v.entries[r.Key()] = e
 		}
 		e.Repo = r
+		e.Version++
 	}
 	for k := range v.entries {
 		if !keep[k] {
@@ -162,6 +170,7 @@ func (v *View) update(key config.Key, rec *history.Record, f func(*Entry)) {
 		return
 	}
 	f(e)
+	e.Version++
 	subs := make([]chan Change, 0, len(v.subs))
 	for _, ch := range v.subs {
 		subs = append(subs, ch)
@@ -195,10 +204,15 @@ func (v *View) Entries(name string) []Entry {
 	if v.cfg == nil {
 		return nil
 	}
-	for _, r := range v.cfg.Repos {
-		if name != "" && !strings.EqualFold(r.Name, name) {
-			continue
+	if name != "" {
+		for _, k := range v.byName[strings.ToLower(name)] {
+			if e, ok := v.entries[k]; ok {
+				out = append(out, *e)
+			}
 		}
+		return out
+	}
+	for _, r := range v.cfg.Repos {
 		if e, ok := v.entries[r.Key()]; ok {
 			out = append(out, *e)
 		}
