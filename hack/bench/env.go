@@ -135,6 +135,7 @@ func (e *env) startDeployd(name string, repos []repoEntry, extra ...string) (*da
 		"--github-token-file", filepath.Join(e.dir, "github-token"), "--github-api-url", e.gh.URL,
 		"--log-format", "json", "--log-level", e.opts.logLevel,
 	}, extra...)
+	args = append(args, strings.Fields(e.opts.args)...)
 	d.cmd = exec.Command(e.opts.deployd, args...)
 	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // a killed harness leaves no deployd

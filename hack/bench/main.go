@@ -42,6 +42,7 @@ type options struct {
 	profile  string
 	logLevel string
 	keep     bool
+	args     string
 }
 
 func main() {
@@ -56,6 +57,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "1,2,3,4,5,6", "scenarios to run, e.g. 1,2")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
+	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (deployd's logs, repos) and say where")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -282,6 +282,9 @@ func (e *env) coldStart(ctx context.Context, repos []repoEntry, r *results) (*da
 	if err2 != nil {
 		return d, fmt.Errorf("cold start: %w", err2)
 	}
+	if e.opts.profile != "" {
+		e.profile(ctx, d, "heap-cold-start", "heap")
+	}
 	took := allAt.Sub(d.started)
 	objects := 10 * len(repos)
 	progress("cold start: %d repos (%d objects) deployed in %s", len(repos), objects, took.Round(100*time.Millisecond))

@@ -155,9 +155,9 @@ type Options struct {
 	Observe func(Outcome)
 }
 
-// DefaultOptions returns 4 workers, backoff from 1s to 5m, and ±10% poll jitter.
+// DefaultOptions returns 16 workers (they mostly wait on git and the API server), backoff from 1s to 5m, and ±10% poll jitter.
 func DefaultOptions() Options {
-	return Options{Concurrency: 4, BackoffBase: time.Second, BackoffMax: 5 * time.Minute, Jitter: 0.1}
+	return Options{Concurrency: 16, BackoffBase: time.Second, BackoffMax: 5 * time.Minute, Jitter: 0.1}
 }
 
 // Controller runs the work queue.

@@ -113,8 +113,7 @@ func (t *Tracker) watch(ctx context.Context, gvr schema.GroupVersionResource) er
 			return fmt.Errorf("rollout tracker is not running")
 		}
 		inf = t.factory.ForResource(gvr).Informer()
-		// Status needs neither managedFields nor the last-applied copy, often half an
-		// object's size: thousands of cached objects must stay small.
+		// Thousands of cached objects must stay small.
 		_ = inf.SetTransform(slim)
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { t.update(o, false) },
@@ -131,13 +130,15 @@ func (t *Tracker) watch(ctx context.Context, gvr schema.GroupVersionResource) er
 	return nil
 }
 
-// slim drops what status never reads from a cached object.
+// slim drops what status never reads from a cached object: managedFields,
+// annotations (the last-applied copy among them) and the data of ConfigMaps and
+// Secrets, often most of an object. Secret values are then not kept in deployd's memory.
 func slim(o any) (any, error) {
 	if u, ok := o.(*unstructured.Unstructured); ok {
 		u.SetManagedFields(nil)
-		if ann := u.GetAnnotations(); ann["kubectl.kubernetes.io/last-applied-configuration"] != "" {
-			delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
-			u.SetAnnotations(ann)
+		u.SetAnnotations(nil)
+		for _, f := range []string{"data", "binaryData", "stringData"} {
+			delete(u.Object, f)
 		}
 	}
 	return o, nil
