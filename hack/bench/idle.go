@@ -28,6 +28,9 @@ func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error 
 	if err != nil {
 		return err
 	}
+	if e.opts.profile != "" {
+		go e.profile(ctx, d, "cpu-idle", "profile?seconds=60")
+	}
 	start := time.Now()
 	var rss []float64
 	tick := time.NewTicker(time.Second)
@@ -100,11 +103,19 @@ func (e *env) statusLoad(ctx context.Context, d *daemon, prefix string, n int, r
 	if e.opts.profile != "" {
 		go e.profile(ctx, d, "cpu-status-load", fmt.Sprintf("profile?seconds=%d", int(e.opts.load.Seconds())-2))
 	}
+	cpu0, err := cpuSeconds(d.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
 	cmd := exec.CommandContext(ctx, wrk, "-t2", "-c64", "-d"+strconv.Itoa(int(e.opts.load.Seconds()))+"s", "--timeout", "5s", "-s", script, "http://"+d.addr)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("wrk: %w\n%s", err, out.String())
+	}
+	cpu1, err := cpuSeconds(d.cmd.Process.Pid)
+	if err != nil {
+		return err
 	}
 	kube1, err := d.metric(ctx, "deployd_kube_requests_total")
 	if err != nil {
@@ -129,6 +140,10 @@ func (e *env) statusLoad(ctx context.Context, d *daemon, prefix string, n int, r
 	rps := res.Requests / (res.DurationUS / 1e6)
 	progress("status load: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, errors %.0f, non-2xx %.0f", rps, res.P50/1000, res.P99/1000, res.Errors, res.Non2xx)
 	r.add(6, fmt.Sprintf("GET /deployment/{owner}/{repo}, %d repos × 10 objects, 64 connections, %s", n, e.opts.load), value(rps, "requests/s"), "≥ 20,000", rps >= 20000)
+	perReqCPU := (cpu1 - cpu0) / res.Requests * 1e6
+	r.add(6, fmt.Sprintf("deployd's CPU per request (it used %.2f cores; wrk, the git server and the cluster the rest)", (cpu1-cpu0)/(res.DurationUS/1e6)),
+		value(perReqCPU, "µs"), "", nil)
+	r.add(6, "requests/s one core of deployd's would serve at that cost", value(1e6/perReqCPU, "requests/s"), "", nil)
 	r.add(6, "latency p50", value(res.P50/1000, "ms"), "", nil)
 	r.add(6, "latency p99", value(res.P99/1000, "ms"), "≤ 5 ms", res.P99/1000 <= 5)
 	r.add(6, "errors and non-2xx answers", value(res.Errors+res.Non2xx, "responses"), "0", res.Errors+res.Non2xx == 0)

@@ -2,11 +2,13 @@ package rollout
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	sigsyaml "sigs.k8s.io/yaml"
@@ -207,4 +209,34 @@ func TestWait(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestSlimKeepsWhatStatusReads(t *testing.T) {
+	dep := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": "web", "namespace": "shop", "generation": int64(3),
+			"annotations":   map[string]any{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+			"managedFields": []any{map[string]any{"manager": "deployd"}}},
+		"spec": map[string]any{"replicas": int64(2), "template": map[string]any{
+			"metadata": map[string]any{"labels": map[string]any{"app": "web"}},
+			"spec": map[string]any{"containers": []any{map[string]any{"name": "web", "image": "nginx:1.27",
+				"env": []any{map[string]any{"name": "PASSWORD", "value": "hunter2"}}}}}}},
+		"status": map[string]any{"observedGeneration": int64(3), "replicas": int64(2), "updatedReplicas": int64(2),
+			"readyReplicas": int64(2), "availableReplicas": int64(2),
+			"conditions": []any{map[string]any{"type": "Available", "status": "True"}, map[string]any{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}}},
+	}}
+	before := Compute(dep.DeepCopy())
+	slimmed, _ := slim(dep)
+	after := Compute(slimmed.(*unstructured.Unstructured))
+	if diff := cmp.Diff(before, after); diff != "" {
+		t.Errorf("status changed by slimming (-before +after):\n%s", diff)
+	}
+	if s := fmt.Sprint(dep.Object); strings.Contains(s, "hunter2") || strings.Contains(s, "last-applied") || strings.Contains(s, "managedFields") {
+		t.Errorf("slimmed object still holds %s", s)
+	}
+	secret := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Secret",
+		"metadata": map[string]any{"name": "s"}, "data": map[string]any{"password": "aHVudGVyMg=="}}}
+	if _, _ = slim(secret); secret.Object["data"] != nil {
+		t.Error("a Secret's data is kept")
+	}
 }

@@ -131,17 +131,43 @@ func (t *Tracker) watch(ctx context.Context, gvr schema.GroupVersionResource) er
 }
 
 // slim drops what status never reads from a cached object: managedFields,
-// annotations (the last-applied copy among them) and the data of ConfigMaps and
-// Secrets, often most of an object. Secret values are then not kept in deployd's memory.
+// annotations (the last-applied copy among them), the data of ConfigMaps and Secrets,
+// and of pod templates all but the containers' names and images. That is most of an
+// object, and Secret values are then not kept in deployd's memory.
 func slim(o any) (any, error) {
-	if u, ok := o.(*unstructured.Unstructured); ok {
-		u.SetManagedFields(nil)
-		u.SetAnnotations(nil)
-		for _, f := range []string{"data", "binaryData", "stringData"} {
-			delete(u.Object, f)
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return o, nil
+	}
+	u.SetManagedFields(nil)
+	u.SetAnnotations(nil)
+	for _, f := range []string{"data", "binaryData", "stringData"} {
+		delete(u.Object, f)
+	}
+	for _, path := range [][]string{{"spec", "template"}, {"spec", "jobTemplate", "spec", "template"}} {
+		if tmpl, found, _ := unstructured.NestedMap(u.Object, path...); found {
+			_ = unstructured.SetNestedField(u.Object, map[string]any{"spec": containersOnly(tmpl)}, path...)
 		}
 	}
-	return o, nil
+	return u, nil
+}
+
+// containersOnly keeps a pod template's containers' names and images.
+func containersOnly(tmpl map[string]any) map[string]any {
+	out := map[string]any{}
+	for _, field := range []string{"initContainers", "containers"} {
+		list, _, _ := unstructured.NestedSlice(tmpl, "spec", field)
+		var kept []any
+		for _, c := range list {
+			if m, ok := c.(map[string]any); ok {
+				kept = append(kept, map[string]any{"name": m["name"], "image": m["image"]})
+			}
+		}
+		if kept != nil {
+			out[field] = kept
+		}
+	}
+	return out
 }
 
 func (t *Tracker) update(o any, deleted bool) {

@@ -24,7 +24,6 @@ import (
 	git "github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -101,10 +100,14 @@ type Source struct {
 	open map[string]*git.Repository
 }
 
-// objectCacheBytes bounds each open cache's memory for decoded objects. go-git's default
-// is 96 MiB per repository; even 512 KiB held 45 MB at 1,000 repos. A check reads a
-// commit and two trees, a deployment its manifests, once: nothing is kept.
-const objectCacheBytes = 0
+// noObjects is go-git's object cache, keeping nothing: its own LRU, even with a size of
+// 0, allocates a 1,000-entry map per repository (45 MB at 1,000 repos), and deployd reads
+// each object once (a check a commit and two trees, a deployment its manifests).
+type noObjects struct{}
+
+func (noObjects) Put(plumbing.EncodedObject)                       {}
+func (noObjects) Get(plumbing.Hash) (plumbing.EncodedObject, bool) { return nil, false }
+func (noObjects) Clear()                                           {}
 
 // New returns a Source caching clones under opts.CacheDir.
 func New(opts Options) *Source {
@@ -122,7 +125,7 @@ func (s *Source) repository(dir, url string) (*git.Repository, error) {
 	if _, err := openOrInit(dir, url); err != nil {
 		return nil, err
 	}
-	r, err := git.Open(filesystem.NewStorage(osfs.New(dir), cache.NewObjectLRU(objectCacheBytes)), nil)
+	r, err := git.Open(filesystem.NewStorage(osfs.New(dir), noObjects{}), nil)
 	if err != nil {
 		return nil, &cacheError{err}
 	}
