@@ -12,6 +12,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/util/workqueue"
@@ -167,6 +168,7 @@ type Controller struct {
 	deployer Deployer
 	queue    workqueue.TypedRateLimitingInterface[config.Key]
 	limiter  workqueue.TypedRateLimiter[config.Key]
+	inflight atomic.Int64
 
 	mu      sync.Mutex
 	cfg     *config.Config
@@ -316,9 +318,15 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
+	c.inflight.Add(1)
+	defer c.inflight.Add(-1)
 	c.process(ctx, key)
 	return true
 }
+
+// Idle reports whether no key is queued or being processed (rollouts being waited for
+// hold no worker and do not count).
+func (c *Controller) Idle() bool { return c.queue.Len() == 0 && c.inflight.Load() == 0 }
 
 // take returns the key's repo and its merged request, and its state.
 func (c *Controller) take(key config.Key) (config.Repo, Request, *repoState, bool) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -210,6 +211,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	wg.Go(func() { health.probeLoop(work, prober, opts.ProbeInterval, log) })
 	wg.Go(func() { ctl.Run(work) })
+	wg.Go(func() { releaseAfterStartup(work, ctl.Idle) })
 	wg.Go(func() {
 		onReload := func(r config.Reload) {
 			logReload(log, r)
@@ -320,4 +322,26 @@ func ensureStateNamespace(ctx context.Context, cfg *rest.Config, name string, lo
 		return
 	}
 	log.Info("created deployd's namespace for its state", "namespace", name)
+}
+
+// releaseAfterStartup hands the memory of the startup burst back to the OS once the work
+// queue has been idle for a few seconds: checking and deploying every repo at once peaks
+// far above what deployd holds afterwards (at 1,000 repos, about 200 MB against 45 MB
+// live), and the Go runtime would keep it for reuse.
+func releaseAfterStartup(ctx context.Context, idle func() bool) {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for quiet := 0; quiet < 3; {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if idle() {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	debug.FreeOSMemory()
 }

@@ -98,6 +98,9 @@ type Source struct {
 	// pack indexes again, which was most of what a poll cost. The work queue never checks
 	// one repo twice at once, and go-git adds what a fetch brings to the open indexes.
 	open map[string]*git.Repository
+	// last is the revision each cache and manifests path resolved to last: a head that
+	// did not move is not read again.
+	last map[string]Revision
 }
 
 // noObjects is go-git's object cache, keeping nothing: its own LRU, even with a size of
@@ -111,7 +114,7 @@ func (noObjects) Clear()                                           {}
 
 // New returns a Source caching clones under opts.CacheDir.
 func New(opts Options) *Source {
-	return &Source{opts: opts, open: map[string]*git.Repository{}}
+	return &Source{opts: opts, open: map[string]*git.Repository{}, last: map[string]Revision{}}
 }
 
 // repository returns the open cache at dir, creating it with an origin remote for url.
@@ -140,6 +143,11 @@ func (s *Source) forget(dir string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.open, dir)
+	for k := range s.last {
+		if strings.HasPrefix(k, dir+"\x00") {
+			delete(s.last, k)
+		}
+	}
 }
 
 // Check resolves repo's branch head on its remote, fetching it if the cache lacks it,
@@ -194,10 +202,20 @@ func (s *Source) check(ctx context.Context, repo config.Repo, dir string, auth t
 	if err != nil {
 		return Result{}, &cacheError{fmt.Errorf("branch %s missing after the fetch: %w", repo.Branch, err)}
 	}
-	rev, err := revision(r, ref.Hash(), repo.ManifestPath())
+	key := dir + "\x00" + repo.ManifestPath()
+	s.mu.Lock()
+	rev, known := s.last[key]
+	s.mu.Unlock()
+	if known && rev.Commit == ref.Hash().String() {
+		return Result{Revision: rev, Fetched: ref.Hash() != before}, nil
+	}
+	rev, err = revision(r, ref.Hash(), repo.ManifestPath())
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", repo.Name, err)
 	}
+	s.mu.Lock()
+	s.last[key] = rev
+	s.mu.Unlock()
 	return Result{Revision: rev, Fetched: ref.Hash() != before}, nil
 }
 
