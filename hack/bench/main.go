@@ -43,6 +43,7 @@ type options struct {
 	logLevel string
 	keep     bool
 	args     string
+	readme   string
 }
 
 func main() {
@@ -58,6 +59,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
+	flag.StringVar(&o.readme, "readme", "README.md", "a Markdown file whose bench markers get the table too (empty: none)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (deployd's logs, repos) and say where")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -107,7 +109,7 @@ func run1(ctx context.Context, o options) error {
 			r.fail("handler benchmark", err)
 		}
 	}
-	if err := r.write(o.out); err != nil {
+	if err := r.write(o.out, o.readme); err != nil {
 		return err
 	}
 	fmt.Println(r.markdown())

@@ -159,9 +159,9 @@ func (r *results) markdown() string {
 	return b.String()
 }
 
-// write stores the results as bench/results/<date>.json and the table in bench/RESULTS.md,
-// between the markers, keeping the prose around it.
-func (r *results) write(dir string) error {
+// write stores the results as bench/results/<date>.json and the table in bench/RESULTS.md
+// and the README (when readme names it), between the markers, keeping the prose around it.
+func (r *results) write(dir, readme string) error {
 	if err := os.MkdirAll(filepath.Join(dir, "results"), 0o755); err != nil {
 		return err
 	}
@@ -173,17 +173,34 @@ func (r *results) write(dir string) error {
 	if err := os.WriteFile(name, append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	md := filepath.Join(dir, "RESULTS.md")
-	old, _ := os.ReadFile(md)
-	const begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-	table := begin + "\n" + r.markdown() + "\nFigures: `" + filepath.ToSlash(name) + "`.\n" + end
-	text := string(old)
-	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
-		text = text[:i] + table + text[j+len(end):]
-	} else {
-		text = "# Benchmark results\n\n" + table + "\n\n" + text
+	table := r.markdown() + "\nFigures: `" + filepath.ToSlash(name) + "`.\n"
+	if err := replaceTable(filepath.Join(dir, "RESULTS.md"), table, true); err != nil {
+		return err
 	}
-	return os.WriteFile(md, []byte(text), 0o644)
+	if readme == "" {
+		return nil
+	}
+	return replaceTable(readme, table, false)
+}
+
+// replaceTable puts table between the bench markers of the Markdown file at path; when
+// the file has no markers, it is prepended if add, else the file is left alone.
+func replaceTable(path, table string, add bool) error {
+	const begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+	old, err := os.ReadFile(path)
+	if err != nil && !add {
+		return err
+	}
+	text := string(old)
+	block := begin + "\n" + table + end
+	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
+		text = text[:i] + block + text[j+len(end):]
+	} else if add {
+		text = "# Benchmark results\n\n" + block + "\n\n" + text
+	} else {
+		return nil
+	}
+	return os.WriteFile(path, []byte(text), 0o644)
 }
 
 func machineInfo() machine {
