@@ -63,8 +63,14 @@ func TestSIGKILLMidWait(t *testing.T) {
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// A deployment is stored when it starts (applying) and when it ends; the inventory
+	// holding the Deployment says the apply is done and the rollout is being waited for.
 	waitRecords(t, stateNS, repo, "first deployment waiting", func(r []history.Record) bool {
-		return len(r) == 1 && r[0].Phase == history.Waiting
+		if len(r) != 1 || r[0].Phase != history.Applying {
+			return false
+		}
+		cm, err := env.Client.CoreV1().ConfigMaps(stateNS).Get(context.Background(), repo.StateName(), metav1.GetOptions{})
+		return err == nil && strings.Contains(cm.Data["inventory"], `"kind":"Deployment"`)
 	})
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -73,7 +79,7 @@ func TestSIGKILLMidWait(t *testing.T) {
 
 	_, logs, _ := startDaemon(t, strings.Fields(strings.Replace(args, "--listen 127.0.0.1:0 ", "", 1))...)
 	recs := waitRecords(t, stateNS, repo, "interrupted and redeployed", func(r []history.Record) bool {
-		return len(r) == 2 && r[0].Phase == history.Error && r[1].Number == 2 && r[1].Phase == history.Waiting
+		return len(r) == 2 && r[0].Phase == history.Error && r[1].Number == 2 && r[1].Phase == history.Applying
 	})
 	if !strings.HasPrefix(recs[0].Error, "interrupted") || recs[1].Trigger != "startup" {
 		t.Errorf("records %+v\n%s", recs, logs)

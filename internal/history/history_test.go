@@ -77,7 +77,8 @@ func TestTwoWritersLoseNothing(t *testing.T) {
 			t.Fatalf("numbers %v: want 1..30 each once", numbers)
 		}
 	}
-	list, _ := a.List(context.Background(), repo)
+	// Read as a restarted deployd would: a store remembers only its own writes.
+	list, _ := NewStore(state.New(env.Client, ns), 100).List(context.Background(), repo)
 	if len(list) != 30 {
 		t.Errorf("%d records stored, want 30", len(list))
 	}

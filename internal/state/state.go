@@ -5,6 +5,8 @@
 // The remembered version is only a guess: every write is conditional on its
 // resourceVersion, and a conflicting, missing or already existing ConfigMap is read again
 // and the change retried, so another writer (a second deployd, a person) is never overwritten.
+// Reads answer from what this store last saw: another writer's change is seen at the next
+// conflict, or after a restart (one deployd writes; two replicas must elect a writer).
 package state
 
 import (
