@@ -4,9 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +22,7 @@ import (
 	"github.com/deployd/deployd/internal/githubtest"
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/simcluster"
+	"github.com/deployd/deployd/internal/webhook"
 	"github.com/deployd/deployd/pkg/client"
 )
 
@@ -238,12 +236,10 @@ func (d *daemon) metric(ctx context.Context, name string) (float64, error) {
 // push sends a signed GitHub push webhook for repo.
 func (e *env) push(ctx context.Context, d *daemon, repo, sha string) error {
 	body := []byte(`{"ref":"refs/heads/main","after":"` + sha + `","repository":{"full_name":"` + repo + `"}}`)
-	mac := hmac.New(sha256.New, []byte(e.secret))
-	mac.Write(body)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+d.addr+"/webhooks/github", bytes.NewReader(body))
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-Hub-Signature-256", webhook.Signature([]byte(e.secret), body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

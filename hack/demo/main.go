@@ -7,9 +7,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/simcluster"
+	"github.com/deployd/deployd/internal/webhook"
 	"github.com/deployd/deployd/pkg/client"
 )
 
@@ -239,12 +238,10 @@ func push(app string) error {
 		}
 	}
 	body := []byte(`{"ref":"refs/heads/main","repository":{"full_name":"demo/` + app + `"}}`)
-	mac := hmac.New(sha256.New, []byte(st.Secret))
-	mac.Write(body)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+st.Listen+"/webhooks/github", bytes.NewReader(body))
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-Hub-Signature-256", webhook.Signature([]byte(st.Secret), body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

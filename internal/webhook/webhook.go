@@ -117,6 +117,14 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, event string) (
 	return http.StatusAccepted, fmt.Sprintf("event %q is not one deployd acts on; ignored", event), nil
 }
 
+// Signature is the X-Hub-Signature-256 value GitHub sends for body: "sha256=<hex HMAC>".
+// Senders of test and demo deliveries use it.
+func Signature(secret, body []byte) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
 // validSignature checks GitHub's "sha256=<hex HMAC of the body>" in constant time.
 func validSignature(secret, body []byte, header string) bool {
 	got, ok := strings.CutPrefix(header, "sha256=")
