@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/deployd/deployd/internal/config"
@@ -265,8 +266,13 @@ func TestPrune(t *testing.T) {
 				t.Errorf("%s: %v", name, err)
 			}
 		}
-		if _, err := get(t, cmGVR, repo.Namespace, "old-name"); !apierrors.IsNotFound(err) {
-			t.Errorf("old-name still there: %v", err)
+		// Deletion is foreground: the garbage collector removes the object shortly after.
+		gone := func(ctx context.Context) (bool, error) {
+			_, err := get(t, cmGVR, repo.Namespace, "old-name")
+			return apierrors.IsNotFound(err), nil
+		}
+		if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, gone); err != nil {
+			t.Errorf("old-name still there after 30 s: %v", err)
 		}
 	})
 	t.Run("a restarted deployd prunes from the stored inventory", func(t *testing.T) {
