@@ -20,11 +20,7 @@ import (
 // memory and CPU, git requests per poll cycle, API-server requests per minute.
 func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error {
 	_ = e.git.Requests() // forget the cold start's
-	kube0, err := d.metric(ctx, "deployd_kube_requests_total")
-	if err != nil {
-		return err
-	}
-	cpu0, err := cpuSeconds(d.cmd.Process.Pid)
+	before, err := d.usage(ctx)
 	if err != nil {
 		return err
 	}
@@ -51,11 +47,7 @@ func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error 
 		}
 	}
 	elapsed := time.Since(start)
-	cpu1, err := cpuSeconds(d.cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	kube1, err := d.metric(ctx, "deployd_kube_requests_total")
+	after, err := d.usage(ctx)
 	if err != nil {
 		return err
 	}
@@ -72,7 +64,7 @@ func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error 
 		}
 	}
 	cycles := elapsed.Seconds() / 60
-	cpuPct := 100 * (cpu1 - cpu0) / elapsed.Seconds()
+	cpuPct := 100 * (after.cpu - before.cpu) / elapsed.Seconds()
 	sort.Float64s(rss)
 	maxRSS := rss[len(rss)-1]
 	r.add(3, fmt.Sprintf("%d idle repos: RSS over %s (max, median, min)", n, e.opts.idle.Round(time.Second)),
@@ -80,7 +72,7 @@ func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error 
 	r.add(3, "CPU, average of one core", value(cpuPct, "%"), "≤ 5 %", cpuPct <= 5)
 	r.add(3, "ref advertisements per repo per poll cycle", value(float64(adverts)/cycles/float64(n), "per repo"), "1", nil)
 	r.add(3, "object fetches (git-upload-pack POSTs) while idle", value(float64(fetches), "requests"), "0", fetches == 0)
-	r.add(3, "API-server requests per minute", value((kube1-kube0)/elapsed.Minutes(), "per min"), "", nil)
+	r.add(3, "API-server requests per minute", value((after.kube-before.kube)/elapsed.Minutes(), "per min"), "", nil)
 	return nil
 }
 
@@ -96,14 +88,10 @@ func (e *env) statusLoad(ctx context.Context, d *daemon, prefix string, n int, r
 		return err
 	}
 	_ = e.git.Requests()
-	kube0, err := d.metric(ctx, "deployd_kube_requests_total")
-	if err != nil {
-		return err
-	}
 	if e.opts.profile != "" {
 		go e.profile(ctx, d, "cpu-status-load", fmt.Sprintf("profile?seconds=%d", int(e.opts.load.Seconds())-2))
 	}
-	cpu0, err := cpuSeconds(d.cmd.Process.Pid)
+	before, err := d.usage(ctx)
 	if err != nil {
 		return err
 	}
@@ -113,11 +101,7 @@ func (e *env) statusLoad(ctx context.Context, d *daemon, prefix string, n int, r
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("wrk: %w\n%s", err, out.String())
 	}
-	cpu1, err := cpuSeconds(d.cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	kube1, err := d.metric(ctx, "deployd_kube_requests_total")
+	after, err := d.usage(ctx)
 	if err != nil {
 		return err
 	}
@@ -127,28 +111,25 @@ func (e *env) statusLoad(ctx context.Context, d *daemon, prefix string, n int, r
 		DurationUS float64 `json:"duration_us"`
 		Errors     float64 `json:"errors"`
 		Non2xx     float64 `json:"non2xx"`
-		P50, P99   float64
-		Max        float64 `json:"max_us"`
+		P50        float64 `json:"p50_us"`
+		P99        float64 `json:"p99_us"`
 	}
-	line := out.String()[strings.LastIndex(out.String(), "{"):]
-	var raw map[string]float64
-	if err := json.Unmarshal([]byte(strings.TrimSpace(line)), &raw); err != nil {
+	summary := out.String()[strings.LastIndex(out.String(), "{"):]
+	if err := json.Unmarshal([]byte(strings.TrimSpace(summary)), &res); err != nil {
 		return fmt.Errorf("reading wrk's summary: %w\n%s", err, out.String())
 	}
-	res.Requests, res.DurationUS, res.Errors, res.Non2xx, res.P50, res.P99, res.Max =
-		raw["requests"], raw["duration_us"], raw["errors"], raw["non2xx"], raw["p50_us"], raw["p99_us"], raw["max_us"]
 	rps := res.Requests / (res.DurationUS / 1e6)
 	progress("status load: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, errors %.0f, non-2xx %.0f", rps, res.P50/1000, res.P99/1000, res.Errors, res.Non2xx)
 	r.add(6, fmt.Sprintf("GET /deployment/{owner}/{repo}, %d repos × 10 objects, 64 connections, %s", n, e.opts.load), value(rps, "requests/s"), "≥ 20,000", rps >= 20000)
-	perReqCPU := (cpu1 - cpu0) / res.Requests * 1e6
-	r.add(6, fmt.Sprintf("deployd's CPU per request (it used %.2f cores; wrk, the git server and the cluster the rest)", (cpu1-cpu0)/(res.DurationUS/1e6)),
+	perReqCPU := (after.cpu - before.cpu) / res.Requests * 1e6
+	r.add(6, fmt.Sprintf("deployd's CPU per request (it used %.2f cores; wrk, the git server and the cluster the rest)", (after.cpu-before.cpu)/(res.DurationUS/1e6)),
 		value(perReqCPU, "µs"), "", nil)
 	r.add(6, "requests/s one core of deployd's would serve at that cost", value(1e6/perReqCPU, "requests/s"), "", nil)
 	r.add(6, "latency p50", value(res.P50/1000, "ms"), "", nil)
 	r.add(6, "latency p99", value(res.P99/1000, "ms"), "≤ 5 ms", res.P99/1000 <= 5)
 	r.add(6, "errors and non-2xx answers", value(res.Errors+res.Non2xx, "responses"), "0", res.Errors+res.Non2xx == 0)
-	perReq := (kube1 - kube0) / res.Requests
-	r.add(6, fmt.Sprintf("API-server requests during the load (%.0f; polls and probes go on)", kube1-kube0), value(perReq, "per GET"), "0 per request", perReq < 0.001)
+	perReq := (after.kube - before.kube) / res.Requests
+	r.add(6, fmt.Sprintf("API-server requests during the load (%.0f; polls and probes go on)", after.kube-before.kube), value(perReq, "per GET"), "0 per request", perReq < 0.001)
 	// Polls go on during the load: one ref advertisement per repo per minute is expected,
 	// however many GETs are served (jitter and the cold start's bunching allow 1.5 ×).
 	polls := float64(n) * e.opts.load.Seconds() / 60
@@ -176,6 +157,20 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), latency.max))
 end
 `
+
+// usage is what deployd has spent so far: CPU seconds and requests to the API server.
+type usage struct{ cpu, kube float64 }
+
+// usage reads deployd's CPU time and its deployd_kube_requests_total, so a scenario
+// measures a window as the difference of two.
+func (d *daemon) usage(ctx context.Context) (usage, error) {
+	cpu, err := cpuSeconds(d.cmd.Process.Pid)
+	if err != nil {
+		return usage{}, err
+	}
+	kube, err := d.metric(ctx, "deployd_kube_requests_total")
+	return usage{cpu: cpu, kube: kube}, err
+}
 
 // cpuSeconds is a process' user + system CPU time, from /proc/PID/stat.
 func cpuSeconds(pid int) (float64, error) {
