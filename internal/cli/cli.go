@@ -16,6 +16,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
+
+	"k8s.io/klog/v2"
 
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/daemon"
@@ -48,7 +51,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runClient(waitCmd(args[1:], stdout, stderr), stderr)
 		}
 	}
-	return serve(ctx, args, stdout, stderr, nil)
+	var hook func(*daemon.Options)
+	if RouteClientGoLogs {
+		hook = func(o *daemon.Options) { klog.SetSlogLogger(o.Logger.With("component", "client-go")) }
+	}
+	return serve(ctx, args, stdout, stderr, hook)
 }
 
 // serveFlags are the daemon's flags, bound to its options.
@@ -86,6 +93,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the GitHub webhook secret (webhooks are refused without it)")
 	fs.IntVar(&o.Controller.Concurrency, "concurrency", o.Controller.Concurrency, "how many repos are checked or deployed at once")
 	fs.DurationVar(&o.GitTimeout, "git-timeout", o.GitTimeout, "timeout of each git network operation")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "run as one of several replicas: only the leader (a Lease in --namespace) checks and deploys; the others serve reads and hand webhooks to it")
+	fs.DurationVar(&o.LeaderElection.LeaseDuration, "leader-elect-lease-duration", o.LeaderElection.LeaseDuration, "how long a follower waits for a leader that stopped renewing before it takes over")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight work may take after SIGTERM")
 	fs.StringVar(&f.logFormat, "log-format", f.logFormat, "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "log level: debug, info, warn or error")
@@ -98,6 +107,11 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	}
 	return fs, f
 }
+
+// RouteClientGoLogs sends client-go's own messages (leader election, watch errors) to
+// deployd's log, in its format. Only a process's main sets it, before Main: klog's logger
+// may not be swapped while client-go runs, as it does in tests running several daemons.
+var RouteClientGoLogs bool
 
 // serve runs the daemon; listening, when set, receives the bound address (tests).
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hook func(o *daemon.Options)) error {
@@ -156,6 +170,12 @@ func (f *serveFlags) validate() error {
 	if f.opts.Controller.Concurrency < 1 {
 		return fmt.Errorf("--concurrency must be 1 or more")
 	}
+	if d := f.opts.LeaderElection.LeaseDuration; d < 3*time.Second {
+		return fmt.Errorf("--leader-elect-lease-duration must be 3s or more (renewals every %s would not keep it)", d/7)
+	}
+	// client-go's proportions: a 15 s lease renewed within 10 s, tried every 2 s.
+	f.opts.LeaderElection.RenewDeadline = f.opts.LeaderElection.LeaseDuration * 2 / 3
+	f.opts.LeaderElection.RetryPeriod = f.opts.LeaderElection.LeaseDuration * 2 / 15
 	return nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/dashboard"
 	"github.com/deployd/deployd/internal/kube"
+	"github.com/deployd/deployd/internal/leader"
 	"github.com/deployd/deployd/internal/metrics"
 	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/source"
@@ -73,6 +74,11 @@ type Options struct {
 	HistoryLimit int
 	// Deployer receives each revision to deploy; the default renders, applies and waits.
 	Deployer controller.Deployer
+	// LeaderElect makes this replica one of several: only the elected leader checks and
+	// deploys; the others serve reads and hand requests to it.
+	LeaderElect bool
+	// LeaderElection configures the election (its namespace is Namespace).
+	LeaderElection leader.Options
 	// Logger receives deployd's log.
 	Logger *slog.Logger
 	// Listening, when set, is called with the bound address before serving.
@@ -97,6 +103,7 @@ func DefaultOptions() Options {
 		HistoryLimit:    50,
 		Controller:      controller.DefaultOptions(),
 		GitTimeout:      source.DefaultOptions().Timeout,
+		LeaderElection:  leader.DefaultOptions(""),
 		Logger:          slog.Default(),
 	}
 }
@@ -171,25 +178,53 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	ctl = controller.New(src, dep, ctlOpts)
 	var wg sync.WaitGroup
-	var redo []config.Key
+	if opts.LeaderElect && p == nil {
+		return errors.New("leader election needs the deployment path (no test deployer)")
+	}
+	var rs *roles
+	var queue interface {
+		webhook.Queue
+		api.Queue
+	} = ctl
 	if p != nil {
+		rs = newRoles(ctl, p, p.kube, opts.Namespace, log)
+		rs.setConfig(cfg)
+		p.ctl = ctl
 		p.tracker.Start(work)
-		redo = p.recoverHistory(ctx, ctl, cfg, log)
+		if opts.LeaderElect {
+			queue = rs
+			if err := rs.watchStates(work, p.kube, opts.Namespace); err != nil {
+				return err
+			}
+			rs.follow(ctx, cfg)
+		}
+	}
+	var redo []config.Key
+	if rs != nil && !opts.LeaderElect {
+		redo = rs.lead(ctx, cfg, time.Time{}) // before serving: a restart shows its history at once
 	}
 	ctl.SetConfig(cfg)
-	for _, k := range redo {
-		ctl.Enqueue(k, controller.Request{Trigger: controller.TriggerStartup, Force: true})
+	// lead runs the work queue, at once or once elected, until ctx ends.
+	lead := func(ctx context.Context, since time.Time) {
+		if rs != nil && opts.LeaderElect {
+			redo = rs.lead(ctx, watcher.State().Config, since)
+		}
+		for _, k := range redo {
+			ctl.Enqueue(k, controller.Request{Trigger: controller.TriggerStartup, Force: true})
+		}
+		go releaseAfterStartup(ctx, ctl.Idle)
+		ctl.Run(ctx)
 	}
 	if opts.WebhookSecretFile == "" {
 		log.Warn("webhooks are off: start deployd with --webhook-secret-file to accept GitHub pushes")
 	}
-	hooks := webhook.New(ctl, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r); meter.Delivery(r) })
+	hooks := webhook.New(queue, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r); meter.Delivery(r) })
 
 	health := &health{watcher: watcher}
 	if p != nil {
 		health.synced = p.tracker.Synced
 	}
-	apiServer := api.New(p.apiDeps(state, ctl, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL})
+	apiServer := api.New(p.apiDeps(state, queue, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL})
 	mux := http.NewServeMux()
 	mux.Handle("/", apiServer.Handler())
 	dash := dashboard.Handler() // the page at / and its assets; the API keeps every other path
@@ -210,13 +245,16 @@ func Run(ctx context.Context, opts Options) error {
 	srv.RegisterOnShutdown(apiServer.CloseStreams)
 
 	wg.Go(func() { health.probeLoop(work, prober, opts.ProbeInterval, log) })
-	wg.Go(func() { ctl.Run(work) })
-	wg.Go(func() { releaseAfterStartup(work, ctl.Idle) })
+	lost, stopElection := elect(work, &wg, restCfg, opts, log, lead)
+	defer stopElection()
 	wg.Go(func() {
 		onReload := func(r config.Reload) {
 			logReload(log, r)
 			if r.Err == nil {
 				state.SetConfig(r.Config)
+				if rs != nil {
+					rs.setConfig(r.Config)
+				}
 				ctl.SetConfig(r.Config)
 			}
 		}
@@ -244,6 +282,16 @@ func Run(ctx context.Context, opts Options) error {
 			runner.Close()
 		}
 		return fmt.Errorf("serving HTTP: %w", err)
+	case err := <-lost:
+		// A replica that lost the lease stops at once: another may be deploying already.
+		log.Error("stopping: this replica is no longer the leader; a restart rejoins as a follower", "err", err)
+		_ = srv.Close()
+		stopWork()
+		wg.Wait()
+		if runner != nil {
+			runner.Close()
+		}
+		return err
 	}
 	log.Info("shutting down", "timeout", opts.ShutdownTimeout.String())
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.ShutdownTimeout)
@@ -266,6 +314,7 @@ func Run(ctx context.Context, opts Options) error {
 	case <-shutdownCtx.Done():
 		log.Warn("background work did not stop before the shutdown deadline")
 	}
+	stopElection() // the lease is released once the work stopped: a follower takes over at once
 	log.Info("stopped")
 	return nil
 }
@@ -322,6 +371,49 @@ func ensureStateNamespace(ctx context.Context, cfg *rest.Config, name string, lo
 		return
 	}
 	log.Info("created deployd's namespace for its state", "namespace", name)
+}
+
+// elect runs lead in wg: at once, or with leader election on, once this replica is
+// elected, until it stops leading or work ends. lost tells that the lease was lost
+// (or the election could not start); stop ends the election and releases the lease.
+func elect(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, opts Options, log *slog.Logger, lead func(context.Context, time.Time)) (lost <-chan error, stop func()) {
+	if !opts.LeaderElect {
+		wg.Go(func() { lead(work, time.Time{}) })
+		return nil, func() {}
+	}
+	lopts := opts.LeaderElection
+	lopts.Namespace = opts.Namespace
+	elected := make(chan context.Context, 1)
+	errs := make(chan error, 1)
+	ectx, cancel := context.WithCancel(context.WithoutCancel(work))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := leader.Run(ectx, cfg, lopts, log, func(lctx context.Context) { elected <- lctx }); err != nil {
+			errs <- err
+		}
+	}()
+	wg.Go(func() {
+		select {
+		case lctx := <-elected:
+			lctx, cancel := context.WithCancel(lctx)
+			defer context.AfterFunc(work, cancel)()
+			defer cancel()
+			// Requests handed over since the last leader may have died are acted on.
+			lead(lctx, time.Now().Add(-lopts.LeaseDuration-lopts.RetryPeriod))
+		case <-work.Done():
+		}
+	})
+	var once sync.Once
+	return errs, func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+			}
+		})
+	}
 }
 
 // releaseAfterStartup hands the memory of the startup burst back to the OS once the work

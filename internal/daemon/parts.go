@@ -27,6 +27,7 @@ import (
 
 // parts are the real deployment path: apply, rollout tracking, history, the runner.
 type parts struct {
+	kube    kubernetes.Interface
 	applier *apply.Applier
 	tracker *rollout.Tracker
 	states  *deploydstate.Store
@@ -96,7 +97,7 @@ func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	p := &parts{applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state}
+	p := &parts{kube: kube, applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state}
 	p.runner = deploy.New(src, applier, tracker, p.store, func(e deploy.Event) {
 		logEvent(log, e)
 		state.Record(e.Repo.Key(), e.Record)
@@ -193,8 +194,8 @@ func (p *parts) SetPause(ctx context.Context, repo config.Repo, pause view.Pause
 
 // apiDeps are what the API reads and acts through; without the real parts (a test's
 // own deployer) statuses are unknown and pausing is refused.
-func (p *parts) apiDeps(state *view.View, ctl *controller.Controller, cfg api.ConfigState) api.Deps {
-	d := api.Deps{View: state, Queue: ctl, Config: cfg, Statuses: noStatuses{}, Objects: noObjects{}, Pauser: noPauser{}}
+func (p *parts) apiDeps(state *view.View, queue api.Queue, cfg api.ConfigState) api.Deps {
+	d := api.Deps{View: state, Queue: queue, Config: cfg, Statuses: noStatuses{}, Objects: noObjects{}, Pauser: noPauser{}}
 	if p != nil {
 		d.Statuses, d.Objects, d.Pauser = p.tracker, p.applier, p
 	}

@@ -173,14 +173,18 @@ func (s *Store) parse(repo config.Repo, data map[string]string) (*stored, error)
 	return st, nil
 }
 
-// modify applies change to the stored records and writes them back; the state store
-// retries it on a conflicting write by another deployd.
-func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *stored) error) error {
-	meta := metav1.ObjectMeta{
+// Meta is the labels and annotations of a repo's state ConfigMap.
+func Meta(repo config.Repo) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
 		Labels:      map[string]string{"app.kubernetes.io/managed-by": "deployd", "deployd.dev/repo": repo.LabelValue(), "deployd.dev/environment": repo.Environment},
 		Annotations: map[string]string{"deployd.dev/repo-name": repo.Name, "deployd.dev/environment": repo.Environment},
 	}
-	err := s.states.Modify(ctx, repo.StateName(), meta, func(data map[string]string) error {
+}
+
+// modify applies change to the stored records and writes them back; the state store
+// retries it on a conflicting write by another deployd.
+func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *stored) error) error {
+	err := s.states.Modify(ctx, repo.StateName(), Meta(repo), func(data map[string]string) error {
 		st, err := s.parse(repo, data)
 		if err != nil {
 			return err

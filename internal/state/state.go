@@ -6,13 +6,15 @@
 // resourceVersion, and a conflicting, missing or already existing ConfigMap is read again
 // and the change retried, so another writer (a second deployd, a person) is never overwritten.
 // Reads answer from what this store last saw: another writer's change is seen at the next
-// conflict, or after a restart (one deployd writes; two replicas must elect a writer).
+// conflict, or when a watch hands it to Observe (replicas elect one writer, the leader;
+// followers watch).
 package state
 
 import (
 	"context"
 	"fmt"
 	"maps"
+	"strconv"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,11 +31,13 @@ type Store struct {
 	mu sync.Mutex
 	// known maps a name to its last seen version; a nil value means it did not exist.
 	known map[string]*corev1.ConfigMap
+	// deleted holds the names this store saw deleted under it (see Deleted).
+	deleted map[string]bool
 }
 
 // New returns a store for the ConfigMaps in namespace.
 func New(kube kubernetes.Interface, namespace string) *Store {
-	return &Store{kube: kube, namespace: namespace, known: map[string]*corev1.ConfigMap{}}
+	return &Store{kube: kube, namespace: namespace, known: map[string]*corev1.ConfigMap{}, deleted: map[string]bool{}}
 }
 
 // Namespace is where the store keeps its ConfigMaps.
@@ -95,6 +99,25 @@ func (s *Store) forget(name string) {
 	delete(s.known, name)
 }
 
+// markDeleted notes that the named ConfigMap was deleted (by hand, most likely) after
+// it was seen.
+func (s *Store) markDeleted(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted[name] = true
+}
+
+// Deleted reports whether the named ConfigMap was deleted after this store had seen it:
+// a write found it gone (and created it again, without what it held), or a watch told
+// so. It stays true, so whoever writes the ConfigMap first after the deletion, the
+// others can still tell what they find is not what they wrote. A ConfigMap missing when
+// first read (a new repo, or one deleted while deployd was stopped) does not count.
+func (s *Store) Deleted(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.deleted[name]
+}
+
 // Modify changes the named ConfigMap with change and writes it. A missing ConfigMap is
 // created with meta's labels and annotations. change sees the current data (never nil)
 // and may be called again after a conflict; when it leaves the data as it was, nothing
@@ -129,6 +152,9 @@ func (s *Store) Modify(ctx context.Context, name string, meta metav1.ObjectMeta,
 			s.remember(name, out)
 			return nil
 		}
+		if apierrors.IsNotFound(err) && cm.ResourceVersion != "" {
+			s.markDeleted(name)
+		}
 		stale := apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)
 		if stale && attempt < 20 {
 			s.forget(name)
@@ -137,4 +163,41 @@ func (s *Store) Modify(ctx context.Context, name string, meta metav1.ObjectMeta,
 		s.forget(name) // whatever happened, the next write reads first
 		return fmt.Errorf("writing ConfigMap/%s/%s: %w", s.namespace, name, err)
 	}
+}
+
+// Observe takes cm, as a watch delivered it, for the latest version when it is newer
+// than the one remembered, and reports whether it was: another replica's write is then
+// read at once, not at the next conflict.
+func (s *Store) Observe(cm *corev1.ConfigMap) bool {
+	if cm == nil || cm.Namespace != s.namespace {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if known, ok := s.known[cm.Name]; ok && known != nil && !newer(cm.ResourceVersion, known.ResourceVersion) {
+		return false
+	}
+	s.known[cm.Name] = cm.DeepCopy()
+	return true
+}
+
+// ObserveDeleted takes the named ConfigMap as gone.
+func (s *Store) ObserveDeleted(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.known[name] != nil {
+		s.deleted[name] = true
+	}
+	s.known[name] = nil
+}
+
+// newer compares resourceVersions: etcd's are growing integers, which the API server
+// documents as opaque; anything else different counts as newer.
+func newer(a, b string) bool {
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	if errA != nil || errB != nil {
+		return a != b
+	}
+	return x > y
 }
