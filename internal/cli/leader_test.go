@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/pkg/client"
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/simcluster"
@@ -101,10 +102,11 @@ func TestTwoReplicas(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+appNS+", interval: 0, timeout: 2m}\n")
 	secret := writeFile(t, dir, "secret", "hook-secret\n")
+	token := writeFile(t, dir, "token", "api-token\n")
 	key := config.Repo{Name: "shop/web", Environment: "production"}
 	args := func(name string) string {
 		return "--config " + cfg + " --kubeconfig " + env.Kubeconfig + " --cache-dir " + filepath.Join(dir, name) + " --namespace " + stateNS +
-			" --webhook-secret-file " + secret + " --log-format json --leader-elect"
+			" --webhook-secret-file " + secret + " --api-token-file " + token + " --log-format json --leader-elect"
 	}
 
 	a := startReplica(t, args("a"))
@@ -148,6 +150,42 @@ func TestTwoReplicas(t *testing.T) {
 			t.Errorf("the follower acted as the leader: %s", l)
 		}
 	}
+
+	// Pause and resume through the follower: the leader follows.
+	ctx := context.Background()
+	ca, err := client.NewClientWithResponses(a.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, _ := client.NewClientWithResponses(b.base)
+	reason := "incident 7"
+	if res, err := cb.PauseWithResponse(ctx, "shop", "web", &client.PauseParams{Reason: &reason}, bearer("api-token")); err != nil || res.StatusCode() != http.StatusOK {
+		t.Fatalf("pause through the follower: %v %v", err, res)
+	}
+	leaderPaused := func(want bool) {
+		t.Helper()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var last string
+		if err := wait.PollUntilContextCancel(pctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			res, err := ca.GetDeploymentWithResponse(ctx, "shop", "web", &client.GetDeploymentParams{})
+			if err != nil || res.JSON200 == nil || len(res.JSON200.Environments) != 1 {
+				return false, nil
+			}
+			last = string(res.Body)
+			return res.JSON200.Environments[0].Paused == want, nil
+		}); err != nil {
+			t.Fatalf("the leader's status does not show paused=%v: %s", want, last)
+		}
+	}
+	leaderPaused(true)
+	if res, _ := ca.SyncWithResponse(ctx, "shop", "web", &client.SyncParams{}, bearer("api-token")); res == nil || res.StatusCode() != http.StatusConflict {
+		t.Errorf("a sync at the leader while paused through the follower: %v", res)
+	}
+	if res, err := cb.ResumeWithResponse(ctx, "shop", "web", &client.ResumeParams{}, bearer("api-token")); err != nil || res.StatusCode() != http.StatusOK {
+		t.Fatalf("resume through the follower: %v %v", err, res)
+	}
+	leaderPaused(false)
 
 	// A slow rollout, killed mid-wait: the follower takes over and redoes it.
 	repo.Commit("main", "three", map[string]string{"deploy/manifests/web.yaml": slowDeployment("30s")})
