@@ -18,10 +18,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/deployd/deployd/internal/config"
-	"github.com/deployd/deployd/pkg/client"
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/simcluster"
+	"github.com/deployd/deployd/pkg/client"
 )
 
 // replica is a deployd process started with --leader-elect.
