@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 	"net/http"
 	"os"
 	"sort"
@@ -108,15 +109,34 @@ func New(deps Deps, opts Options) *Server {
 	return s
 }
 
+// MaxBody is the largest request body the API takes, the limit huma applies to
+// operations that read one. No operation does yet, so a larger body is refused before
+// anything else, the token included, instead of being drained by the server.
+const MaxBody = 1 << 20
+
 // Handler serves the API, its OpenAPI document (/openapi.json, /openapi.yaml) and docs
 // (/docs); plain status requests are answered from the status cache.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > MaxBody {
+			refuseBody(w)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
 		if s.serveStatus(w, r) {
 			return
 		}
 		s.mux.ServeHTTP(w, r)
 	})
+}
+
+// refuseBody answers 413 in huma's error format.
+func refuseBody(w http.ResponseWriter) {
+	body, _ := encode(huma.NewError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d MiB: the API's operations take their input in the path and query", MaxBody>>20)))
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	_, _ = w.Write(body)
 }
 
 // OpenAPI returns the API's OpenAPI document.

@@ -199,3 +199,37 @@ func TestDiff(t *testing.T) {
 		t.Errorf("Diff back = %+v, want a/c removed", got)
 	}
 }
+
+func TestPathsOutsideTheRepoAreRefused(t *testing.T) {
+	refused := []struct{ path, want string }{
+		{"../../etc", `"../../etc" points outside the repo: remove the '..'`},
+		{"deploy/../../etc", `"deploy/../../etc" points outside the repo: remove the '..'`},
+		{"./..", `"./.." points outside the repo: remove the '..'`},
+		{"deploy/{environment}/../../..", `"deploy/{environment}/../../.." points outside the repo: remove the '..'`},
+		{"/etc", `"/etc" must be relative to the repo's root, e.g. deploy/manifests`},
+		{`deploy\..\..\etc`, `"deploy\\..\\..\\etc" must use '/' between directories`},
+	}
+	for _, tc := range refused {
+		for _, where := range []string{"repos[0]", "defaults"} {
+			t.Run(where+" "+tc.path, func(t *testing.T) {
+				yaml := "repos:\n  - {name: a/b, url: 'https://h/a/b', namespace: x, path: '" + tc.path + "'}\n"
+				want := "repos.yaml:2: repos[0].path: " + tc.want
+				if where == "defaults" {
+					yaml = "defaults:\n  path: '" + tc.path + "'\nrepos:\n  - {name: a/b, url: 'https://h/a/b', namespace: x}\n"
+					want = "repos.yaml:2: defaults.path: " + tc.want
+				}
+				_, err := Parse("repos.yaml", []byte(yaml), DefaultOptions())
+				if err == nil || err.Error() != want {
+					t.Errorf("Parse error = %v\nwant %s", err, want)
+				}
+			})
+		}
+	}
+	kept := map[string]string{"deploy/../manifests": "manifests", "./deploy/": "deploy", ".": ".", "..deploy/x..": "..deploy/x.."}
+	for path, want := range kept {
+		cfg, err := Parse("repos.yaml", []byte("repos:\n  - {name: a/b, url: 'https://h/a/b', namespace: x, path: '"+path+"'}\n"), DefaultOptions())
+		if err != nil || cfg.Repos[0].Path != want {
+			t.Errorf("path %q: %v, %v; want it kept as %q", path, cfg, err, want)
+		}
+	}
+}

@@ -49,7 +49,7 @@ func sign(body []byte, key string) string {
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-func newHandler(t *testing.T, reposYAML string) (*Handler, *fakeQueue) {
+func newHandler(t testing.TB, reposYAML string) (*Handler, *fakeQueue) {
 	t.Helper()
 	cfg, err := config.Parse("repos.yaml", []byte(reposYAML), config.DefaultOptions())
 	if err != nil {
