@@ -21,13 +21,15 @@ type appOptions struct {
 	small bool
 	// readyAfter delays the pods' readiness, as a readiness probe does ("5s").
 	readyAfter string
+	// configOnly makes the app the settings ConfigMap alone: nothing to roll out.
+	configOnly bool
 }
 
 // manifestsFile is where the apps keep their manifests (deployd's default path).
 const manifestsFile = "deploy/manifests/app.yaml"
 
 // app returns a 10-object app (ServiceAccount, ConfigMaps, Secret, Service, Deployment,
-// Role, RoleBinding, PodDisruptionBudget), or 2 objects when small. The changed
+// Role, RoleBinding, PodDisruptionBudget), 2 objects when small, 1 when configOnly. The changed
 // ConfigMap stands in the middle, so a tool applying in file order gets no head start.
 func app(o appOptions) map[string]string {
 	strategy := "RollingUpdate"
@@ -57,6 +59,9 @@ kind: ConfigMap
 metadata: {name: settings}
 data: {value: %q}
 `, o.value)
+	if o.configOnly {
+		return map[string]string{manifestsFile: settings}
+	}
 	if o.small {
 		return map[string]string{manifestsFile: strings.Join([]string{settings, strings.Replace(deployment, "      serviceAccountName: web\n", "", 1)}, "---\n")}
 	}

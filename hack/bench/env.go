@@ -235,20 +235,31 @@ func (d *daemon) metric(ctx context.Context, name string) (float64, error) {
 
 // push sends a signed GitHub push webhook for repo.
 func (e *env) push(ctx context.Context, d *daemon, repo, sha string) error {
+	code, err := e.deliver(ctx, http.DefaultClient, d, repo, sha)
+	if err != nil {
+		return err
+	}
+	if code/100 != 2 {
+		return fmt.Errorf("webhook for %s answered %d %s", repo, code, http.StatusText(code))
+	}
+	return nil
+}
+
+// deliver sends a signed GitHub push webhook for repo through c and returns the answer's
+// status code.
+func (e *env) deliver(ctx context.Context, c *http.Client, d *daemon, repo, sha string) (int, error) {
 	body := []byte(`{"ref":"refs/heads/main","after":"` + sha + `","repository":{"full_name":"` + repo + `"}}`)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+d.addr+"/webhooks/github", bytes.NewReader(body))
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Hub-Signature-256", webhook.Signature([]byte(e.secret), body))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	_, _ = io.Copy(io.Discard, resp.Body) // so the connection is reused
 	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("webhook for %s answered %s", repo, resp.Status)
-	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 // deploymentEvent is what the harness reads of deployd's event stream.

@@ -7,7 +7,9 @@
 //  3. idle cost of 1,000 polled repos (RSS, CPU, git and API-server requests);
 //  4. 50 rollouts at once against one alone;
 //  5. cold start with 1,000 repos of 10 objects;
-//  6. the status API under load (wrk, in its own process), and the handler's Go benchmark.
+//  6. the status API under load (wrk, in its own process), and the handler's Go benchmark;
+//  7. 50 webhook deliveries a second for 60 s across 200 repos, while clients read the
+//     status API: none lost, no error answers, memory flat.
 //
 // It writes bench/results/<date>.json and the table in bench/RESULTS.md, and prints it.
 package main
@@ -44,6 +46,12 @@ type options struct {
 	keep     bool
 	args     string
 	readme   string
+	// hooksRepos, hooksRate and hooksFor shape scenario 7: repos, deliveries per second, how long.
+	hooksRepos int
+	hooksRate  int
+	hooksFor   time.Duration
+	// hooksReads is the status API reads per second during scenario 7 (0: unpaced).
+	hooksReads int
 }
 
 func main() {
@@ -55,7 +63,11 @@ func main() {
 	flag.IntVar(&o.many, "many", 50, "repos configured at once in scenario 4")
 	flag.DurationVar(&o.idle, "idle", 3*time.Minute, "how long scenario 3 watches idle deployd")
 	flag.DurationVar(&o.load, "load", 20*time.Second, "how long scenario 6 loads the status API")
-	flag.StringVar(&o.only, "only", "1,2,3,4,5,6", "scenarios to run, e.g. 1,2")
+	flag.IntVar(&o.hooksRepos, "hooks-repos", 200, "webhook-only repos of scenario 7")
+	flag.IntVar(&o.hooksRate, "hooks-rate", 50, "webhook deliveries per second in scenario 7")
+	flag.DurationVar(&o.hooksFor, "hooks-for", 60*time.Second, "how long scenario 7 delivers webhooks")
+	flag.IntVar(&o.hooksReads, "hooks-reads", 200, "status API reads per second during scenario 7, over 4 clients (0: as fast as they go)")
+	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7", "scenarios to run, e.g. 1,2")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
@@ -82,10 +94,13 @@ func run1(ctx context.Context, o options) error {
 	want := map[int]bool{}
 	for _, s := range strings.Split(o.only, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 6 {
-			return fmt.Errorf("-only %q: want scenario numbers from 1 to 6", o.only)
+		if err != nil || n < 1 || n > 7 {
+			return fmt.Errorf("-only %q: want scenario numbers from 1 to 7", o.only)
 		}
 		want[n] = true
+	}
+	if o.hooksRepos < 1 || o.hooksRate < 1 || o.hooksFor <= 0 || o.hooksReads < 0 {
+		return fmt.Errorf("-hooks-repos, -hooks-rate and -hooks-for must be positive, -hooks-reads not negative")
 	}
 	began := time.Now()
 	e, err := newEnv(ctx, o)
@@ -107,6 +122,11 @@ func run1(ctx context.Context, o options) error {
 	if want[6] {
 		if err := handlerBenchmark(ctx, r); err != nil {
 			r.fail("handler benchmark", err)
+		}
+	}
+	if want[7] {
+		if err := e.webhookLoad(ctx, r); err != nil {
+			r.fail("scenario 7", err)
 		}
 	}
 	if err := r.write(o.out, o.readme); err != nil {
