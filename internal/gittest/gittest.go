@@ -1,14 +1,14 @@
 // Package gittest gives tests real git repositories and a real smart-HTTP server
-// (git http-backend behind net/http/cgi) that can require a token, fail or hang.
+// (git http-backend behind net/http/cgi) that can require a token, fail, hang or stop.
 // It uses the git command line, which deployd itself never does.
 package gittest
 
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cgi"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,9 +140,11 @@ type Server struct {
 	// Token, when set, is required as the basic-auth password of every request.
 	Token string
 
-	srv      *httptest.Server
-	mode     atomic.Value // "", "down", "hang"
+	handler  http.Handler
+	addr     string
+	mode     atomic.Value // "", "down", "error", "hang"
 	mu       sync.Mutex
+	srv      *http.Server // nil while stopped
 	requests []string
 	hang     chan struct{}
 }
@@ -160,7 +162,7 @@ func NewServer(t TB) *Server {
 		Env:    []string{"GIT_PROJECT_ROOT=" + s.Root, "GIT_HTTP_EXPORT_ALL=1"},
 		Stderr: io.Discard, // "Not a git repository" for the tests that ask for a missing one
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		s.mu.Lock()
 		s.requests = append(s.requests, req.Method+" "+req.URL.Path+queryOf(req))
 		hang := s.hang
@@ -168,6 +170,9 @@ func NewServer(t TB) *Server {
 		switch s.mode.Load() {
 		case "down":
 			http.Error(w, "git server down for the test", http.StatusServiceUnavailable)
+			return
+		case "error":
+			http.Error(w, "git server failing for the test", http.StatusInternalServerError)
 			return
 		case "hang":
 			select {
@@ -184,13 +189,49 @@ func NewServer(t TB) *Server {
 			}
 		}
 		cgiHandler.ServeHTTP(w, req)
-	}))
-	s.URL = s.srv.URL
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("git server: %v", err)
+	}
+	s.addr = l.Addr().String()
+	s.URL = "http://" + s.addr
+	s.serve(l)
 	t.Cleanup(func() {
 		s.SetMode("")
-		s.srv.Close()
+		s.Stop()
 	})
 	return s
+}
+
+func (s *Server) serve(l net.Listener) {
+	srv := &http.Server{Handler: s.handler}
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
+	go func() { _ = srv.Serve(l) }()
+}
+
+// Stop closes the server and its connections, as a machine that went away: connections
+// to URL are refused until Start.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+	}
+}
+
+// Start serves again at the same URL after Stop.
+func (s *Server) Start(t TB) {
+	t.Helper()
+	l, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		t.Fatalf("git server: listening again on %s: %v", s.addr, err)
+	}
+	s.serve(l)
 }
 
 func queryOf(r *http.Request) string {
@@ -206,7 +247,8 @@ func (s *Server) NewRepo(t TB, name string) *Repo { return NewRepo(t, s.Root, na
 // RepoURL is the HTTP URL of a repository named name.
 func (s *Server) RepoURL(name string) string { return fmt.Sprintf("%s/%s.git", s.URL, name) }
 
-// SetMode makes the server answer normally (""), with 503 ("down"), or never ("hang").
+// SetMode makes the server answer normally (""), with 503 ("down"), with 500 ("error"),
+// or never ("hang").
 func (s *Server) SetMode(mode string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -43,8 +43,26 @@ func (c *Cluster) spawn(name, bin string, args ...string) (*process, error) {
 		logFile.Close()
 		close(p.done)
 	}()
+	// A component started again (StartAPIServer) takes its predecessor's place, so Stop
+	// still goes in reverse start order.
+	for i, prev := range c.procs {
+		if prev.name == name {
+			c.procs[i] = p
+			return p, nil
+		}
+	}
 	c.procs = append(c.procs, p)
 	return p, nil
+}
+
+// proc returns the component named name, or nil.
+func (c *Cluster) proc(name string) *process {
+	for _, p := range c.procs {
+		if p.name == name {
+			return p
+		}
+	}
+	return nil
 }
 
 // waitHTTP waits until url answers 200, failing early if the process exits.

@@ -83,6 +83,8 @@ type Cluster struct {
 	opts    Options
 	procs   []*process
 	etcdURL string
+	// apiArgs start kube-apiserver again after StopAPIServer: same port, etcd and certificates.
+	apiArgs []string
 }
 
 // Start builds (if needed) and starts a cluster on free loopback ports, returning once
@@ -168,19 +170,16 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		return fmt.Errorf("writing tokens.csv: %w", err)
 	}
 	port := freePort()
-	p, err := c.spawn("kube-apiserver", c.bin("kube-apiserver"),
+	c.apiArgs = []string{
 		"--etcd-servers", c.etcdURL,
 		"--bind-address", "127.0.0.1", "--secure-port", port, "--cert-dir", c.path("pki"),
 		"--token-auth-file", c.path("tokens.csv"), "--authorization-mode", "RBAC",
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", c.path("sa.pub"), "--service-account-signing-key-file", c.path("sa.key"),
-		"--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged")
-	if err != nil {
-		return err
+		"--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged",
 	}
 	host := "https://127.0.0.1:" + port
-	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	if err := p.waitHTTP(ctx, insecure, host+"/readyz", token); err != nil {
+	if err := c.runAPIServer(ctx, host, token); err != nil {
 		return err
 	}
 	ca, err := os.ReadFile(filepath.Join(c.path("pki"), "apiserver.crt"))
@@ -190,6 +189,51 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	c.Config = &rest.Config{Host: host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: ca}, QPS: 200, Burst: 400}
 	c.Kubeconfig = c.path("kubeconfig")
 	return WriteKubeconfig(c.Kubeconfig, c.Config, "simcluster")
+}
+
+// runAPIServer spawns kube-apiserver with c.apiArgs and waits until it is ready. Its
+// certificates are generated into pki/ the first time and reused after.
+func (c *Cluster) runAPIServer(ctx context.Context, host, token string) error {
+	p, err := c.spawn("kube-apiserver", c.bin("kube-apiserver"), c.apiArgs...)
+	if err != nil {
+		return err
+	}
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	return p.waitHTTP(ctx, insecure, host+"/readyz", token)
+}
+
+// StopAPIServer stops kube-apiserver, as an outage of the control plane does: requests
+// are refused until StartAPIServer. etcd and the other components keep running. Neither
+// may run at the same time as Stop.
+func (c *Cluster) StopAPIServer() error {
+	p := c.proc("kube-apiserver")
+	if p == nil {
+		return errors.New("stopping kube-apiserver: it is not part of this cluster")
+	}
+	return p.stop(10 * time.Second)
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer, on the same port with
+// the same etcd, certificates and tokens, so Config and Kubeconfig keep working; it
+// returns once the API server is ready.
+func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	p := c.proc("kube-apiserver")
+	if p == nil || c.apiArgs == nil {
+		return errors.New("starting kube-apiserver: it was never started in this cluster")
+	}
+	select {
+	case <-p.done:
+	default:
+		return errors.New("starting kube-apiserver: it is still running (call StopAPIServer first)")
+	}
+	// The old log is kept beside the new one: an outage's cause is in the earlier.
+	if err := os.Rename(p.log, c.path(fmt.Sprintf("kube-apiserver.%d.log", p.cmd.Process.Pid))); err != nil {
+		return fmt.Errorf("keeping the stopped kube-apiserver's log: %w", err)
+	}
+	if err := c.runAPIServer(ctx, c.Config.Host, c.Config.BearerToken); err != nil {
+		return fmt.Errorf("restarting kube-apiserver (logs in %s): %w", c.Dir, err)
+	}
+	return nil
 }
 
 func (c *Cluster) startControllers(ctx context.Context) error {

@@ -2,7 +2,9 @@ package simcluster
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +126,53 @@ func TestFailedPodsAreReplaced(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("want at least two Failed pods (one replaced by the ReplicaSet, then failed again): %v", err)
+	}
+}
+
+// TestAPIServerOutage stops the API server of a cluster of its own (the package's is
+// shared), sees requests refused, starts it again and sees the same data through the
+// same credentials.
+func TestAPIServerOutage(t *testing.T) {
+	ctx := context.Background()
+	c, err := Start(ctx, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping the cluster: %v", err)
+		}
+	})
+	client := newEnv(c.Config, c.Kubeconfig).Client
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kept", Namespace: "default"}, Data: map[string]string{"a": "b"}}
+	if _, err := client.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := c.PIDs()
+
+	if err := c.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{}); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("a read during the outage: %v, want connection refused", err)
+	}
+	if err := c.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := client.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{})
+	if err != nil || got.Data["a"] != "b" {
+		t.Fatalf("after the restart, with the same client: %v, %v", got, err)
+	}
+	after := c.PIDs()
+	if len(after) != len(before) || after[1] == before[1] {
+		t.Errorf("components %v before, %v after: want the API server replaced in its place", before, after)
+	}
+	for i := range before {
+		if i != 1 && after[i] != before[i] {
+			t.Errorf("component %d changed (pid %d, then %d): only the API server should restart", i, before[i], after[i])
+		}
+	}
+	if _, err := os.Stat(c.path(fmt.Sprintf("kube-apiserver.%d.log", before[1]))); err != nil {
+		t.Errorf("the stopped API server's log was not kept: %v", err)
 	}
 }
