@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 
@@ -71,11 +72,34 @@ type Applier struct {
 	states *state.Store
 	cfg    *rest.Config
 	kube   kubernetes.Interface
-	dyn    dynamic.Interface
+	own    clients
+	disco  discovery.CachedDiscoveryInterface
 	mapper *restmapper.DeferredDiscoveryRESTMapper
 
 	mu            sync.Mutex
-	impersonating map[string]dynamic.Interface
+	impersonating map[string]clients
+}
+
+// clients reach the cluster as one identity: deployd's own, or a repo's ServiceAccount.
+type clients struct {
+	dyn dynamic.Interface
+	// meta reads objects' metadata only, to list many kinds cheaply.
+	meta metadata.Interface
+}
+
+func newClients(cfg *rest.Config) (clients, error) {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return clients{}, err
+	}
+	// Listing every type warns of the deprecated ones, which deployd may not even use.
+	quiet := rest.CopyConfig(cfg)
+	quiet.WarningHandler = rest.NoWarnings{}
+	meta, err := metadata.NewForConfig(quiet)
+	if err != nil {
+		return clients{}, err
+	}
+	return clients{dyn: dyn, meta: meta}, nil
 }
 
 // New returns an Applier for the cluster cfg reaches, as deployd's own identity.
@@ -84,7 +108,7 @@ func New(cfg *rest.Config, opts Options) (*Applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating a cluster client: %w", err)
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	own, err := newClients(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating a cluster client: %w", err)
 	}
@@ -96,10 +120,11 @@ func New(cfg *rest.Config, opts Options) (*Applier, error) {
 	if states == nil {
 		states = state.New(kube, opts.StateNamespace)
 	}
+	disco := memory.NewMemCacheClient(dc)
 	return &Applier{
-		opts: opts, states: states, cfg: cfg, kube: kube, dyn: dyn,
-		mapper:        restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)),
-		impersonating: map[string]dynamic.Interface{},
+		opts: opts, states: states, cfg: cfg, kube: kube, own: own, disco: disco,
+		mapper:        restmapper.NewDeferredDiscoveryRESTMapper(disco),
+		impersonating: map[string]clients{},
 	}, nil
 }
 
@@ -145,6 +170,9 @@ type Result struct {
 	Changes []Change
 	// NamespaceCreated is true when the repo's namespace was created.
 	NamespaceCreated bool
+	// Rebuilt is set when the state ConfigMap, inventory and all, was deleted and live
+	// objects were found to rebuild the inventory from.
+	Rebuilt *Rebuilt
 }
 
 // ValidationError lists every problem found before anything was applied.
@@ -166,10 +194,11 @@ func (e *ValidationError) Error() string {
 // Apply validates, applies and prunes. On a validation error nothing was applied.
 func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 	var res Result
-	dyn, err := a.clientFor(req.Repo)
+	cl, err := a.clientFor(req.Repo)
 	if err != nil {
 		return res, err
 	}
+	dyn := cl.dyn
 	plan, err := a.plan(req)
 	if err != nil {
 		return res, err
@@ -178,7 +207,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 		return res, err
 	}
 	inv := newInventory(a.states, req.Repo)
-	previous, err := inv.load(ctx)
+	previous, err := a.previous(ctx, cl, inv, &res)
 	if err != nil {
 		return res, err
 	}
@@ -206,11 +235,11 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 	return res, err
 }
 
-// clientFor returns the dynamic client to apply the repo with: impersonating its
+// clientFor returns the clients to apply the repo with: impersonating its
 // ServiceAccount when it names one.
-func (a *Applier) clientFor(repo config.Repo) (dynamic.Interface, error) {
+func (a *Applier) clientFor(repo config.Repo) (clients, error) {
 	if repo.ServiceAccount == "" {
-		return a.dyn, nil
+		return a.own, nil
 	}
 	user := "system:serviceaccount:" + repo.Namespace + ":" + repo.ServiceAccount
 	a.mu.Lock()
@@ -220,9 +249,9 @@ func (a *Applier) clientFor(repo config.Repo) (dynamic.Interface, error) {
 	}
 	cfg := rest.CopyConfig(a.cfg)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-	c, err := dynamic.NewForConfig(cfg)
+	c, err := newClients(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("creating a client impersonating %s: %w", user, err)
+		return clients{}, fmt.Errorf("creating a client impersonating %s: %w", user, err)
 	}
 	a.impersonating[user] = c
 	return c, nil
@@ -244,7 +273,7 @@ func (a *Applier) ensureNamespace(ctx context.Context, repo config.Repo) (bool, 
 		"name":   repo.Namespace,
 		"labels": map[string]any{LabelManagedBy: ManagedByValue, LabelCreatedNamespace: "true", LabelRepo: repoLabel(repo)},
 	}}}
-	_, err = a.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{FieldManager: a.opts.FieldManager})
+	_, err = a.own.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{FieldManager: a.opts.FieldManager})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return false, fmt.Errorf("creating namespace %s: %w", repo.Namespace, err)
 	}
@@ -297,5 +326,5 @@ func (a *Applier) Live(ctx context.Context, r Ref) (*unstructured.Unstructured, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", r, err)
 	}
-	return a.resource(a.dyn, m, r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
+	return a.resource(a.own.dyn, m, r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
 }

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/render"
 	"github.com/deployd/deployd/internal/simcluster"
 )
@@ -428,4 +429,89 @@ func dynamicFor(t *testing.T) dynamic.Interface {
 		t.Fatal(err)
 	}
 	return d
+}
+
+func TestRebuildsAMissingInventory(t *testing.T) {
+	a, repo := setup(t)
+	ctx := context.Background()
+	apply := func(a *Applier, repo config.Repo, commit string, files map[string]string) Result {
+		t.Helper()
+		res, err := a.Apply(ctx, Request{Repo: repo, Commit: commit, Objects: objects(t, files)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	// Objects of another repo, and of another environment of this repo, in the same namespace.
+	other := repo
+	other.Name = "shop/other"
+	prod := repo
+	prod.Environment = "prod"
+	apply(a, other, "o1", map[string]string{"cm.yaml": configMap("other-repo", "1")})
+	apply(a, prod, "p1", map[string]string{"cm.yaml": configMap("prod-only", "1")})
+	svc := "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n"
+	first := apply(a, repo, "c1", map[string]string{"a.yaml": configMap("a", "1"), "svc.yaml": svc, "b.yaml": configMap("b", "1")})
+	if first.Rebuilt != nil {
+		t.Errorf("first deployment of a new repo: rebuilt %+v, want nothing found", *first.Rebuilt)
+	}
+	// The EndpointSlice controller copies the Service's labels, deployd's among them.
+	copied := func(ctx context.Context) (bool, error) {
+		l, err := env.Client.DiscoveryV1().EndpointSlices(repo.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelRepo + "=shop.web"})
+		return err == nil && len(l.Items) > 0, nil
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, copied); err != nil {
+		t.Fatalf("no EndpointSlice carries the Service's labels: %v", err)
+	}
+	// Someone copies a deployd object by hand, labels and all: deployd never applied it.
+	byHand := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "by-hand",
+		Labels: map[string]string{LabelManagedBy: ManagedByValue, LabelRepo: "shop.web", LabelEnvironment: "dev"}}}
+	if _, err := env.Client.CoreV1().ConfigMaps(repo.Namespace).Create(ctx, byHand, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.CoreV1().ConfigMaps(a.opts.StateNamespace).Delete(ctx, repo.StateName(), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The history records the next deployment before it is applied: it finds the
+	// ConfigMap gone and creates it again, without the inventory.
+	if _, err := history.NewStore(a.states, 10).Create(ctx, repo, history.Record{Phase: history.Applying}); err != nil {
+		t.Fatal(err)
+	}
+
+	res := apply(a, repo, "c2", map[string]string{"a.yaml": configMap("a", "1"), "svc.yaml": svc})
+	want := []string{
+		"configured ConfigMap/" + repo.Namespace + "/a",
+		"configured Service/" + repo.Namespace + "/web",
+		"pruned ConfigMap/" + repo.Namespace + "/b",
+	}
+	if got := actions(res); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if res.Rebuilt == nil || res.Rebuilt.Objects != 3 || res.Rebuilt.Commit != "c1" {
+		t.Fatalf("rebuilt %+v, want 3 objects of commit c1", res.Rebuilt)
+	}
+	if n := res.Rebuilt.Note(); !strings.Contains(n, "inventory rebuilt from 3 live objects") || !strings.Contains(n, "commit c1") {
+		t.Errorf("note %q", n)
+	}
+	gone := func(ctx context.Context) (bool, error) {
+		_, err := get(t, cmGVR, repo.Namespace, "b")
+		return apierrors.IsNotFound(err), nil
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, gone); err != nil {
+		t.Errorf("b still there after 30 s: %v", err)
+	}
+	for _, name := range []string{"a", "other-repo", "prod-only", "by-hand"} {
+		if _, err := get(t, cmGVR, repo.Namespace, name); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+
+	t.Run("the rebuilt inventory is stored and used next time", func(t *testing.T) {
+		res := apply(a, repo, "c3", map[string]string{"a.yaml": configMap("a", "1")})
+		if res.Rebuilt != nil {
+			t.Errorf("rebuilt again: %+v", *res.Rebuilt)
+		}
+		if got := actions(res); !contains(got, "pruned Service/"+repo.Namespace+"/web") {
+			t.Errorf("changes %v: want the Service pruned", got)
+		}
+	})
 }

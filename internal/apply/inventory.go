@@ -26,18 +26,23 @@ func newInventory(states *state.Store, repo config.Repo) *inventory {
 	return &inventory{states: states, repo: repo}
 }
 
-func (inv *inventory) load(ctx context.Context) ([]Ref, error) {
+// load returns the stored refs. stored is false when no inventory was saved in the state
+// ConfigMap as it is now: the repo is new, or the ConfigMap was deleted (whatever wrote
+// it first since, the history or this, created it without one). An empty inventory is
+// stored, as "null".
+func (inv *inventory) load(ctx context.Context) (refs []Ref, stored bool, err error) {
 	cm, err := inv.states.Get(ctx, inv.repo.StateName())
 	if err != nil || cm == nil {
-		return nil, err
+		return nil, false, err
 	}
-	var refs []Ref
-	if raw := cm.Data[inventoryKey]; raw != "" {
-		if err := json.Unmarshal([]byte(raw), &refs); err != nil {
-			return nil, fmt.Errorf("inventory ConfigMap/%s/%s is not valid: %w", inv.states.Namespace(), cm.Name, err)
-		}
+	raw, ok := cm.Data[inventoryKey]
+	if !ok || raw == "" {
+		return nil, ok, nil
 	}
-	return refs, nil
+	if err := json.Unmarshal([]byte(raw), &refs); err != nil {
+		return nil, true, fmt.Errorf("inventory ConfigMap/%s/%s is not valid: %w", inv.states.Namespace(), cm.Name, err)
+	}
+	return refs, true, nil
 }
 
 // save writes refs (nothing when they are what is stored already).

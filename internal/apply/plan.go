@@ -92,6 +92,10 @@ func (a *Applier) plan(req Request) (*plan, error) {
 			it.namespaced = scope == "Namespaced"
 		} else {
 			m, err := a.mapping(gvk)
+			if err != nil && !meta.IsNoMatchError(err) {
+				// Discovery failed (the API server is unreachable): no verdict on the kind.
+				return nil, fmt.Errorf("%s: %s: resolving kind %s: %w", o.Source, o.String(), gvkString(gvk), err)
+			}
 			if err != nil {
 				bad(o, "kind %s is not known to the API server (is its CRD installed?)", gvkString(gvk))
 				continue

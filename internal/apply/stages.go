@@ -63,6 +63,10 @@ func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, pr
 	_ = g.Wait()
 	var problems []string
 	for i, err := range errs {
+		if err != nil && !rejected(err) {
+			// Not a verdict on the manifests: retrying the same ones may succeed.
+			return fmt.Errorf("%s: %s: dry run: %w", items[i].source, items[i].ref(), err)
+		}
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %s: %s", items[i].source, items[i].ref(), explain(err)))
 		}
@@ -71,6 +75,19 @@ func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, pr
 		return &ValidationError{Problems: problems}
 	}
 	return nil
+}
+
+// rejected reports whether the API server judged an object and refused it, rather than
+// not answering: unreachable, timing out, overloaded, or not itself (a proxy's page). An
+// Internal Error counts as a verdict: server-side apply answers a value of the wrong
+// type ("failed to create typed patch object") with one.
+func rejected(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	return !apierrors.IsServerTimeout(err) && !apierrors.IsTimeout(err) && !apierrors.IsTooManyRequests(err) &&
+		!apierrors.IsServiceUnavailable(err) && !apierrors.IsUnexpectedServerError(err)
 }
 
 // explain says what the API server rejected, and for immutable fields how to opt in to recreation.
@@ -246,7 +263,7 @@ func (a *Applier) waitEstablished(ctx context.Context, crds []*item) error {
 	ctx, cancel := context.WithTimeout(ctx, a.opts.CRDTimeout)
 	defer cancel()
 	for _, it := range crds {
-		res := a.resource(a.dyn, it.mapping, "")
+		res := a.resource(a.own.dyn, it.mapping, "")
 		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			cur, err := res.Get(ctx, it.obj.GetName(), metav1.GetOptions{})
 			if err != nil {

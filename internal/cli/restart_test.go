@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 
+	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/history"
@@ -22,13 +25,39 @@ import (
 // records reads the repo's history straight from its state ConfigMap.
 func records(t *testing.T, ns string, repo config.Repo) []history.Record {
 	t.Helper()
-	cm, err := env.Client.CoreV1().ConfigMaps(ns).Get(context.Background(), repo.StateName(), metav1.GetOptions{})
+	recs, _ := storedRecordsOf(context.Background(), env.Client, ns, repo)
+	return recs
+}
+
+// storedRecordsOf reads the repo's history from its state ConfigMap, oldest first.
+func storedRecordsOf(ctx context.Context, kube kubernetes.Interface, ns string, repo config.Repo) ([]history.Record, error) {
+	cm, err := kube.CoreV1().ConfigMaps(ns).Get(ctx, repo.StateName(), metav1.GetOptions{})
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	var recs []history.Record
-	_ = json.Unmarshal([]byte(cm.Data["history"]), &recs)
-	return recs
+	if err := json.Unmarshal([]byte(cm.Data["history"]), &recs); err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// inventoryOf reads the names of the objects in the repo's stored inventory.
+func inventoryOf(t *testing.T, kube kubernetes.Interface, ns string, repo config.Repo) map[string]bool {
+	t.Helper()
+	cm, err := kube.CoreV1().ConfigMaps(ns).Get(context.Background(), repo.StateName(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("reading the inventory: %v", err)
+	}
+	var refs []apply.Ref
+	if err := json.Unmarshal([]byte(cm.Data["inventory"]), &refs); err != nil {
+		t.Fatalf("the inventory is not valid: %v\n%s", err, cm.Data["inventory"])
+	}
+	names := map[string]bool{}
+	for _, r := range refs {
+		names[r.Name] = true
+	}
+	return names
 }
 
 func waitRecords(t *testing.T, ns string, repo config.Repo, what string, cond func([]history.Record) bool) []history.Record {
@@ -88,4 +117,119 @@ func TestSIGKILLMidWait(t *testing.T) {
 	if err != nil || !strings.Contains(cm.Data["inventory"], `"kind":"Deployment"`) {
 		t.Errorf("inventory after the restart: %v %v", cm.Data["inventory"], err)
 	}
+}
+
+// TestSIGKILLMidPrune kills deployd while it prunes 140 of 150 ConfigMaps (slowly:
+// --kube-qps 5), starts another, and sees that the inventory still covered every object
+// left, that the next deployd prunes the rest, and that what git still holds was never
+// deleted: the kept objects keep their UIDs and nothing labelled as the repo's is orphaned.
+func TestSIGKILLMidPrune(t *testing.T) {
+	const total, keep = 150, 10
+	ctx := context.Background()
+	srv := gittest.NewServer(t)
+	gitRepo := srv.NewRepo(t, "shop/web")
+	gitRepo.Commit("main", "150 objects", configMaps(total, "1"))
+	appNS, stateNS := env.Namespace(t), env.Namespace(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+appNS+", interval: 1s}\n")
+	repo := config.Repo{Name: "shop/web", Environment: "production"}
+	args := []string{"--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", stateNS, "--log-format", "json"}
+
+	_, logs, stop := startDaemon(t, args...)
+	waitRecords(t, stateNS, repo, "150 objects deployed", func(r []history.Record) bool {
+		return len(r) == 1 && r[0].Phase == history.Succeeded
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("stopping the first deployd: %v\n%s", err, logs)
+	}
+	kept := map[string]string{} // name → UID
+	for i := range keep {
+		name := fmt.Sprintf("cm-%03d", i)
+		cm, err := env.Client.CoreV1().ConfigMaps(appNS).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("after the first deployment: %v", err)
+		}
+		kept[name] = string(cm.UID)
+	}
+
+	child := exec.Command(os.Args[0])
+	child.Env = append(os.Environ(), childEnv+"="+strings.Join(append(args, "--listen", "127.0.0.1:0", "--kube-qps", "5", "--kube-burst", "5"), " "))
+	childLogs := &syncBuffer{}
+	child.Stderr = childLogs
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	removed := map[string]string{}
+	for i := keep; i < total; i++ {
+		removed[fmt.Sprintf("deploy/manifests/cm-%03d.yaml", i)] = "" // deleted
+	}
+	head := gitRepo.Commit("main", "keep 10", removed)
+
+	// Kill it once the prune is under way: some removed objects are gone, most are not.
+	var left map[string]string
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err := wait.PollUntilContextCancel(pctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		left, _ = labelledConfigMaps(ctx, env.Client, appNS, repo)
+		return len(left) > 0 && len(left) <= total-20, nil
+	})
+	if err != nil {
+		t.Fatalf("the prune never got under way (%d objects left):\n%s", len(left), childLogs)
+	}
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+
+	left, err = labelledConfigMaps(ctx, env.Client, appNS, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) <= keep+20 {
+		t.Fatalf("the prune was nearly done when killed (%d objects left): make it slower", len(left))
+	}
+	t.Logf("killed with %d of %d objects left", len(left), total)
+	t.Run("the inventory covers every object left", func(t *testing.T) {
+		inv := inventoryOf(t, env.Client, stateNS, repo)
+		for name := range left {
+			if !inv[name] {
+				t.Errorf("ConfigMap %s is labelled as the repo's but not in the inventory: nothing would prune it", name)
+			}
+		}
+	})
+
+	_, logs, _ = startDaemon(t, args...)
+	recs := waitRecords(t, stateNS, repo, "the interrupted prune redone", func(r []history.Record) bool {
+		return len(r) == 3 && r[2].Phase == history.Succeeded
+	})
+	if recs[1].Phase != history.Error || !strings.HasPrefix(recs[1].Error, "interrupted") || recs[1].Commit.SHA != head || recs[2].Commit.SHA != head {
+		t.Errorf("records %+v\n%s", recs, logs)
+	}
+	t.Run("afterwards only what git holds is left, never deleted", func(t *testing.T) {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		err := wait.PollUntilContextCancel(pctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			left, _ = labelledConfigMaps(ctx, env.Client, appNS, repo)
+			return len(left) == keep, nil // foreground deletions end a moment after the prune
+		})
+		if err != nil {
+			t.Errorf("%d labelled ConfigMaps left, want the %d in git: %v", len(left), keep, left)
+		}
+		for name, uid := range kept {
+			cm, err := env.Client.CoreV1().ConfigMaps(appNS).Get(ctx, name, metav1.GetOptions{})
+			if err != nil || string(cm.UID) != uid {
+				t.Errorf("ConfigMap %s, still in git, was deleted (%v) or recreated (uid %s, was %s)", name, err, cm.UID, uid)
+			}
+		}
+		inv := inventoryOf(t, env.Client, stateNS, repo)
+		if len(inv) != keep {
+			t.Errorf("inventory holds %d objects, want the %d in git", len(inv), keep)
+		}
+		for name := range kept {
+			if !inv[name] {
+				t.Errorf("ConfigMap %s is not in the inventory", name)
+			}
+		}
+	})
 }

@@ -129,9 +129,10 @@ func (c *counting) count(name string) int {
 }
 
 type harness struct {
-	ctl     *controller.Controller
-	rec     *recorder
-	checker *counting
+	ctl      *controller.Controller
+	rec      *recorder
+	checker  *counting
+	cacheDir string
 }
 
 func start(t *testing.T, reposYAML string, opts controller.Options) *harness {
@@ -143,7 +144,7 @@ func start(t *testing.T, reposYAML string, opts controller.Options) *harness {
 	sopts := source.DefaultOptions()
 	sopts.CacheDir = t.TempDir()
 	sopts.Timeout = 5 * time.Second
-	h := &harness{rec: newRecorder(), checker: &counting{Source: source.New(sopts), checks: map[string]int{}}}
+	h := &harness{rec: newRecorder(), checker: &counting{Source: source.New(sopts), checks: map[string]int{}}, cacheDir: sopts.CacheDir}
 	opts.Observe = h.rec.observe
 	h.ctl = controller.New(h.checker, h.rec, opts)
 	h.ctl.SetConfig(cfg)

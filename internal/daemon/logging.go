@@ -45,6 +45,11 @@ func logEvent(log *slog.Logger, e deploy.Event) {
 	r := e.Record
 	attrs := []any{"repo", e.Repo.Name, "env", e.Repo.Environment, "deployment", r.Name(), "commit", r.Commit.SHA,
 		"phase", string(r.Phase), "trigger", r.Trigger}
+	if b := e.Rebuilt; b != nil {
+		log.Warn("the repo's inventory was missing (state ConfigMap deleted?); rebuilt it from live objects labelled for it",
+			"repo", e.Repo.Name, "env", e.Repo.Environment, "deployment", r.Name(),
+			"objects", b.Objects, "last_commit", b.Commit, "unlisted_types", b.Unlisted)
+	}
 	switch r.Phase {
 	case history.Failed, history.Error:
 		log.Error("deployment", append(attrs, "err", r.Error)...)

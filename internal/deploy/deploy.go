@@ -40,15 +40,25 @@ type Event struct {
 	Record history.Record
 	// GitHubDeploymentID is set when the deployment came from a GitHub deployment.
 	GitHubDeploymentID int64
+	// Rebuilt is set, on the event ending the apply, when the repo's inventory was
+	// missing and rebuilt from live objects (the record's note says so too).
+	Rebuilt *apply.Rebuilt
 }
 
 // DefaultMaxObjects is how many objects one repo may render to.
 const DefaultMaxObjects = 1000
 
+// repoFiles multiplies the file limit for a kustomization's read of the whole repo: its
+// bases may be anywhere, next to the app's code, and the byte limit still bounds memory.
+const repoFiles = 10
+
 // Runner runs deployments; it is the controller's Deployer.
 type Runner struct {
 	// MaxObjects bounds the objects one repo may render to; more fails the deployment.
 	MaxObjects int
+	// Limits bound the files read under the manifests path (a kustomization's read of
+	// the whole repo may have ten times MaxFiles); more fails the deployment for good.
+	Limits source.Limits
 
 	files   Files
 	applier Applier
@@ -58,6 +68,9 @@ type Runner struct {
 
 	mu      sync.Mutex
 	waiting map[config.Key]*wait
+	// unsaved are ended records whose write failed (the API server was away), by repo:
+	// the repo's next deployment stores them first.
+	unsaved map[config.Key][]history.Record
 	wg      sync.WaitGroup
 }
 
@@ -81,7 +94,7 @@ func New(files Files, applier Applier, waiter Waiter, store *history.Store, noti
 	if notify == nil {
 		notify = func(Event) {}
 	}
-	return &Runner{MaxObjects: DefaultMaxObjects, files: files, applier: applier, waiter: waiter, history: store, notify: notify, waiting: map[config.Key]*wait{}}
+	return &Runner{MaxObjects: DefaultMaxObjects, Limits: source.DefaultLimits(), files: files, applier: applier, waiter: waiter, history: store, notify: notify, waiting: map[config.Key]*wait{}, unsaved: map[config.Key][]history.Record{}}
 }
 
 // Deploy applies a revision and starts waiting for its rollout. It returns once the
@@ -89,6 +102,9 @@ func New(files Files, applier Applier, waiter Waiter, store *history.Store, noti
 // objects are permanent failures (controller.Permanent).
 func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	r.supersede(d.Repo.Key())
+	if err := r.saveUnsaved(ctx, d.Repo); err != nil {
+		return fmt.Errorf("recording the end of an earlier deployment: %w", err)
+	}
 	// Only the start and the end of a deployment are stored: a restart takes any record
 	// not ended as interrupted, whether it was applying or waiting, so the phases between
 	// are told (to the API, its events and GitHub) but not written.
@@ -110,26 +126,35 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
 	res, err := r.apply(ctx, d, rec.Number)
 	rec.Objects = objectsOf(res.Changes)
+	if res.Rebuilt != nil {
+		rec.Note = joinText(rec.Note, res.Rebuilt.Note())
+	}
 	if err != nil {
 		rec.Phase, rec.Error, rec.Ended = history.Error, err.Error(), time.Now().UTC()
-		r.save(d.Repo, rec, gh)
+		r.save(Event{Repo: d.Repo, Record: rec, GitHubDeploymentID: gh, Rebuilt: res.Rebuilt})
 		return err
 	}
 	rec.Phase = history.Waiting
-	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
+	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh, Rebuilt: res.Rebuilt})
 	r.startWait(d.Repo, rec, rollout.TargetsOf(res.Changes), gh)
 	return nil
 }
 
 func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int) (apply.Result, error) {
 	repo, rev := d.Repo, d.Revision
-	files, err := r.files.Files(repo, rev.Commit, repo.ManifestPath(), source.DefaultLimits())
+	files, err := r.files.Files(repo, rev.Commit, repo.ManifestPath(), r.Limits)
+	var over *source.LimitError
+	if errors.As(err, &over) {
+		return apply.Result{}, controller.Permanent(err)
+	}
 	if err != nil {
 		return apply.Result{}, err
 	}
 	if render.IsKustomization(files, repo.ManifestPath()) {
-		// An overlay may reach ../base anywhere in the repo.
-		if files, err = r.files.Files(repo, rev.Commit, ".", source.DefaultLimits()); err != nil {
+		// An overlay may reach ../base anywhere in the repo, next to the app's own code.
+		lim := r.Limits
+		lim.MaxFiles *= repoFiles
+		if files, err = r.files.Files(repo, rev.Commit, ".", lim); err != nil {
 			return apply.Result{}, controller.Permanent(err)
 		}
 	}
@@ -189,7 +214,7 @@ func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollo
 			rec.Phase, rec.Error = history.Superseded, context.Cause(ctx).Error()
 		}
 		rec.Ended = time.Now().UTC()
-		r.save(repo, rec, gh)
+		r.save(Event{Repo: repo, Record: rec, GitHubDeploymentID: gh})
 		r.mu.Lock()
 		if r.waiting[repo.Key()] == w {
 			delete(r.waiting, repo.Key())
@@ -209,14 +234,37 @@ func (r *Runner) supersede(key config.Key) {
 	}
 }
 
-// save writes a record, bounded in time: the wait's own context may be gone.
-func (r *Runner) save(repo config.Repo, rec history.Record, gh int64) {
+// save writes e's record, bounded in time (the wait's own context may be gone), and
+// tells of it.
+func (r *Runner) save(e Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := r.history.Update(ctx, repo, rec); err != nil {
-		rec.Error = joinErr(rec.Error, "recording: "+err.Error())
+	if err := r.history.Update(ctx, e.Repo, e.Record); err != nil {
+		e.Record.Error = joinText(e.Record.Error, "recording: "+err.Error())
+		r.mu.Lock()
+		r.unsaved[e.Repo.Key()] = append(r.unsaved[e.Repo.Key()], e.Record.Clone())
+		r.mu.Unlock()
 	}
-	r.notify(Event{Repo: repo, Record: rec.Clone(), GitHubDeploymentID: gh})
+	e.Record = e.Record.Clone()
+	r.notify(e)
+}
+
+// saveUnsaved stores the ends of the repo's deployments that could not be stored when
+// they ended, as they were told: a later record never sits above one still "applying".
+func (r *Runner) saveUnsaved(ctx context.Context, repo config.Repo) error {
+	r.mu.Lock()
+	recs := r.unsaved[repo.Key()]
+	delete(r.unsaved, repo.Key())
+	r.mu.Unlock()
+	for i, rec := range recs {
+		if err := r.history.Update(ctx, repo, rec); err != nil {
+			r.mu.Lock()
+			r.unsaved[repo.Key()] = append(recs[i:], r.unsaved[repo.Key()]...)
+			r.mu.Unlock()
+			return err
+		}
+	}
+	return nil
 }
 
 // Close ends every wait (as at shutdown: the next deployd redoes them) and waits for the records.
@@ -286,7 +334,8 @@ func (r *Runner) Recover(ctx context.Context, repo config.Repo) (Recovery, error
 	return out, nil
 }
 
-func joinErr(a, b string) string {
+// joinText appends b to a, after "; " when a is not empty.
+func joinText(a, b string) string {
 	if a == "" {
 		return b
 	}

@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/simcluster"
@@ -55,9 +58,11 @@ type fixture struct {
 	store  *history.Store
 	repo   config.Repo
 	events chan Event
+	// stateNS holds the state ConfigMaps.
+	stateNS string
 }
 
-func newFixture(t *testing.T, files filesByCommit) *fixture {
+func newFixture(t *testing.T, files Files) *fixture {
 	t.Helper()
 	ns := env.Namespace(t)
 	states := state.New(env.Client, ns)
@@ -74,7 +79,7 @@ func newFixture(t *testing.T, files filesByCommit) *fixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	tracker.Start(ctx)
 	t.Cleanup(cancel)
-	f := &fixture{store: history.NewStore(states, 50), events: make(chan Event, 100)}
+	f := &fixture{store: history.NewStore(states, 50), events: make(chan Event, 100), stateNS: ns}
 	f.runner = New(files, applier, tracker, f.store, func(e Event) { f.events <- e })
 	t.Cleanup(f.runner.Close)
 	f.repo = config.Repo{Name: "shop/web", Namespace: env.Namespace(t), Environment: "dev",
@@ -94,12 +99,18 @@ func (f *fixture) deploy(t *testing.T, commit string) {
 // waitPhase waits for record number n to reach phase.
 func (f *fixture) waitPhase(t *testing.T, n int, phase history.Phase) history.Record {
 	t.Helper()
+	return f.waitEvent(t, n, phase).Record
+}
+
+// waitEvent waits for the event telling that record number n reached phase.
+func (f *fixture) waitEvent(t *testing.T, n int, phase history.Phase) Event {
+	t.Helper()
 	deadline := time.After(time.Minute)
 	for {
 		select {
 		case e := <-f.events:
 			if e.Record.Number == n && e.Record.Phase == phase {
-				return e.Record
+				return e
 			}
 		case <-deadline:
 			recs, _ := f.store.List(context.Background(), f.repo)
@@ -219,5 +230,92 @@ func TestTooManyObjectsAreRefused(t *testing.T) {
 	recs, _ := f.store.List(context.Background(), f.repo)
 	if len(recs) != 1 || recs[0].Phase != history.Error {
 		t.Errorf("records %+v", recs)
+	}
+}
+
+func TestDeletedStateConfigMapIsRebuiltFromLiveObjects(t *testing.T) {
+	f := newFixture(t, filesByCommit{
+		"c1": {"deploy/a.yaml": configMap("a"), "deploy/b.yaml": configMap("b")},
+		"c2": {"deploy/a.yaml": configMap("a")},
+	})
+	ctx := context.Background()
+	f.deploy(t, "c1")
+	if rec := f.waitPhase(t, 1, history.Succeeded); rec.Note != "" {
+		t.Errorf("first deployment's note %q", rec.Note)
+	}
+	if err := env.Client.CoreV1().ConfigMaps(f.stateNS).Delete(ctx, f.repo.StateName(), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The history went with the ConfigMap: the next deployment is number 1 again.
+	f.deploy(t, "c2")
+	e := f.waitEvent(t, 1, history.Waiting)
+	if e.Rebuilt == nil || e.Rebuilt.Objects != 2 || e.Rebuilt.Commit != "c1" {
+		t.Fatalf("event rebuilt %+v, want 2 objects of commit c1", e.Rebuilt)
+	}
+	rec := f.waitPhase(t, 1, history.Succeeded)
+	if rec.Commit.SHA != "c2" || !strings.Contains(rec.Note, "inventory rebuilt from 2 live objects") {
+		t.Errorf("record of %s, note %q", rec.Commit.SHA, rec.Note)
+	}
+	var pruned []string
+	for _, o := range rec.Objects {
+		if o.Action == string(apply.Pruned) {
+			pruned = append(pruned, o.Object)
+		}
+	}
+	if want := "ConfigMap/" + f.repo.Namespace + "/b"; len(pruned) != 1 || pruned[0] != want {
+		t.Errorf("pruned %v, want %s", pruned, want)
+	}
+	stored, err := f.store.List(ctx, f.repo)
+	if err != nil || len(stored) != 1 || stored[0].Note != rec.Note {
+		t.Errorf("stored %+v (%v): want the note kept", stored, err)
+	}
+	if _, err := env.Client.CoreV1().ConfigMaps(f.repo.Namespace).Get(ctx, "a", metav1.GetOptions{}); err != nil {
+		t.Errorf("a: %v", err)
+	}
+}
+
+func configMap(name string) string {
+	return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + "}\ndata: {k: v}\n"
+}
+
+func TestFilesOverALimitAreAPermanentErrorRecord(t *testing.T) {
+	repo := gittest.NewRepo(t, t.TempDir(), "web")
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\n"
+	repo.Commit("main", "three manifests", map[string]string{
+		"deploy/a.yaml": fmt.Sprintf(cm, "a"), "deploy/b.yaml": fmt.Sprintf(cm, "b"), "deploy/c.yaml": fmt.Sprintf(cm, "c"),
+	})
+	opts := source.DefaultOptions()
+	opts.CacheDir = t.TempDir()
+	src := source.New(opts)
+	f := newFixture(t, src)
+	f.repo.URL, f.repo.Branch = repo.FileURL(), "main"
+	res, err := src.Check(context.Background(), f.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		lim  func(*source.Limits)
+		want string
+	}{
+		{"more files than the limit", func(l *source.Limits) { l.MaxFiles = 2 },
+			"shop/web: deploy has 3 files, more than the limit of 2: keep only manifests there, or set path in repos.yaml to a directory that holds only manifests"},
+		{"more bytes than the limit", func(l *source.Limits) { l.MaxTotalBytes = 100 },
+			"shop/web: the files in deploy add up to 153 bytes, more than the limit of 100 bytes: keep only manifests there, or set path in repos.yaml to a directory that holds only manifests"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f.runner.Limits = source.DefaultLimits()
+			tc.lim(&f.runner.Limits)
+			err := f.runner.Deploy(context.Background(), controller.Deployment{Repo: f.repo, Revision: res.Revision, Trigger: controller.TriggerPoll})
+			var permanent *controller.PermanentError
+			if err == nil || !asPermanent(err, &permanent) || err.Error() != tc.want {
+				t.Fatalf("error %v\nwant a permanent %s", err, tc.want)
+			}
+			recs, _ := f.store.List(context.Background(), f.repo)
+			if len(recs) != i+1 || recs[0].Phase != history.Error || recs[0].Error != tc.want || len(recs[0].Objects) != 0 {
+				t.Errorf("records %+v\nwant the newest an error: %s", recs, tc.want)
+			}
+		})
 	}
 }

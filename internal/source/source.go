@@ -11,13 +11,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
@@ -160,17 +163,38 @@ func (s *Source) Check(ctx context.Context, repo config.Repo) (Result, error) {
 	dir := s.dir(repo)
 	res, err := s.check(ctx, repo, dir, auth)
 	var cacheErr *cacheError
-	if !errors.As(err, &cacheErr) {
-		return res, err
+	if !errors.As(err, &cacheErr) || isDiskFault(err) {
+		return res, diskFault(repo, dir, err)
 	}
 	reason := cacheErr.Error()
 	s.forget(dir)
 	if err := os.RemoveAll(dir); err != nil {
-		return Result{}, fmt.Errorf("%s: removing the broken cache %s: %w", repo.Name, dir, err)
+		return Result{}, diskFault(repo, dir, fmt.Errorf("%s: removing the broken cache %s: %w", repo.Name, dir, err))
 	}
 	res, err = s.check(ctx, repo, dir, auth)
 	res.Recloned = reason
-	return res, err
+	return res, diskFault(repo, dir, err)
+}
+
+// isDiskFault reports whether err is the cache's disk refusing a write: full (or over
+// quota) or read-only. Cloning again cannot cure that, and the cache is left as it is.
+func isDiskFault(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS)
+}
+
+// diskFault replaces a disk fault's error, which names a file deep in the cache after a
+// git operation it broke, with one saying what the operator must fix and where; any
+// other err is returned as it is.
+func diskFault(repo config.Repo, dir string, err error) error {
+	if !isDiskFault(err) {
+		return err
+	}
+	var errno syscall.Errno
+	errors.As(err, &errno)
+	if errno == syscall.EROFS {
+		return fmt.Errorf("%s: the git cache's disk is read-only: cannot write to %s: %w (make it writable, or point --cache-dir at a writable directory)", repo.Name, dir, errno)
+	}
+	return fmt.Errorf("%s: the git cache's disk is full: cannot write to %s: %w (free space there, or point --cache-dir at a bigger disk)", repo.Name, dir, errno)
 }
 
 // cacheError is a problem with the local clone, cured by cloning again.
@@ -306,16 +330,33 @@ func (s *Source) dir(repo config.Repo) string {
 // isNetwork tells failures of the server or the network from problems of the cache.
 func isNetwork(err error) bool {
 	var netErr net.Error
-	var httpErr *githttp.Err
-	return errors.As(err, &netErr) || errors.As(err, &httpErr) ||
+	return errors.As(err, &netErr) || httpAnswer(err) != nil ||
 		errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) ||
 		errors.Is(err, transport.ErrRepositoryNotFound) || errors.Is(err, transport.ErrEmptyRemoteRepository) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
+// httpAnswer returns the unexpected HTTP answer err reports, or nil. go-git wraps it in
+// a plumbing.UnexpectedError, which does not unwrap: errors.As alone misses it, and a
+// server answering 500 would be taken for a broken cache and the cache thrown away.
+func httpAnswer(err error) *githttp.Err {
+	var answer *githttp.Err
+	if errors.As(err, &answer) {
+		return answer
+	}
+	var unexpected *plumbing.UnexpectedError
+	if errors.As(err, &unexpected) && errors.As(unexpected.Err, &answer) {
+		return answer
+	}
+	return nil
+}
+
 func networkError(ctx context.Context, err error) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("timed out: %w", err)
+	}
+	if answer := httpAnswer(err); answer != nil {
+		return fmt.Errorf("the server answered %s: %w", answer.Response.Status, answer)
 	}
 	return err
 }
@@ -326,17 +367,104 @@ type Limits struct {
 	MaxFileBytes int64
 	// MaxTotalBytes fails the read when the files kept add up to more.
 	MaxTotalBytes int64
+	// MaxFiles fails the read when it would keep more files.
+	MaxFiles int
 }
 
-// DefaultLimits keeps files up to 1 MiB and 10 MiB in all.
+// DefaultLimits keeps files up to 1 MiB, and fails past 10 MiB or 1,000 files in all.
+// A repo may render to at most 1,000 objects (deploy.DefaultMaxObjects), and a manifest
+// file holds one or more: more files than that under a manifests path are not manifests
+// (a path pointing at code or assets, or a hostile repo), and reading them only costs
+// memory and time before the deployment fails anyway.
 func DefaultLimits() Limits {
-	return Limits{MaxFileBytes: 1 << 20, MaxTotalBytes: 10 << 20}
+	return Limits{MaxFileBytes: 1 << 20, MaxTotalBytes: 10 << 20, MaxFiles: 1000}
+}
+
+// LimitError refuses a commit whose files under Dir exceed Limits: reading the same
+// commit again cannot succeed.
+type LimitError struct {
+	// Dir is the directory read ("." for the whole repo).
+	Dir string
+	// Files counts the files under Dir that Files would keep (regular, at most
+	// MaxFileBytes each), and Bytes is their size.
+	Files int
+	Bytes int64
+	// Limits are the limits that were applied.
+	Limits Limits
+}
+
+func (e *LimitError) Error() string {
+	where, fix := e.Dir, "keep only manifests there, or set path in repos.yaml to a directory that holds only manifests"
+	if where == "." || where == "" {
+		where, fix = "the repo", `deployd reads the whole repo when path is "." or holds a kustomization: keep fewer files in the repo, or the manifests in a repo of their own`
+	}
+	if e.Files > e.Limits.MaxFiles {
+		return fmt.Sprintf("%s has %d files, more than the limit of %d: %s", where, e.Files, e.Limits.MaxFiles, fix)
+	}
+	return fmt.Sprintf("the files in %s add up to %s, more than the limit of %s: %s", where, formatBytes(e.Bytes), formatBytes(e.Limits.MaxTotalBytes), fix)
+}
+
+// formatBytes is n in the largest binary unit it has a whole one of, rounded up to a
+// tenth so that a size just over a limit does not print as the limit: "10.1 MiB".
+func formatBytes(n int64) string {
+	unit, size := "bytes", float64(n)
+	switch {
+	case n >= 1<<20:
+		unit, size = "MiB", size/(1<<20)
+	case n >= 1<<10:
+		unit, size = "KiB", size/(1<<10)
+	default:
+		return fmt.Sprintf("%d bytes", n)
+	}
+	return strings.TrimSuffix(strconv.FormatFloat(math.Ceil(size*10)/10, 'f', 1, 64), ".0") + " " + unit
 }
 
 // Files returns the regular files of commit under dir ("." for all), read from git
 // objects in the cache, not from a work tree a concurrent fetch could change. Symlinks
-// and submodules are left out: their targets are never followed.
+// and submodules are left out: their targets are never followed. Files over a limit
+// fail the read with a *LimitError that says by how much.
 func (s *Source) Files(repo config.Repo, commit, dir string, lim Limits) (map[string][]byte, error) {
+	tree, err := s.tree(repo, commit, dir)
+	if errors.Is(err, object.ErrDirectoryNotFound) {
+		return map[string][]byte{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	prefix := strings.TrimSuffix(dir, "/") + "/"
+	if dir == "." || dir == "" {
+		prefix = ""
+	}
+	files := map[string][]byte{}
+	over := &LimitError{Dir: dir, Limits: lim}
+	err = tree.Files().ForEach(func(f *object.File) error {
+		if !f.Mode.IsFile() || f.Mode == filemode.Symlink || f.Size > lim.MaxFileBytes {
+			return nil
+		}
+		// Past a limit the rest is counted, not read, so the error says by how much.
+		over.Files++
+		over.Bytes += f.Size
+		if over.Files > lim.MaxFiles || over.Bytes > lim.MaxTotalBytes {
+			return nil
+		}
+		content, err := f.Contents()
+		if err != nil {
+			return fmt.Errorf("reading %s%s: %w", prefix, f.Name, err)
+		}
+		files[prefix+f.Name] = []byte(content)
+		return nil
+	})
+	if err == nil && (over.Files > lim.MaxFiles || over.Bytes > lim.MaxTotalBytes) {
+		err = over
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", repo.Name, err)
+	}
+	return files, nil
+}
+
+// tree returns the tree of dir at commit: only it is walked, not the whole repo's.
+func (s *Source) tree(repo config.Repo, commit, dir string) (*object.Tree, error) {
 	r, err := s.repository(s.dir(repo), repo.URL)
 	if err != nil {
 		return nil, fmt.Errorf("%s: opening the git cache: %w", repo.Name, err)
@@ -349,37 +477,25 @@ func (s *Source) Files(repo config.Repo, commit, dir string, lim Limits) (map[st
 	if err != nil {
 		return nil, fmt.Errorf("%s: commit %s: %w", repo.Name, commit, err)
 	}
-	prefix := strings.TrimSuffix(dir, "/") + "/"
-	if dir == "." || dir == "" {
-		prefix = ""
+	if dir = strings.TrimSuffix(dir, "/"); dir == "." || dir == "" {
+		return tree, nil
 	}
-	files := map[string][]byte{}
-	var total int64
-	err = tree.Files().ForEach(func(f *object.File) error {
-		if !strings.HasPrefix(f.Name, prefix) || !f.Mode.IsFile() || f.Mode == filemode.Symlink || f.Size > lim.MaxFileBytes {
-			return nil
-		}
-		total += f.Size
-		if total > lim.MaxTotalBytes {
-			return fmt.Errorf("the files under %s add up to more than %d MiB", dir, lim.MaxTotalBytes>>20)
-		}
-		content, err := f.Contents()
-		if err != nil {
-			return fmt.Errorf("reading %s: %w", f.Name, err)
-		}
-		files[f.Name] = []byte(content)
-		return nil
-	})
+	sub, err := tree.Tree(dir)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", repo.Name, err)
+		return nil, fmt.Errorf("%s: reading %s at commit %s: %w", repo.Name, dir, short(commit), err)
 	}
-	return files, nil
+	return sub, nil
 }
 
 // Resolve returns the revision of a commit: from the cache (a rollback's target), else
 // fetched by its SHA (a GitHub deployment of a tag or hotfix off the branch; the server
 // must allow fetching reachable commits by SHA, as GitHub does).
 func (s *Source) Resolve(ctx context.Context, repo config.Repo, commit string) (Revision, error) {
+	rev, err := s.resolve(ctx, repo, commit)
+	return rev, diskFault(repo, s.dir(repo), err)
+}
+
+func (s *Source) resolve(ctx context.Context, repo config.Repo, commit string) (Revision, error) {
 	hash := plumbing.NewHash(commit)
 	if hash.IsZero() || hash.String() != strings.ToLower(commit) {
 		return Revision{}, fmt.Errorf("%s: %q is not a full commit SHA", repo.Name, commit)

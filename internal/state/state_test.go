@@ -108,6 +108,27 @@ func TestModify(t *testing.T) {
 		if err != nil || cm.Data["a"] != "" || cm.Data["b"] != "2" {
 			t.Errorf("data %v, %v: want only b", cm.Data, err)
 		}
+		if !s.Deleted("repo") {
+			t.Error("Deleted is false after a write found the ConfigMap gone")
+		}
+		if err := s.Modify(ctx, "new", meta, set("a", "1")); err != nil {
+			t.Fatal(err)
+		}
+		if s.Deleted("new") {
+			t.Error("a ConfigMap missing when first read counts as deleted")
+		}
+	})
+
+	t.Run("a deletion a watch tells of counts, once the ConfigMap was seen", func(t *testing.T) {
+		s := New(env.Client, env.Namespace(t))
+		s.ObserveDeleted("never-seen")
+		if err := s.Modify(ctx, "repo", meta, set("a", "1")); err != nil {
+			t.Fatal(err)
+		}
+		s.ObserveDeleted("repo")
+		if !s.Deleted("repo") || s.Deleted("never-seen") {
+			t.Errorf("Deleted: repo %v, never-seen %v; want true, false", s.Deleted("repo"), s.Deleted("never-seen"))
+		}
 	})
 }
 
