@@ -219,18 +219,3 @@ func slowDeployment(after string) string {
 		"  template:\n    metadata: {labels: {app: web}, annotations: {" + simcluster.ReadyAfterAnnotation + ": \"" + after + "\"}}\n" +
 		"    spec: {containers: [{name: web, image: \"nginx:1.27\"}]}\n"
 }
-
-// waitRecordsFor is waitRecords with its own deadline.
-func waitRecordsFor(t *testing.T, ns string, repo config.Repo, what string, within time.Duration, cond func([]history.Record) bool) []history.Record {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	var recs []history.Record
-	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
-		recs = records(t, ns, repo)
-		return cond(recs), nil
-	}); err != nil {
-		t.Fatalf("%s: history %+v", what, recs)
-	}
-	return recs
-}

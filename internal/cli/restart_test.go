@@ -60,9 +60,16 @@ func inventoryOf(t *testing.T, kube kubernetes.Interface, ns string, repo config
 	return names
 }
 
+// waitRecords waits up to 30 s for the stored history to meet cond.
 func waitRecords(t *testing.T, ns string, repo config.Repo, what string, cond func([]history.Record) bool) []history.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return waitRecordsFor(t, ns, repo, what, 30*time.Second, cond)
+}
+
+// waitRecordsFor is waitRecords with its own deadline.
+func waitRecordsFor(t *testing.T, ns string, repo config.Repo, what string, within time.Duration, cond func([]history.Record) bool) []history.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	var recs []history.Record
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
