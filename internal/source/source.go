@@ -104,7 +104,15 @@ type Source struct {
 	// last is the revision each cache and manifests path resolved to last: a head that
 	// did not move is not read again.
 	last map[string]Revision
+	// compact holds the caches to clone afresh at their next check (see maxPacks).
+	compact map[string]bool
 }
+
+// maxPacks bounds the packfiles a cache collects, one per fetch that brought something:
+// go-git keeps the index of every pack in memory while the repository is open (4–8 KB
+// each), so a busy repo's cache would grow without end (50 pushes a second added 20 MB a
+// minute). A cache with more is cloned afresh, shallow, at its next check: one pack.
+const maxPacks = 8
 
 // noObjects is go-git's object cache, keeping nothing: its own LRU, even with a size of
 // 0, allocates a 1,000-entry map per repository (45 MB at 1,000 repos), and deployd reads
@@ -117,7 +125,7 @@ func (noObjects) Clear()                                           {}
 
 // New returns a Source caching clones under opts.CacheDir.
 func New(opts Options) *Source {
-	return &Source{opts: opts, open: map[string]*git.Repository{}, last: map[string]Revision{}}
+	return &Source{opts: opts, open: map[string]*git.Repository{}, last: map[string]Revision{}, compact: map[string]bool{}}
 }
 
 // repository returns the open cache at dir, creating it with an origin remote for url.
@@ -161,7 +169,18 @@ func (s *Source) Check(ctx context.Context, repo config.Repo) (Result, error) {
 		return Result{}, err
 	}
 	dir := s.dir(repo)
+	if s.takeCompact(dir) {
+		s.forget(dir)
+		if err := os.RemoveAll(dir); err != nil {
+			return Result{}, diskFault(repo, dir, fmt.Errorf("%s: removing the cache %s to clone it afresh: %w", repo.Name, dir, err))
+		}
+	}
 	res, err := s.check(ctx, repo, dir, auth)
+	if err == nil && res.Fetched && packCount(dir) > maxPacks {
+		s.mu.Lock()
+		s.compact[dir] = true
+		s.mu.Unlock()
+	}
 	var cacheErr *cacheError
 	if !errors.As(err, &cacheErr) || isDiskFault(err) {
 		return res, diskFault(repo, dir, err)
@@ -174,6 +193,30 @@ func (s *Source) Check(ctx context.Context, repo config.Repo) (Result, error) {
 	res, err = s.check(ctx, repo, dir, auth)
 	res.Recloned = reason
 	return res, diskFault(repo, dir, err)
+}
+
+// takeCompact reports whether dir is to be cloned afresh, and forgets that it is.
+func (s *Source) takeCompact(dir string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.compact[dir]
+	delete(s.compact, dir)
+	return c
+}
+
+// packCount is how many packfiles the bare cache at dir holds.
+func packCount(dir string) int {
+	entries, err := os.ReadDir(filepath.Join(dir, "objects", "pack"))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".pack") {
+			n++
+		}
+	}
+	return n
 }
 
 // isDiskFault reports whether err is the cache's disk refusing a write: full (or over

@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -406,4 +407,40 @@ func TestSymlinksAreNeverFollowed(t *testing.T) {
 			t.Errorf("Files of a symlinked path = %v, %v; want nothing", files, err)
 		}
 	})
+}
+
+// TestPacksAreBounded pushes and checks many times: each fetch adds a pack (whose index
+// go-git holds in memory), and past maxPacks the cache is cloned afresh at the next
+// check, still answering the right head and files.
+func TestPacksAreBounded(t *testing.T) {
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "shop/web")
+	repo.Commit("main", "first", manifests)
+	src := newSource(t)
+	cfg := repoConfig("shop/web", srv.RepoURL("shop/web"))
+	ctx := context.Background()
+	dir := src.dir(cfg)
+	most := 0
+	for i := range 3 * maxPacks {
+		value := fmt.Sprintf("kind: ConfigMap\ndata: {n: \"%d\"}\n", i)
+		sha := repo.Commit("main", fmt.Sprintf("push %d", i), map[string]string{"deploy/manifests/cm.yaml": value})
+		res, err := src.Check(ctx, cfg)
+		if err != nil {
+			t.Fatalf("check %d: %v", i, err)
+		}
+		if res.Commit != sha {
+			t.Fatalf("check %d answered %s, want %s", i, res.Commit, sha)
+		}
+		files, err := src.Files(cfg, sha, "deploy/manifests", DefaultLimits())
+		if err != nil || string(files["deploy/manifests/cm.yaml"]) != value {
+			t.Fatalf("files at push %d: %q %v", i, files, err)
+		}
+		most = max(most, packCount(dir))
+	}
+	if most > maxPacks+1 {
+		t.Errorf("the cache reached %d packs, want at most %d", most, maxPacks+1)
+	}
+	if most <= maxPacks/2 {
+		t.Errorf("the cache never held more than %d packs: the test does not exercise the bound", most)
+	}
 }
