@@ -3,10 +3,8 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -48,13 +46,7 @@ func startReplica(t *testing.T, args string) *replica {
 	t.Helper()
 	addr := freeAddr(t)
 	r := &replica{base: "http://" + addr, logs: &syncBuffer{}}
-	r.cmd = exec.Command(os.Args[0])
-	r.cmd.Env = append(os.Environ(), childEnv+"="+args+" --listen "+addr)
-	r.cmd.Stdout, r.cmd.Stderr = io.Discard, r.logs
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.cmd.Process.Kill(); _ = r.cmd.Wait() })
+	r.cmd = startChild(t, args+" --listen "+addr, r.logs)
 	waitLog(t, r.logs, func(rec map[string]any) bool {
 		id, _ := rec["identity"].(string)
 		if rec["msg"] == "leader election on" && id != "" {

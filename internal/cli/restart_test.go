@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,6 +61,20 @@ func inventoryOf(t *testing.T, kube kubernetes.Interface, ns string, repo config
 	return names
 }
 
+// startChild runs deployd with args as a child process (the test binary, see TestMain),
+// so a test can SIGKILL it; it is killed at the test's end if still running.
+func startChild(t *testing.T, args string, stderr io.Writer) *exec.Cmd {
+	t.Helper()
+	child := exec.Command(os.Args[0])
+	child.Env = append(os.Environ(), childEnv+"="+args)
+	child.Stdout, child.Stderr = io.Discard, stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	return child
+}
+
 // waitRecords waits up to 30 s for the stored history to meet cond.
 func waitRecords(t *testing.T, ns string, repo config.Repo, what string, cond func([]history.Record) bool) []history.Record {
 	t.Helper()
@@ -94,11 +109,7 @@ func TestSIGKILLMidWait(t *testing.T) {
 	repo := config.Repo{Name: "shop/web", Environment: "production"}
 	args := "--config " + cfg + " --kubeconfig " + env.Kubeconfig + " --listen 127.0.0.1:0 --cache-dir " + filepath.Join(dir, "cache") + " --namespace " + stateNS
 
-	child := exec.Command(os.Args[0])
-	child.Env = append(os.Environ(), childEnv+"="+args)
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
+	child := startChild(t, args, io.Discard)
 	// A deployment is stored when it starts (applying) and when it ends; the inventory
 	// holding the Deployment says the apply is done and the rollout is being waited for.
 	waitRecords(t, stateNS, repo, "first deployment waiting", func(r []history.Record) bool {
@@ -159,14 +170,8 @@ func TestSIGKILLMidPrune(t *testing.T) {
 		kept[name] = string(cm.UID)
 	}
 
-	child := exec.Command(os.Args[0])
-	child.Env = append(os.Environ(), childEnv+"="+strings.Join(append(args, "--listen", "127.0.0.1:0", "--kube-qps", "5", "--kube-burst", "5"), " "))
 	childLogs := &syncBuffer{}
-	child.Stderr = childLogs
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	child := startChild(t, strings.Join(append(args, "--listen", "127.0.0.1:0", "--kube-qps", "5", "--kube-burst", "5"), " "), childLogs)
 	removed := map[string]string{}
 	for i := keep; i < total; i++ {
 		removed[fmt.Sprintf("deploy/manifests/cm-%03d.yaml", i)] = "" // deleted

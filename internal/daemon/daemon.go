@@ -273,24 +273,25 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Listening(ln.Addr())
 	}
 
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
+	// stopNow ends the background work at once; waits end unrecorded, and the next
+	// leader marks them interrupted and redoes them.
+	stopNow := func() {
 		stopWork()
 		wg.Wait()
 		if runner != nil {
 			runner.Close()
 		}
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		stopNow()
 		return fmt.Errorf("serving HTTP: %w", err)
 	case err := <-lost:
 		// A replica that lost the lease stops at once: another may be deploying already.
 		log.Error("stopping: this replica is no longer the leader; a restart rejoins as a follower", "err", err)
 		_ = srv.Close()
-		stopWork()
-		wg.Wait()
-		if runner != nil {
-			runner.Close()
-		}
+		stopNow()
 		return err
 	}
 	log.Info("shutting down", "timeout", opts.ShutdownTimeout.String())
@@ -300,13 +301,9 @@ func Run(ctx context.Context, opts Options) error {
 		log.Warn("HTTP requests still running at the shutdown deadline were cut off", "err", err)
 		_ = srv.Close()
 	}
-	stopWork()
 	done := make(chan struct{})
 	go func() {
-		wg.Wait()
-		if runner != nil {
-			runner.Close() // waits end unrecorded: the next start marks them interrupted and redoes them
-		}
+		stopNow()
 		close(done)
 	}()
 	select {

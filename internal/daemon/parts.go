@@ -124,15 +124,9 @@ func (p *parts) runnerOrNil() *deploy.Runner {
 func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, log *slog.Logger) []config.Key {
 	p.ctl = ctl
 	var redo []config.Key
-	names := make([]string, len(cfg.Repos))
-	for i, repo := range cfg.Repos {
-		names[i] = repo.StateName()
-	}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	if err := p.states.Preload(pctx, names); err != nil {
+	if err := p.preload(ctx, cfg); err != nil {
 		log.Warn("could not list the state ConfigMaps; reading them one by one", "err", err)
 	}
-	cancel()
 	for _, repo := range cfg.Repos {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rec, err := p.runner.Recover(rctx, repo)
@@ -154,6 +148,17 @@ func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, 
 		}
 	}
 	return redo
+}
+
+// preload reads the state ConfigMaps of cfg's repos with one list.
+func (p *parts) preload(ctx context.Context, cfg *config.Config) error {
+	names := make([]string, len(cfg.Repos))
+	for i, repo := range cfg.Repos {
+		names[i] = repo.StateName()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return p.states.Preload(ctx, names)
 }
 
 // watchDeployed starts watching the objects of the repo's deployed record, in the

@@ -200,15 +200,9 @@ func (r *roles) show(ctx context.Context, repo config.Repo) {
 
 // follow fills the view from the state ConfigMaps at a follower's start.
 func (r *roles) follow(ctx context.Context, cfg *config.Config) {
-	names := make([]string, len(cfg.Repos))
-	for i, repo := range cfg.Repos {
-		names[i] = repo.StateName()
-	}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	if err := r.p.states.Preload(pctx, names); err != nil {
+	if err := r.p.preload(ctx, cfg); err != nil {
 		r.log.Warn("could not list the state ConfigMaps; the history shows once the leader writes it", "err", err)
 	}
-	cancel()
 	for _, repo := range cfg.Repos {
 		r.show(ctx, repo)
 	}

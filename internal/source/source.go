@@ -170,9 +170,8 @@ func (s *Source) Check(ctx context.Context, repo config.Repo) (Result, error) {
 	}
 	dir := s.dir(repo)
 	if s.takeCompact(dir) {
-		s.forget(dir)
-		if err := os.RemoveAll(dir); err != nil {
-			return Result{}, diskFault(repo, dir, fmt.Errorf("%s: removing the cache %s to clone it afresh: %w", repo.Name, dir, err))
+		if err := s.discard(repo, dir, "to clone it afresh"); err != nil {
+			return Result{}, err
 		}
 	}
 	res, err := s.check(ctx, repo, dir, auth)
@@ -186,13 +185,21 @@ func (s *Source) Check(ctx context.Context, repo config.Repo) (Result, error) {
 		return res, diskFault(repo, dir, err)
 	}
 	reason := cacheErr.Error()
-	s.forget(dir)
-	if err := os.RemoveAll(dir); err != nil {
-		return Result{}, diskFault(repo, dir, fmt.Errorf("%s: removing the broken cache %s: %w", repo.Name, dir, err))
+	if err := s.discard(repo, dir, "as it is broken"); err != nil {
+		return Result{}, err
 	}
 	res, err = s.check(ctx, repo, dir, auth)
 	res.Recloned = reason
 	return res, diskFault(repo, dir, err)
+}
+
+// discard removes the cache at dir, closed first, so the next check clones it afresh.
+func (s *Source) discard(repo config.Repo, dir, why string) error {
+	s.forget(dir)
+	if err := os.RemoveAll(dir); err != nil {
+		return diskFault(repo, dir, fmt.Errorf("%s: removing the cache %s %s: %w", repo.Name, dir, why, err))
+	}
+	return nil
 }
 
 // takeCompact reports whether dir is to be cloned afresh, and forgets that it is.
