@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -321,6 +322,18 @@ func TestImpersonationIsBoundByRBAC(t *testing.T) {
 	}
 	if _, err := env.Client.RbacV1().RoleBindings(repo.Namespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	// The API server's authorizer learns of the binding from its own watch, a moment later.
+	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:               "system:serviceaccount:" + repo.Namespace + ":deployer",
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: repo.Namespace, Verb: "patch", Resource: "configmaps"}}}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(wctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		got, err := env.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		return err == nil && got.Status.Allowed, nil
+	}); err != nil {
+		t.Fatal("the RoleBinding never took effect")
 	}
 	if _, err := a.Apply(ctx, Request{Repo: repo, Commit: "c", Objects: objs}); err != nil {
 		t.Errorf("apply with rights: %v", err)
