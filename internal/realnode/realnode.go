@@ -183,6 +183,9 @@ func (n *Node) startCluster(ctx context.Context) error {
 	}
 	if copts.Dir == "" {
 		copts.Dir = n.path("cluster")
+		if err := os.MkdirAll(copts.Dir, 0o755); err != nil {
+			return err
+		}
 	}
 	c, err := simcluster.Start(ctx, copts)
 	if err != nil {

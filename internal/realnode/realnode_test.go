@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -117,6 +118,20 @@ func TestRealNode(t *testing.T) {
 	})
 
 	t.Run("teardown leaves the machine as it found it", func(t *testing.T) {
+		// What Observe sees while the node runs, so that equality after Stop means something.
+		during := Observe(binDir)
+		for what, found := range map[string]bool{
+			"the node address on lo":            slices.Contains(during.Addresses, "lo "+Address+"/32"),
+			"kube-proxy's KUBE-SERVICES":        slices.ContainsFunc(during.Rules, func(r string) bool { return strings.Contains(r, ":KUBE-SERVICES") }),
+			"the bridge plugin's CNI-*":         slices.ContainsFunc(during.Rules, func(r string) bool { return strings.Contains(r, ":CNI-") }),
+			"the kubelet's volume mounts":       slices.ContainsFunc(during.Mounts, func(m string) bool { return strings.HasPrefix(m, n.Dir+"/kubelet/pods/") }),
+			"containers in the node's cgroup":   len(during.Processes) > 0,
+			"ip_forward on (the bridge plugin)": during.Sysctls["net/ipv4/ip_forward"] == "1",
+		} {
+			if !found {
+				t.Errorf("while the node runs, Observe does not see %s", what)
+			}
+		}
 		if err := n.Stop(); err != nil {
 			t.Fatal(err)
 		}
