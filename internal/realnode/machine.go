@@ -124,6 +124,21 @@ func (m *machine) save() error {
 	return nil
 }
 
+// Sweep undoes what a real node's run killed before its Stop left on the machine (its
+// processes and containers, mounts, iptables chains, bridge, address, sysctls, cgroups
+// and files), if any; Start does it too. It waits for a running node to stop first.
+func Sweep(ctx context.Context, progress io.Writer) error {
+	lock, err := lockStateDir(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := sweepLeftover(progress); err != nil {
+		return err
+	}
+	return errors.Join(os.Remove(filepath.Join(stateDir, "lock")), os.Remove(stateDir))
+}
+
 // sweepLeftover undoes a killed run's changes, as its record says. The caller holds the
 // lock, so the run that wrote the record is gone.
 func sweepLeftover(progress io.Writer) error {
