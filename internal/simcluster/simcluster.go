@@ -203,11 +203,15 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	port := freePort()
 	c.apiArgs = []string{
 		"--etcd-servers", c.etcdURL,
-		"--bind-address", addr, "--advertise-address", addr, "--secure-port", port, "--cert-dir", c.path("pki"),
+		"--bind-address", addr, "--secure-port", port, "--cert-dir", c.path("pki"),
 		"--token-auth-file", c.path("tokens.csv"), "--authorization-mode", "RBAC",
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", c.path("sa.pub"), "--service-account-signing-key-file", c.path("sa.key"),
 		"--service-cluster-ip-range", ServiceRange, "--allow-privileged",
+	}
+	if c.opts.Address != "" {
+		// Left out, the API server advertises the host's address, loopback being refused.
+		c.apiArgs = append(c.apiArgs, "--advertise-address", addr)
 	}
 	if c.opts.RealNode != "" {
 		args, err := c.prepareNodeAccess()
