@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster cluster-tool image image-tar openapi
+.PHONY: deps fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster cluster-tool image image-tar openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 build:
@@ -23,8 +23,12 @@ simcluster:
 cluster-tool:
 	@$(GO) build -o $(BIN)/cluster ./hack/cluster
 
+## deps: the Debian packages the tests need, installed when missing (as root), else named
+deps:
+	@bash hack/deps.sh
+
 ## test: every test, with the race detector, against one shared simulated cluster
-test: simcluster cluster-tool
+test: deps simcluster cluster-tool
 	$(BIN)/cluster exec -- $(GO) test -race -count=1 $(TESTFLAGS) ./...
 	cd hack/kind && $(GO) test -count=1 ./...
 
