@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster realnode cluster-tool image openapi
+.PHONY: deps fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster realnode cluster-tool image image-tar openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 build:
@@ -27,8 +27,12 @@ realnode:
 cluster-tool:
 	@$(GO) build -o $(BIN)/cluster ./hack/cluster
 
+## deps: the Debian packages the tests need, installed when missing (as root), else named
+deps:
+	@bash hack/deps.sh
+
 ## test: every test, with the race detector, against one shared simulated cluster
-test: simcluster cluster-tool
+test: deps simcluster cluster-tool
 	$(BIN)/cluster exec -- $(GO) test -race -count=1 $(TESTFLAGS) ./...
 	cd hack/kind && $(GO) test -count=1 ./...
 
@@ -85,6 +89,10 @@ kind-up:
 ## kind-down: remove the kind cluster
 kind-down:
 	cd hack/kind && $(GO) run . down
+
+## image-tar: the same image without Docker (the Dockerfile's recipe run on this machine), as bin/deployd-image.tar
+image-tar:
+	$(GO) run ./hack/image -o $(BIN)/deployd-image.tar -tag deployd:$(VERSION) -version $(VERSION) -commit $(COMMIT)
 
 ## image: the container image (needs Docker)
 image:
