@@ -86,7 +86,9 @@ const cniConfig = `{
 
 // kubeletConfig keeps the kubelet to its work directory and off the host's settings:
 // cgroup v1 allowed, no swap check, image GC and eviction practically off, webhook
-// authentication with the API server's client CA so logs, exec and port-forward work.
+// authentication with the API server's client CA so logs, exec and port-forward work,
+// and a sync every 5 s (not 1 min) so an edited ConfigMap or Secret reaches Pods' files
+// within seconds.
 const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
@@ -121,6 +123,7 @@ serializeImagePulls: false
 resolvConf: /etc/resolv.conf
 protectKernelDefaults: false
 staticPodPath: ""
+syncFrequency: 5s
 `
 
 // proxyConfig runs kube-proxy in iptables mode with NodePorts on the node address only,

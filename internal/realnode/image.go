@@ -1,20 +1,15 @@
 package realnode
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"path"
+	"path/filepath"
 	"runtime"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/deployd/deployd/internal/imagebuild"
 )
 
 // ImportImage loads an image tarball (docker save format, as tarball.WriteToFile writes
@@ -35,69 +30,30 @@ func (n *Node) LoadImage(ctx context.Context, img v1.Image, ref string) error {
 	}
 	f.Close()
 	defer os.Remove(f.Name())
-	if err := WriteTarball(img, ref, f.Name()); err != nil {
+	if err := imagebuild.WriteTarball(img, ref, f.Name()); err != nil {
 		return err
 	}
 	return n.ImportImage(ctx, f.Name())
 }
 
-// WriteTarball writes img, named ref, as a tarball ctr and `docker load` accept.
-func WriteTarball(img v1.Image, ref, path string) error {
-	tag, err := name.NewTag(ref)
-	if err != nil {
-		return fmt.Errorf("image name %q: %w", ref, err)
-	}
-	if err := tarball.WriteToFile(path, tag, img); err != nil {
-		return fmt.Errorf("writing image %s to %s: %w", ref, path, err)
-	}
-	return nil
-}
-
 // BinaryImage is an image of one static binary at /<its name>, run as its entrypoint by
-// user (uid:gid), with env and an empty /tmp.
+// user (uid:gid) with args, env and an empty /tmp.
 func BinaryImage(binaryPath, user string, env []string, args ...string) (v1.Image, error) {
 	bin, err := os.ReadFile(binaryPath)
 	if err != nil {
 		return nil, fmt.Errorf("reading the image's binary: %w", err)
 	}
-	target := "/" + path.Base(binaryPath)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, h := range []*tar.Header{
-		{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777},
-		{Name: target[1:], Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin))},
-	} {
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
+	target := "/" + filepath.Base(binaryPath)
+	return imagebuild.Build(imagebuild.Spec{
+		Files: []imagebuild.File{
+			{Path: "/tmp", Dir: true, Mode: 0o1777},
+			{Path: target, Mode: 0o755, Data: bin},
+		},
+		Entrypoint: []string{target},
+		Cmd:        args,
+		User:       user,
+		Env:        append([]string{"PATH=/"}, env...),
 	})
-	if err != nil {
-		return nil, fmt.Errorf("building the image layer: %w", err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
-	cfg.Config.Entrypoint = []string{target}
-	cfg.Config.Cmd = args
-	cfg.Config.User = user
-	cfg.Config.Env = append([]string{"PATH=/"}, env...)
-	return mutate.ConfigFile(img, cfg)
 }
 
 func (n *Node) importSandboxImage(ctx context.Context) error {
