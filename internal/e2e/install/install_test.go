@@ -1,0 +1,278 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/imagebuild"
+	"github.com/deployd/deployd/internal/realnode"
+	"github.com/deployd/deployd/internal/simcluster"
+	"github.com/deployd/deployd/internal/webhook"
+	"github.com/deployd/deployd/pkg/client"
+)
+
+// app is the sample app's manifests: two replicas of hack/sampleapp whose readiness
+// probe decides the rollout, and a Service in front.
+func app(message string) string {
+	return `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: sampleapp:dev
+          imagePullPolicy: IfNotPresent
+          env: [{name: MESSAGE, value: "` + message + `"}]
+          ports: [{containerPort: 8080}]
+          readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+`
+}
+
+// TestInstall installs deployd on a real node the way the README tells users, and
+// follows one app from its git repository to Pods serving it, and a push to a redeploy.
+func TestInstall(t *testing.T) {
+	realnode.Need(t)
+	ctx := t.Context()
+	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	simBin, err := simcluster.Binaries(ctx, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := realnode.DefaultOptions()
+	opts.Progress = os.Stderr
+	started := time.Now()
+	n := realnode.StartForTest(t, opts)
+	t.Logf("cluster and real node Ready in %s", time.Since(started).Round(10*time.Millisecond))
+	cs := kubernetes.NewForConfigOrDie(n.Cluster.Config)
+
+	built := time.Now()
+	img, err := imagebuild.Deployd(ctx, root, imagebuild.BuildOptions{Args: map[string]string{"VERSION": "install-test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.LoadImage(ctx, img, "docker.io/library/deployd:dev"); err != nil {
+		t.Fatal(err)
+	}
+	sample, err := realnode.SampleApp(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.LoadImage(ctx, sample, realnode.SampleAppImage); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("images built and loaded in %s", time.Since(built).Round(10*time.Millisecond))
+
+	// The host's git server, bound to the node address so Pods reach it.
+	git := gittest.NewServerOn(t, realnode.Address)
+	repo := git.NewRepo(t, "haraldsk/an-application")
+	repo.Commit("main", "first", map[string]string{"deploy/manifests/app.yaml": app("version one")})
+
+	kubectl := func(stdin string, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, filepath.Join(simBin, "kubectl"), append([]string{"--kubeconfig", n.Cluster.Kubeconfig}, args...)...)
+		cmd.Dir = root
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	secret, token := randomHex(t), randomHex(t)
+	applied := time.Now()
+	kubectl("", "apply", "--server-side", "-f", "k8s/")
+	kubectl("", "-n", "deployd", "create", "secret", "generic", "deployd-webhook", "--from-literal=secret="+secret)
+	kubectl("", "-n", "deployd", "create", "secret", "generic", "deployd-api-token", "--from-literal=token="+token)
+	// "kubectl -n deployd edit configmap deployd-repos", without an editor: the same
+	// field manager applies the ConfigMap with this machine's repository.
+	kubectl(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: deployd-repos, namespace: deployd}
+data:
+  repos.yaml: |
+    repos:
+      - {name: haraldsk/an-application, url: '`+git.RepoURL("haraldsk/an-application")+`', namespace: an-application, environment: dev, interval: 0}
+`, "apply", "--server-side", "-f", "-")
+
+	t.Run("both replicas turn Ready through their probes and one leads", func(t *testing.T) {
+		waitFor(t, 3*time.Minute, "deployd's two replicas Available", func(ctx context.Context) (bool, error) {
+			d, err := cs.AppsV1().Deployments("deployd").Get(ctx, "deployd", metav1.GetOptions{})
+			return err == nil && d.Status.ObservedGeneration == d.Generation && d.Status.AvailableReplicas == 2 && d.Status.UpdatedReplicas == 2, nil
+		}, podStates(cs, "deployd"))
+		t.Logf("kubectl apply -f k8s/ → both replicas Ready in %s", time.Since(applied).Round(10*time.Millisecond))
+		pods, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, p := range pods.Items {
+			if p.Spec.NodeName != realnode.NodeName {
+				t.Errorf("pod %s runs on %s, want the real node", p.Name, p.Spec.NodeName)
+			}
+			if p.DeletionTimestamp == nil {
+				names = append(names, p.Name)
+			}
+		}
+		waitFor(t, time.Minute, "one replica holding the leader lease", func(ctx context.Context) (bool, error) {
+			leases, err := cs.CoordinationV1().Leases("deployd").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, nil
+			}
+			for _, l := range leases.Items {
+				if l.Spec.HolderIdentity != nil && slices.ContainsFunc(names, func(n string) bool { return strings.Contains(*l.Spec.HolderIdentity, n) }) {
+					return true, nil
+				}
+			}
+			return false, nil
+		}, podStates(cs, "deployd"))
+	})
+
+	svc, err := cs.CoreV1().Services("deployd").Get(ctx, "deployd", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := client.NewClientWithResponses("http://" + svc.Spec.ClusterIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phase := func(ctx context.Context) string {
+		res, err := api.GetDeploymentWithResponse(ctx, "haraldsk", "an-application", &client.GetDeploymentParams{})
+		if err != nil || res.JSON200 == nil || len(res.JSON200.Environments) == 0 {
+			return ""
+		}
+		return string(res.JSON200.Environments[0].Phase)
+	}
+
+	t.Run("deployd in its Pod deploys the app from the host's git server; the API answers through the Service", func(t *testing.T) {
+		waitFor(t, 2*time.Minute, "the app's deployment succeeded, as the status API says", func(ctx context.Context) (bool, error) {
+			return phase(ctx) == "succeeded", nil
+		}, podStates(cs, "an-application"))
+		appSvc, err := cs.CoreV1().Services("an-application").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version one\n"); got != "version one\n" {
+			t.Errorf("the app answers %q, want version one", got)
+		}
+	})
+
+	t.Run("a push and its signed webhook, sent to the Service, redeploy the app", func(t *testing.T) {
+		repo.Commit("main", "second", map[string]string{"deploy/manifests/app.yaml": app("version two")})
+		body := []byte(`{"ref":"refs/heads/main","repository":{"full_name":"haraldsk/an-application"}}`)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+svc.Spec.ClusterIP+"/webhooks/github", bytes.NewReader(body))
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Hub-Signature-256", webhook.Signature([]byte(secret), body))
+		pushed := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("webhook answered %d: %s", resp.StatusCode, answer)
+		}
+		appSvc, err := cs.CoreV1().Services("an-application").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version two\n")
+		t.Logf("push → the app's Service answers the new version in %s", time.Since(pushed).Round(10*time.Millisecond))
+	})
+}
+
+// waitFor polls cond until it holds, failing the test with what describe says if it
+// does not within timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond wait.ConditionWithContextFunc, describe func() string) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, timeout, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v\n%s", what, err, describe())
+	}
+}
+
+// podStates describes the Pods of a namespace, for failure messages.
+func podStates(cs kubernetes.Interface, ns string) func() string {
+	return func() string {
+		pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		var out []string
+		for _, p := range pods.Items {
+			out = append(out, fmt.Sprintf("%s on %q: %s ready=%v %v", p.Name, p.Spec.NodeName, p.Status.Phase, ready(p), p.Status.ContainerStatuses))
+		}
+		return strings.Join(out, "\n")
+	}
+}
+
+func ready(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// get GETs url until it answers 200 with want (a Service answers about a second after
+// its endpoints are ready; a rollout changes the answer), and returns the last body.
+func get(t *testing.T, url, want string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 2 * time.Second}
+	var body string
+	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		resp, err := c.Get(url)
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusOK && body == want, nil
+	})
+	if err != nil {
+		t.Fatalf("GET %s: want %q, last answer %q: %v", url, want, body, err)
+	}
+	return body
+}
+
+func randomHex(t *testing.T) string {
+	b := make([]byte, 20)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
