@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +30,7 @@ import (
 
 // app is the sample app's manifests: two replicas of hack/sampleapp whose readiness
 // probe decides the rollout, and a Service in front.
-func app(message string) string {
+func app(message string, args ...string) string {
 	return `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -46,6 +45,7 @@ spec:
         - name: web
           image: sampleapp:dev
           imagePullPolicy: IfNotPresent
+          args: [` + strings.Join(args, ", ") + `]
           env: [{name: MESSAGE, value: "` + message + `"}]
           ports: [{containerPort: 8080}]
           readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
@@ -98,6 +98,8 @@ func TestInstall(t *testing.T) {
 	git := gittest.NewServerOn(t, realnode.Address)
 	repo := git.NewRepo(t, "haraldsk/an-application")
 	repo.Commit("main", "first", map[string]string{"deploy/manifests/app.yaml": app("version one")})
+	unready := git.NewRepo(t, "haraldsk/an-other-application")
+	unready.Commit("main", "never ready", map[string]string{"deploy/manifests/app.yaml": app("never", "--never-ready")})
 
 	kubectl := func(stdin string, args ...string) string {
 		t.Helper()
@@ -124,6 +126,7 @@ data:
   repos.yaml: |
     repos:
       - {name: haraldsk/an-application, url: '`+git.RepoURL("haraldsk/an-application")+`', namespace: an-application, environment: dev, interval: 0}
+      - {name: haraldsk/an-other-application, url: '`+git.RepoURL("haraldsk/an-other-application")+`', namespace: an-other-application, environment: dev, interval: 0, timeout: 15s}
 `, "apply", "--server-side", "-f", "-")
 
 	t.Run("both replicas turn Ready through their probes and one leads", func(t *testing.T) {
@@ -136,26 +139,13 @@ data:
 		if err != nil {
 			t.Fatal(err)
 		}
-		var names []string
 		for _, p := range pods.Items {
 			if p.Spec.NodeName != realnode.NodeName {
 				t.Errorf("pod %s runs on %s, want the real node", p.Name, p.Spec.NodeName)
 			}
-			if p.DeletionTimestamp == nil {
-				names = append(names, p.Name)
-			}
 		}
 		waitFor(t, time.Minute, "one replica holding the leader lease", func(ctx context.Context) (bool, error) {
-			leases, err := cs.CoordinationV1().Leases("deployd").List(ctx, metav1.ListOptions{})
-			if err != nil {
-				return false, nil
-			}
-			for _, l := range leases.Items {
-				if l.Spec.HolderIdentity != nil && slices.ContainsFunc(names, func(n string) bool { return strings.Contains(*l.Spec.HolderIdentity, n) }) {
-					return true, nil
-				}
-			}
-			return false, nil
+			return holder(t, cs) != "", nil
 		}, podStates(cs, "deployd"))
 	})
 
@@ -167,12 +157,38 @@ data:
 	if err != nil {
 		t.Fatal(err)
 	}
-	phase := func(ctx context.Context) string {
-		res, err := api.GetDeploymentWithResponse(ctx, "haraldsk", "an-application", &client.GetDeploymentParams{})
+	// status returns the phase of a repo's newest deployment and its error, as the API says.
+	status := func(ctx context.Context, repo string) (phase, reason string) {
+		res, err := api.GetDeploymentWithResponse(ctx, "haraldsk", repo, &client.GetDeploymentParams{})
 		if err != nil || res.JSON200 == nil || len(res.JSON200.Environments) == 0 {
-			return ""
+			return "", ""
 		}
-		return string(res.JSON200.Environments[0].Phase)
+		env := res.JSON200.Environments[0]
+		if env.Current != nil && env.Current.Error != nil {
+			reason = *env.Current.Error
+		}
+		return string(env.Phase), reason
+	}
+	phase := func(ctx context.Context) string {
+		p, _ := status(ctx, "an-application")
+		return p
+	}
+	push := func(t *testing.T) {
+		t.Helper()
+		body := []byte(`{"ref":"refs/heads/main","repository":{"full_name":"haraldsk/an-application"}}`)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+svc.Spec.ClusterIP+"/webhooks/github", bytes.NewReader(body))
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Hub-Signature-256", webhook.Signature([]byte(secret), body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("webhook answered %d: %s", resp.StatusCode, answer)
+		}
 	}
 
 	t.Run("deployd in its Pod deploys the app from the host's git server; the API answers through the Service", func(t *testing.T) {
@@ -190,21 +206,8 @@ data:
 
 	t.Run("a push and its signed webhook, sent to the Service, redeploy the app", func(t *testing.T) {
 		repo.Commit("main", "second", map[string]string{"deploy/manifests/app.yaml": app("version two")})
-		body := []byte(`{"ref":"refs/heads/main","repository":{"full_name":"haraldsk/an-application"}}`)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+svc.Spec.ClusterIP+"/webhooks/github", bytes.NewReader(body))
-		req.Header.Set("X-GitHub-Event", "push")
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Hub-Signature-256", webhook.Signature([]byte(secret), body))
 		pushed := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("webhook answered %d: %s", resp.StatusCode, answer)
-		}
+		push(t)
 		appSvc, err := cs.CoreV1().Services("an-application").Get(ctx, "web", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -212,6 +215,80 @@ data:
 		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version two\n")
 		t.Logf("push → the app's Service answers the new version in %s", time.Since(pushed).Round(10*time.Millisecond))
 	})
+
+	t.Run("a container that never turns ready ends as failed, with the reason", func(t *testing.T) {
+		var reason string
+		waitFor(t, 2*time.Minute, "an-other-application failed", func(ctx context.Context) (bool, error) {
+			var p string
+			p, reason = status(ctx, "an-other-application")
+			return p == "failed", nil
+		}, podStates(cs, "an-other-application"))
+		if !strings.Contains(reason, "timed out") || !strings.Contains(reason, "Deployment web") {
+			t.Errorf("failed with reason %q, want the timeout waiting for Deployment web", reason)
+		}
+	})
+
+	t.Run("a broken manifest ends as error, with the reason, and the running version stays", func(t *testing.T) {
+		repo.Commit("main", "broken", map[string]string{"deploy/manifests/app.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web\n"})
+		push(t)
+		var reason string
+		waitFor(t, time.Minute, "an-application's broken commit in error", func(ctx context.Context) (bool, error) {
+			var p string
+			p, reason = status(ctx, "an-application")
+			return p == "error", nil
+		}, podStates(cs, "an-application"))
+		if !strings.Contains(reason, "app.yaml") {
+			t.Errorf("error reason %q does not name the broken file", reason)
+		}
+		appSvc, err := cs.CoreV1().Services("an-application").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version two\n")
+	})
+
+	t.Run("deleting the leader Pod hands the lease over and the next push deploys", func(t *testing.T) {
+		leader := holder(t, cs)
+		if err := cs.CoreV1().Pods("deployd").Delete(ctx, leader, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deleted := time.Now()
+		waitFor(t, time.Minute, "another replica leading", func(ctx context.Context) (bool, error) {
+			h := holder(t, cs)
+			return h != "" && h != leader, nil
+		}, podStates(cs, "deployd"))
+		t.Logf("leader Pod deleted → lease moved in %s", time.Since(deleted).Round(10*time.Millisecond))
+		repo.Commit("main", "third", map[string]string{"deploy/manifests/app.yaml": app("version three")})
+		waitFor(t, time.Minute, "deployd's Service answering", func(ctx context.Context) (bool, error) {
+			return phase(ctx) != "", nil
+		}, podStates(cs, "deployd"))
+		push(t)
+		appSvc, err := cs.CoreV1().Services("an-application").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version three\n")
+	})
+}
+
+// holder returns the name of the deployd Pod that holds the leader lease, or "".
+func holder(t *testing.T, cs kubernetes.Interface) string {
+	pods, err := cs.CoreV1().Pods("deployd").List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+	if err != nil {
+		return ""
+	}
+	leases, err := cs.CoordinationV1().Leases("deployd").List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		return ""
+	}
+	for _, l := range leases.Items {
+		for _, p := range pods.Items {
+			if l.Spec.HolderIdentity != nil && strings.Contains(*l.Spec.HolderIdentity, p.Name) {
+				return p.Name
+			}
+		}
+	}
+	return ""
 }
 
 // waitFor polls cond until it holds, failing the test with what describe says if it
