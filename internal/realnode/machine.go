@@ -41,19 +41,22 @@ type record struct {
 
 // machine is this process's claim on the machine for one real node.
 type machine struct {
-	lock     *os.File
-	rec      record
-	progress io.Writer
+	lock   *os.File
+	rec    record
+	binDir string
+	// before and after are the machine's state when claimed (after the sweep) and
+	// when released (after the restore), both observed under the lock.
+	before, after MachineState
 }
 
 // claimMachine takes the machine-wide lock (waiting for another node to stop), sweeps
 // what a killed earlier run left, and records the machine's state for the restore.
-func claimMachine(ctx context.Context, dir string, progress io.Writer) (*machine, error) {
+func claimMachine(ctx context.Context, dir, binDir string, progress io.Writer) (*machine, error) {
 	lock, err := lockStateDir(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m := &machine{lock: lock, progress: progress}
+	m := &machine{lock: lock, binDir: binDir}
 	if err := sweepLeftover(progress); err != nil {
 		lock.Close()
 		return nil, err
@@ -67,6 +70,7 @@ func claimMachine(ctx context.Context, dir string, progress io.Writer) (*machine
 		lock.Close()
 		return nil, err
 	}
+	m.before = Observe(binDir)
 	return m, nil
 }
 
@@ -128,15 +132,22 @@ func (m *machine) save() error {
 // processes and containers, mounts, iptables chains, bridge, address, sysctls, cgroups
 // and files), if any; Start does it too. It waits for a running node to stop first.
 func Sweep(ctx context.Context, progress io.Writer) error {
+	_, err := sweep(ctx, progress, "")
+	return err
+}
+
+// sweep is Sweep, returning the machine's state after it, observed under the lock.
+func sweep(ctx context.Context, progress io.Writer, binDir string) (MachineState, error) {
 	lock, err := lockStateDir(ctx)
 	if err != nil {
-		return err
+		return MachineState{}, err
 	}
 	defer lock.Close()
 	if err := sweepLeftover(progress); err != nil {
-		return err
+		return MachineState{}, err
 	}
-	return errors.Join(os.Remove(filepath.Join(stateDir, "lock")), os.Remove(stateDir))
+	after := Observe(binDir)
+	return after, errors.Join(os.Remove(filepath.Join(stateDir, "lock")), os.Remove(stateDir))
 }
 
 // sweepLeftover undoes a killed run's changes, as its record says. The caller holds the
@@ -185,6 +196,7 @@ func (m *machine) release(keepDir bool) error {
 		return nil
 	}
 	err := restore(m.rec, keepDir)
+	m.after = Observe(m.binDir)
 	if err == nil {
 		err = errors.Join(os.Remove(filepath.Join(stateDir, "record.json")), os.Remove(filepath.Join(stateDir, "lock")), os.Remove(stateDir))
 	}

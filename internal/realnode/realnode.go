@@ -102,7 +102,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 			return nil, fmt.Errorf("creating the node directory: %w", err)
 		}
 	}
-	m, err := claimMachine(ctx, opts.Dir, opts.Progress)
+	m, err := claimMachine(ctx, opts.Dir, opts.BinDir, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +159,14 @@ func (n *Node) stop(keepDir bool) error {
 	errs = append(errs, n.machine.release(keepDir))
 	return errors.Join(errs...)
 }
+
+// MachineBefore and MachineAfter are the machine's state as Start found it (after
+// sweeping a killed run) and as Stop left it, observed while this node held the
+// machine: equal when teardown is complete. MachineAfter is empty before Stop.
+func (n *Node) MachineBefore() MachineState { return n.machine.before }
+
+// MachineAfter: see MachineBefore.
+func (n *Node) MachineAfter() MachineState { return n.machine.after }
 
 // PIDs returns the process ids of the node's own processes (containerd, kubelet, kube-proxy).
 func (n *Node) PIDs() []int {

@@ -31,7 +31,6 @@ func TestRealNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := Observe(binDir)
 	opts := DefaultOptions()
 	opts.BinDir, opts.Progress = binDir, os.Stderr
 	start := time.Now()
@@ -140,7 +139,7 @@ func TestRealNode(t *testing.T) {
 				t.Errorf("process %s still runs after Stop", describe(pid))
 			}
 		}
-		if diff := cmp.Diff(before, Observe(binDir)); diff != "" {
+		if diff := cmp.Diff(n.MachineBefore(), n.MachineAfter()); diff != "" {
 			t.Errorf("machine state after Stop differs from before Start (-before +after):\n%s", diff)
 		}
 		if _, err := os.Stat(n.Dir); !os.IsNotExist(err) {

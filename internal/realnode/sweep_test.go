@@ -18,8 +18,9 @@ const childEnv = "REALNODE_TEST_CHILD"
 
 // childReport is what the child test process prints once its node runs a Pod.
 type childReport struct {
-	Dir  string `json:"dir"`
-	PIDs []int  `json:"pids"`
+	Dir    string       `json:"dir"`
+	PIDs   []int        `json:"pids"`
+	Before MachineState `json:"before"`
 }
 
 // TestSweepAfterKill runs a node with a Pod in a child test process, SIGKILLs that
@@ -35,7 +36,6 @@ func TestSweepAfterKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := Observe(binDir)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSweepAfterKill$", "-test.v")
 	cmd.Env = append(os.Environ(), childEnv+"=1", BinEnv+"="+binDir)
 	out, err := cmd.StdoutPipe()
@@ -60,10 +60,11 @@ func TestSweepAfterKill(t *testing.T) {
 	if child.Dir == "" {
 		t.Fatal("the child never reported a running node")
 	}
-	if left := Observe(binDir); cmp.Equal(before, left) {
+	if left := Observe(binDir); cmp.Equal(child.Before, left) {
 		t.Error("after SIGKILL the machine looks as before: this test would not see a sweep that does nothing")
 	}
-	if err := Sweep(t.Context(), os.Stderr); err != nil {
+	after, err := sweep(t.Context(), os.Stderr, binDir)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, pid := range child.PIDs {
@@ -71,7 +72,7 @@ func TestSweepAfterKill(t *testing.T) {
 			t.Errorf("process %s still runs after the sweep", describe(pid))
 		}
 	}
-	if diff := cmp.Diff(before, Observe(binDir)); diff != "" {
+	if diff := cmp.Diff(child.Before, after); diff != "" {
 		t.Errorf("machine state after the sweep differs from before the killed run (-before +after):\n%s", diff)
 	}
 	if _, err := os.Stat(child.Dir); !os.IsNotExist(err) {
@@ -101,7 +102,7 @@ func runChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAvailable(t, cs, "default", "left", 1)
-	b, _ := json.Marshal(childReport{Dir: n.Dir, PIDs: append(n.PIDs(), n.Cluster.PIDs()...)})
+	b, _ := json.Marshal(childReport{Dir: n.Dir, PIDs: append(n.PIDs(), n.Cluster.PIDs()...), Before: n.MachineBefore()})
 	fmt.Println(string(b))
 	<-t.Context().Done() // killed before this ends
 }
