@@ -49,7 +49,7 @@ const (
 // Options configure the node and the cluster it joins.
 type Options struct {
 	// Cluster configures the simulated cluster started with the node. Its Address and
-	// RealNode are set by Start.
+	// RealNode are set by Start; its Progress is Progress when nil.
 	Cluster simcluster.Options
 	// Dir holds the node's state, configuration and logs; a new temporary directory when empty.
 	Dir string
@@ -66,7 +66,7 @@ type Options struct {
 
 // DefaultOptions returns options for a throw-away node and cluster that report no progress.
 func DefaultOptions() Options {
-	return Options{Cluster: simcluster.DefaultOptions(), Progress: io.Discard}
+	return Options{Progress: io.Discard}
 }
 
 // Node is a running real node and the cluster it joined.
