@@ -61,6 +61,10 @@ func claimMachine(ctx context.Context, dir, binDir string, progress io.Writer) (
 		lock.Close()
 		return nil, err
 	}
+	if err := otherKubernetes(); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	m.rec = record{Dir: dir, PID: os.Getpid(), Sysctls: readSysctls(), Existed: map[string]bool{}, Tables: nftTables()}
 	for _, p := range hostPaths {
 		_, err := os.Lstat(p)
@@ -72,6 +76,17 @@ func claimMachine(ctx context.Context, dir, binDir string, progress io.Writer) (
 	}
 	m.before = Observe(binDir)
 	return m, nil
+}
+
+// otherKubernetes refuses a machine where another Kubernetes node (or CNI network) has
+// iptables chains: teardown removes every KUBE-* and CNI-* chain, so it would take theirs.
+func otherKubernetes() error {
+	for _, r := range Observe("").Rules {
+		if _, line, _ := strings.Cut(r, ": "); strings.HasPrefix(line, ":KUBE-") || strings.HasPrefix(line, ":CNI-") {
+			return fmt.Errorf("iptables already has chain %s: another Kubernetes node or CNI network runs on this machine, and a real node's teardown would remove its chains", strings.Fields(line)[0][1:])
+		}
+	}
+	return nil
 }
 
 // lockStateDir takes an exclusive lock on stateDir/lock, polling until ctx ends. The

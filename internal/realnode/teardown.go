@@ -83,9 +83,9 @@ func writeSysctls(saved map[string]string) error {
 	return errors.Join(errs...)
 }
 
-// killAll SIGKILLs every process whose command line names dir (the node's own
-// processes, the cluster's, containerd's shims) or that runs in the node's cgroup (the
-// containers), until none is left.
+// killAll SIGKILLs every node program whose arguments name a path under dir (the
+// node's own processes, the cluster's, containerd's shims) and every process in the
+// node's cgroup (the containers), until none is left.
 func killAll(dir string) error {
 	deadline := time.After(30 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -116,12 +116,28 @@ func nodeProcesses(dir string) []int {
 		if err != nil || pid == self || !alive(pid) {
 			continue
 		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if dir != "" && bytes.Contains(cmdline, []byte(dir)) || inNodeCgroup(pid) {
+		if dir != "" && runsFrom(pid, dir) || inNodeCgroup(pid) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// nodePrograms are the programs of a node and its cluster; a process of one of them
+// whose arguments name a path in the work directory is the run's (a `tail -f` of a log
+// there is not).
+var nodePrograms = []string{
+	"containerd", "containerd-shim-runc-v2", "ctr", "runc", "kubelet", "kube-proxy", "unshare", "sh",
+	"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+}
+
+func runsFrom(pid int, dir string) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil || !slices.Contains(nodePrograms, filepath.Base(strings.TrimSuffix(exe, " (deleted)"))) {
+		return false
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return bytes.Contains(cmdline, []byte(dir+"/"))
 }
 
 // alive reports whether pid runs and is not a zombie.
