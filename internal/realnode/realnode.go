@@ -190,7 +190,8 @@ func (n *Node) startCluster(ctx context.Context) error {
 		copts.Progress = n.opts.Progress
 	}
 	if copts.Dir == "" {
-		copts.Dir = n.path("cluster")
+		// Inside the node's directory, removed (or kept) with it.
+		copts.Dir, copts.KeepDir = n.path("cluster"), true
 		if err := os.MkdirAll(copts.Dir, 0o755); err != nil {
 			return err
 		}

@@ -83,6 +83,11 @@ func StartForTest(t testing.TB, opts Options) *Node {
 	t.Cleanup(func() {
 		signal.Stop(sig)
 		close(done)
+		if t.Failed() {
+			// The logs say why: keep them (the state, image layers and volumes, goes).
+			n.opts.KeepDir = true
+			t.Logf("real node logs kept in %s (containerd.log, kubelet.log, kube-proxy.log, cluster/*.log)", n.Dir)
+		}
 		if err := stop(); err != nil {
 			t.Errorf("stopping the real node: %v", err)
 		}

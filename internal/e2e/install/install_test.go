@@ -3,13 +3,10 @@ package install
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,9 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/deployd/deployd/internal/gittest"
-	"github.com/deployd/deployd/internal/imagebuild"
 	"github.com/deployd/deployd/internal/realnode"
-	"github.com/deployd/deployd/internal/simcluster"
 	"github.com/deployd/deployd/internal/webhook"
 	"github.com/deployd/deployd/pkg/client"
 )
@@ -66,10 +61,6 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	simBin, err := simcluster.Binaries(ctx, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	opts := realnode.DefaultOptions()
 	opts.Progress = os.Stderr
 	started := time.Now()
@@ -78,11 +69,7 @@ func TestInstall(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(n.Cluster.Config)
 
 	built := time.Now()
-	img, err := imagebuild.Deployd(ctx, root, imagebuild.BuildOptions{Args: map[string]string{"VERSION": "install-test"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.LoadImage(ctx, img, "docker.io/library/deployd:dev"); err != nil {
+	if err := n.LoadDeployd(ctx, root, nil); err != nil {
 		t.Fatal(err)
 	}
 	sample, err := realnode.SampleApp(ctx, t.TempDir())
@@ -101,39 +88,20 @@ func TestInstall(t *testing.T) {
 	unready := git.NewRepo(t, "haraldsk/an-other-application")
 	unready.Commit("main", "never ready", map[string]string{"deploy/manifests/app.yaml": app("never", "--never-ready")})
 
-	kubectl := func(stdin string, args ...string) string {
-		t.Helper()
-		cmd := exec.CommandContext(ctx, filepath.Join(simBin, "kubectl"), append([]string{"--kubeconfig", n.Cluster.Kubeconfig}, args...)...)
-		cmd.Dir = root
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	secret, token := randomHex(t), randomHex(t)
+	// README's steps: kubectl apply -f k8s/, the Secrets, the repos ConfigMap edited.
 	applied := time.Now()
-	kubectl("", "apply", "--server-side", "-f", "k8s/")
-	kubectl("", "-n", "deployd", "create", "secret", "generic", "deployd-webhook", "--from-literal=secret="+secret)
-	kubectl("", "-n", "deployd", "create", "secret", "generic", "deployd-api-token", "--from-literal=token="+token)
-	// "kubectl -n deployd edit configmap deployd-repos", without an editor: the same
-	// field manager applies the ConfigMap with this machine's repository.
-	kubectl(`apiVersion: v1
-kind: ConfigMap
-metadata: {name: deployd-repos, namespace: deployd}
-data:
-  repos.yaml: |
-    repos:
-      - {name: haraldsk/an-application, url: '`+git.RepoURL("haraldsk/an-application")+`', namespace: an-application, environment: dev, interval: 0}
-      - {name: haraldsk/an-other-application, url: '`+git.RepoURL("haraldsk/an-other-application")+`', namespace: an-other-application, environment: dev, interval: 0, timeout: 15s}
-`, "apply", "--server-side", "-f", "-")
+	in, err := n.Install(ctx, root, "repos:\n"+
+		"  - {name: haraldsk/an-application, url: '"+git.RepoURL("haraldsk/an-application")+"', namespace: an-application, environment: dev, interval: 0}\n"+
+		"  - {name: haraldsk/an-other-application, url: '"+git.RepoURL("haraldsk/an-other-application")+"', namespace: an-other-application, environment: dev, interval: 0, timeout: 15s}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := in.WebhookSecret
 
 	t.Run("both replicas turn Ready through their probes and one leads", func(t *testing.T) {
-		waitFor(t, 3*time.Minute, "deployd's two replicas Available", func(ctx context.Context) (bool, error) {
-			d, err := cs.AppsV1().Deployments("deployd").Get(ctx, "deployd", metav1.GetOptions{})
-			return err == nil && d.Status.ObservedGeneration == d.Generation && d.Status.AvailableReplicas == 2 && d.Status.UpdatedReplicas == 2, nil
-		}, podStates(cs, "deployd"))
+		if err := n.WaitDeployd(ctx); err != nil {
+			t.Fatalf("%v\n%s", err, podStates(cs, "deployd")())
+		}
 		t.Logf("kubectl apply -f k8s/ → both replicas Ready in %s", time.Since(applied).Round(10*time.Millisecond))
 		pods, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
 		if err != nil {
@@ -149,11 +117,7 @@ data:
 		}, podStates(cs, "deployd"))
 	})
 
-	svc, err := cs.CoreV1().Services("deployd").Get(ctx, "deployd", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api, err := client.NewClientWithResponses("http://" + svc.Spec.ClusterIP)
+	api, err := client.NewClientWithResponses(in.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +140,7 @@ data:
 	push := func(t *testing.T) {
 		t.Helper()
 		body := []byte(`{"ref":"refs/heads/main","repository":{"full_name":"haraldsk/an-application"}}`)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+svc.Spec.ClusterIP+"/webhooks/github", bytes.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, in.URL+"/webhooks/github", bytes.NewReader(body))
 		req.Header.Set("X-GitHub-Event", "push")
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-Hub-Signature-256", webhook.Signature([]byte(secret), body))
@@ -344,12 +308,4 @@ func get(t *testing.T, url, want string) string {
 		t.Fatalf("GET %s: want %q, last answer %q: %v", url, want, body, err)
 	}
 	return body
-}
-
-func randomHex(t *testing.T) string {
-	b := make([]byte, 20)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }

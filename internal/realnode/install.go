@@ -1,0 +1,117 @@
+package realnode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/deployd/deployd/internal/imagebuild"
+	"github.com/deployd/deployd/internal/simcluster"
+)
+
+// DeploydImage is the name deployd's image is loaded under: k8s/ says `image: deployd:dev`.
+const DeploydImage = "docker.io/library/deployd:dev"
+
+// Installation is deployd installed on the node's cluster from k8s/.
+type Installation struct {
+	// WebhookSecret and APIToken are the values of the Secrets Install created.
+	WebhookSecret, APIToken string
+	// URL reaches deployd's Service (port 80) from the host, through kube-proxy.
+	URL string
+}
+
+// LoadDeployd builds deployd's image from the repository at repo as its Dockerfile says
+// (imagebuild, no Docker) and loads it as DeploydImage.
+func (n *Node) LoadDeployd(ctx context.Context, repo string, output io.Writer) error {
+	img, err := imagebuild.Deployd(ctx, repo, imagebuild.BuildOptions{Output: output})
+	if err != nil {
+		return err
+	}
+	return n.LoadImage(ctx, img, DeploydImage)
+}
+
+// Install installs deployd the way README.md's "Install on a cluster" tells users, with
+// the repository at repo as the working directory: `kubectl apply --server-side -f k8s/`,
+// `kubectl create secret` of the webhook secret and API token, and the deployd-repos
+// ConfigMap edited to hold reposYAML (applied by the same field manager, as an edit).
+// Load the image first (LoadDeployd); Install does not wait for the Pods (WaitDeployd).
+func (n *Node) Install(ctx context.Context, repo, reposYAML string) (*Installation, error) {
+	in := &Installation{WebhookSecret: randomHex(20), APIToken: randomHex(20)}
+	indented := "    " + strings.ReplaceAll(strings.TrimRight(reposYAML, "\n"), "\n", "\n    ") + "\n"
+	steps := []struct {
+		stdin string
+		args  []string
+	}{
+		{"", []string{"apply", "--server-side", "-f", "k8s/"}},
+		{"", []string{"-n", "deployd", "create", "secret", "generic", "deployd-webhook", "--from-literal=secret=" + in.WebhookSecret}},
+		{"", []string{"-n", "deployd", "create", "secret", "generic", "deployd-api-token", "--from-literal=token=" + in.APIToken}},
+		{"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deployd-repos, namespace: deployd}\ndata:\n  repos.yaml: |\n" + indented,
+			[]string{"apply", "--server-side", "-f", "-"}},
+	}
+	for _, s := range steps {
+		if err := n.Kubectl(ctx, repo, s.stdin, s.args...); err != nil {
+			return nil, err
+		}
+	}
+	cs, err := kubernetes.NewForConfig(n.Cluster.Config)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := cs.CoreV1().Services("deployd").Get(ctx, "deployd", metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("installing deployd: its Service: %w", err)
+	}
+	in.URL = "http://" + svc.Spec.ClusterIP
+	return in, nil
+}
+
+// WaitDeployd waits until deployd's Deployment has its two replicas Available (their
+// readiness probes passed).
+func (n *Node) WaitDeployd(ctx context.Context) error {
+	cs, err := kubernetes.NewForConfig(n.Cluster.Config)
+	if err != nil {
+		return err
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		d, err := cs.AppsV1().Deployments("deployd").Get(ctx, "deployd", metav1.GetOptions{})
+		return err == nil && d.Status.ObservedGeneration == d.Generation && d.Status.AvailableReplicas == *d.Spec.Replicas &&
+			d.Status.UpdatedReplicas == *d.Spec.Replicas, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for deployd's replicas to be Available (kubectl -n deployd describe pods says why): %w", err)
+	}
+	return nil
+}
+
+// Kubectl runs the cluster's kubectl in dir with the admin kubeconfig.
+func (n *Node) Kubectl(ctx context.Context, dir, stdin string, args ...string) error {
+	bin, err := simcluster.Binaries(ctx, io.Discard)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "kubectl"), append([]string{"--kubeconfig", n.Cluster.Kubeconfig}, args...)...)
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(stdin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
