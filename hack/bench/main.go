@@ -9,7 +9,9 @@
 //  5. cold start with 1,000 repos of 10 objects;
 //  6. the status API under load (wrk, in its own process), and the handler's Go benchmark;
 //  7. 50 webhook deliveries a second for 60 s across 200 repos, while clients read the
-//     status API: none lost, no error answers, memory flat.
+//     status API: none lost, no error answers, memory flat;
+//  8. on the real node (root, Linux): start, kubectl apply -f k8s/ → deployd Ready, push →
+//     the app's real Pods serve the new version, deployd's Pod memory at rest.
 //
 // It writes bench/results/<date>.json and the table in bench/RESULTS.md, and prints it.
 package main
@@ -29,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deployd/deployd/internal/realnode"
 	"github.com/deployd/deployd/pkg/client"
 )
 
@@ -67,7 +70,7 @@ func main() {
 	flag.IntVar(&o.hooksRate, "hooks-rate", 50, "webhook deliveries per second in scenario 7")
 	flag.DurationVar(&o.hooksFor, "hooks-for", 60*time.Second, "how long scenario 7 delivers webhooks")
 	flag.IntVar(&o.hooksReads, "hooks-reads", 200, "status API reads per second during scenario 7, over 4 clients (0: as fast as they go)")
-	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7", "scenarios to run, e.g. 1,2")
+	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8", "scenarios to run, e.g. 1,2 (8 needs root on Linux: the real node)")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
@@ -94,8 +97,8 @@ func run1(ctx context.Context, o options) error {
 	want := map[int]bool{}
 	for _, s := range strings.Split(o.only, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 7 {
-			return fmt.Errorf("-only %q: want scenario numbers from 1 to 7", o.only)
+		if err != nil || n < 1 || n > 8 {
+			return fmt.Errorf("-only %q: want scenario numbers from 1 to 8", o.only)
 		}
 		want[n] = true
 	}
@@ -103,12 +106,23 @@ func run1(ctx context.Context, o options) error {
 		return fmt.Errorf("-hooks-repos, -hooks-rate and -hooks-for must be positive, -hooks-reads not negative")
 	}
 	began := time.Now()
-	e, err := newEnv(ctx, o)
-	if err != nil {
-		return err
-	}
-	defer e.close()
 	r := &results{Date: time.Now().UTC(), Machine: machineInfo(), Commit: describe()}
+	if want[8] {
+		// First, alone: the simulated scenarios' cluster and load would skew its timings.
+		if err := realnode.Available(); err != nil {
+			progress("scenario 8 left out: %v", err)
+		} else if err := realNode(ctx, o, r); err != nil {
+			r.fail("scenario 8", err)
+		}
+	}
+	e := &env{}
+	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] {
+		var err error
+		if e, err = newEnv(ctx, o); err != nil {
+			return err
+		}
+		defer e.close()
+	}
 	if want[1] || want[2] || want[4] {
 		if err := e.smallScenarios(ctx, want, r); err != nil {
 			r.fail("scenarios 1, 2, 4", err)

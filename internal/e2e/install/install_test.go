@@ -163,7 +163,7 @@ func TestInstall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version one\n"); got != "version one\n" {
+		if got := get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version one\n", podStates(cs, "an-application")); got != "version one\n" {
 			t.Errorf("the app answers %q, want version one", got)
 		}
 	})
@@ -176,7 +176,7 @@ func TestInstall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version two\n")
+		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version two\n", podStates(cs, "an-application"))
 		t.Logf("push → the app's Service answers the new version in %s", time.Since(pushed).Round(10*time.Millisecond))
 	})
 
@@ -208,7 +208,7 @@ func TestInstall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version two\n")
+		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version two\n", podStates(cs, "an-application"))
 	})
 
 	t.Run("deleting the leader Pod hands the lease over and the next push deploys", func(t *testing.T) {
@@ -231,7 +231,7 @@ func TestInstall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version three\n")
+		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version three\n", podStates(cs, "an-application"))
 	})
 }
 
@@ -290,7 +290,7 @@ func ready(p corev1.Pod) bool {
 
 // get GETs url until it answers 200 with want (a Service answers about a second after
 // its endpoints are ready; a rollout changes the answer), and returns the last body.
-func get(t *testing.T, url, want string) string {
+func get(t *testing.T, url, want string, describe func() string) string {
 	t.Helper()
 	c := &http.Client{Timeout: 2 * time.Second}
 	var body string
@@ -305,7 +305,7 @@ func get(t *testing.T, url, want string) string {
 		return resp.StatusCode == http.StatusOK && body == want, nil
 	})
 	if err != nil {
-		t.Fatalf("GET %s: want %q, last answer %q: %v", url, want, body, err)
+		t.Fatalf("GET %s: want %q, last answer %q: %v\n%s", url, want, body, err, describe())
 	}
 	return body
 }
