@@ -144,7 +144,7 @@ func realNode(ctx context.Context, o options, r *results) (err error) {
 func serviceURL(ctx context.Context, cs kubernetes.Interface, ns, name string) (string, error) {
 	svc, err := cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return "", fmt.Errorf("Service %s/%s: %w", ns, name, err)
+		return "", fmt.Errorf("the app's Service %s/%s: %w", ns, name, err)
 	}
 	return "http://" + svc.Spec.ClusterIP, nil
 }
