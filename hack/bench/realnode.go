@@ -11,6 +11,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/deployd/deployd/internal/gittest"
@@ -107,6 +108,9 @@ func realNode(ctx context.Context, o options, r *results) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := n.WaitService(ctx, "an-application", "web"); err != nil {
+		return err
+	}
 	if err := answers(ctx, appURL, "v0\n", 3*time.Minute); err != nil {
 		return fmt.Errorf("the first deployment: %w", err)
 	}
@@ -141,12 +145,21 @@ func realNode(ctx context.Context, o options, r *results) (err error) {
 	return nil
 }
 
+// serviceURL waits for deployd to create the Service and returns its ClusterIP's URL.
 func serviceURL(ctx context.Context, cs kubernetes.Interface, ns, name string) (string, error) {
-	svc, err := cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	var url string
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		svc, err := cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		url = "http://" + svc.Spec.ClusterIP
+		return true, nil
+	})
 	if err != nil {
-		return "", fmt.Errorf("the app's Service %s/%s: %w", ns, name, err)
+		return "", fmt.Errorf("waiting for deployd to create the app's Service %s/%s: %w", ns, name, err)
 	}
-	return "http://" + svc.Spec.ClusterIP, nil
+	return url, nil
 }
 
 // answers waits until url answers 200 with want.

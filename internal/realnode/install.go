@@ -76,7 +76,7 @@ func (n *Node) Install(ctx context.Context, repo, reposYAML string) (*Installati
 }
 
 // WaitDeployd waits until deployd's Deployment has its two replicas Available (their
-// readiness probes passed).
+// readiness probes passed) and its Service is reachable from the host (WaitService).
 func (n *Node) WaitDeployd(ctx context.Context) error {
 	cs, err := kubernetes.NewForConfig(n.Cluster.Config)
 	if err != nil {
@@ -90,7 +90,7 @@ func (n *Node) WaitDeployd(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("waiting for deployd's replicas to be Available (kubectl -n deployd describe pods says why): %w", err)
 	}
-	return nil
+	return n.WaitService(ctx, "deployd", "deployd")
 }
 
 // Kubectl runs the cluster's kubectl in dir with the admin kubeconfig.
@@ -114,4 +114,34 @@ func randomHex(n int) string {
 		panic(err) // crypto/rand does not fail on Linux
 	}
 	return hex.EncodeToString(b)
+}
+
+// WaitService waits until kube-proxy has programmed the Service ns/name, so the host may
+// connect to its ClusterIP. A connection tried before would leave by the default route,
+// and conntrack would remember it without NAT: retries from the same source port then
+// stay lost after the rules exist. Entries such an early try left are deleted too.
+func (n *Node) WaitService(ctx context.Context, ns, name string) error {
+	cs, err := kubernetes.NewForConfig(n.Cluster.Config)
+	if err != nil {
+		return err
+	}
+	comment := `"` + ns + "/" + name
+	var ip string
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		svc, err := cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		ip = svc.Spec.ClusterIP
+		nat, _ := execCommand("iptables-save", "-t", "nat")
+		filter, _ := execCommand("iptables-save", "-t", "filter")
+		// With endpoints the ClusterIP is DNATed (nat), without them it is rejected (filter).
+		return strings.Contains(nat, comment) && strings.Contains(nat, "-d "+ip+"/32") ||
+			strings.Contains(filter, comment) && strings.Contains(filter, "-d "+ip+"/32"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for kube-proxy to program Service %s/%s (kube-proxy.log says why): %w", ns, name, err)
+	}
+	_, _ = execCommand("conntrack", "-D", "-d", ip) // exits 1 when there is none
+	return nil
 }

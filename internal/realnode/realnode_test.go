@@ -71,6 +71,9 @@ func TestRealNode(t *testing.T) {
 				t.Errorf("pod %s runs on %s, want the real node %s", p.Name, p.Spec.NodeName, NodeName)
 			}
 		}
+		if err := n.WaitService(ctx, ns, "web"); err != nil {
+			t.Fatal(err)
+		}
 		for _, url := range []string{
 			"http://" + net.JoinHostPort(svc.Spec.ClusterIP, "80") + "/",
 			"http://" + net.JoinHostPort(Address, strconv.Itoa(int(svc.Spec.Ports[0].NodePort))) + "/",

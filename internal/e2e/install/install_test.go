@@ -159,6 +159,9 @@ func TestInstall(t *testing.T) {
 		waitFor(t, 2*time.Minute, "the app's deployment succeeded, as the status API says", func(ctx context.Context) (bool, error) {
 			return phase(ctx) == "succeeded", nil
 		}, podStates(cs, "an-application"))
+		if err := n.WaitService(ctx, "an-application", "web"); err != nil {
+			t.Fatal(err)
+		}
 		appSvc, err := cs.CoreV1().Services("an-application").Get(ctx, "web", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
