@@ -55,7 +55,7 @@ func realNode(ctx context.Context, o options, r *results) (err error) {
 		return err
 	}
 	opts := realnode.DefaultOptions()
-	opts.Progress = os.Stderr
+	opts.Progress, opts.KeepDir = os.Stderr, o.keep
 	began := time.Now()
 	n, err := realnode.Start(ctx, opts)
 	if err != nil {
@@ -166,7 +166,8 @@ func serviceURL(ctx context.Context, cs kubernetes.Interface, ns, name string) (
 func answers(ctx context.Context, url, want string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c := &http.Client{Timeout: 2 * time.Second}
+	// A new connection each time, balanced over the Pods there are now, as a new client's.
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var last string
@@ -201,10 +202,11 @@ func pushHook(ctx context.Context, in *realnode.Installation, repo string) error
 		return err
 	}
 	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(resp.Body)
 		return fmt.Errorf("webhook answered %d: %s", resp.StatusCode, b)
 	}
+	progress("real node: webhook answered %d: %s", resp.StatusCode, bytes.TrimSpace(b))
 	return nil
 }
 

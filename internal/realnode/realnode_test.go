@@ -219,7 +219,7 @@ func waitAvailable(t *testing.T, cs kubernetes.Interface, ns, name string, repli
 // after its endpoints are ready), and returns the body.
 func getEventually(t *testing.T, url string) string {
 	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var body string
 	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		resp, err := client.Get(url)

@@ -295,7 +295,8 @@ func ready(p corev1.Pod) bool {
 // its endpoints are ready; a rollout changes the answer), and returns the last body.
 func get(t *testing.T, url, want string, describe func() string) string {
 	t.Helper()
-	c := &http.Client{Timeout: 2 * time.Second}
+	// A new connection each time, balanced over the Pods there are now, as a new client's.
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var body string
 	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		resp, err := c.Get(url)
