@@ -158,12 +158,16 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int)
 			return apply.Result{}, controller.Permanent(err)
 		}
 	}
-	objs, err := render.Render(files, repo.ManifestPath())
+	lim := render.DefaultLimits()
+	lim.MaxObjects = r.MaxObjects
+	rctx, cancel := context.WithTimeout(ctx, render.DefaultTimeout)
+	objs, err := render.Render(rctx, files, repo.ManifestPath(), lim)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return apply.Result{}, err // superseded or stopped: not the commit's fault
+	}
 	if err != nil {
 		return apply.Result{}, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
-	}
-	if len(objs) > r.MaxObjects {
-		return apply.Result{}, controller.Permanent(fmt.Errorf("%s renders to %d objects, more than the limit of %d per repo: split the repo", repo.ManifestPath(), len(objs), r.MaxObjects))
 	}
 	res, err := r.applier.Apply(ctx, apply.Request{Repo: repo, Commit: rev.Commit, Number: number, Objects: objs})
 	var invalid *apply.ValidationError

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ func FuzzRender(f *testing.F) {
 		if asKustomization {
 			files = map[string][]byte{"m/kustomization.yaml": data, "m/a.yaml": []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")}
 		}
-		_, err := Render(files, "m")
+		_, err := Render(context.Background(), files, "m", DefaultLimits())
 		var re *Error
 		if err != nil && !errors.As(err, &re) && !strings.HasPrefix(err.Error(), "m") {
 			t.Errorf("error without a file: %v", err)
@@ -38,7 +39,7 @@ func TestBillionLaughsIsRefusedQuickly(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := Render(map[string][]byte{"m/lol.yaml": []byte(doc)}, "m")
+		_, err := Render(context.Background(), map[string][]byte{"m/lol.yaml": []byte(doc)}, "m", DefaultLimits())
 		done <- err
 	}()
 	select {

@@ -1,0 +1,68 @@
+package render
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// workerCPUSeconds backs up the parent's deadline: a worker whose parent died cannot spin.
+const workerCPUSeconds = 120
+
+// sandbox limits the worker's memory and CPU, makes it the OOM killer's first choice,
+// and refuses it, through seccomp, the system calls that reach the network or run programs.
+func sandbox(maxMemory int64) error {
+	if err := unix.Setrlimit(unix.RLIMIT_DATA, &unix.Rlimit{Cur: uint64(maxMemory), Max: uint64(maxMemory)}); err != nil {
+		return fmt.Errorf("limiting memory: %w", err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_CPU, &unix.Rlimit{Cur: workerCPUSeconds, Max: workerCPUSeconds}); err != nil {
+		return fmt.Errorf("limiting CPU time: %w", err)
+	}
+	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0) // best effort: a kernel may not offer it
+	return denySyscalls()
+}
+
+// denySyscalls installs a seccomp filter on every thread: socket, connect, execve and
+// execveat fail with EPERM, anything else is allowed.
+func denySyscalls() error {
+	var arch uint32
+	switch runtime.GOARCH {
+	case "amd64":
+		arch = unix.AUDIT_ARCH_X86_64
+	case "arm64":
+		arch = unix.AUDIT_ARCH_AARCH64
+	default:
+		return fmt.Errorf("no seccomp filter for %s: kustomize is not built there", runtime.GOARCH)
+	}
+	denied := []uint32{unix.SYS_SOCKET, unix.SYS_CONNECT, unix.SYS_EXECVE, unix.SYS_EXECVEAT}
+	const (
+		ldAbs = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		jge   = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
+		ret   = unix.BPF_RET | unix.BPF_K
+		deny  = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+	)
+	prog := []unix.SockFilter{
+		{Code: ldAbs, K: 4}, // seccomp_data.arch
+		{Code: jeq, Jt: 1, K: arch},
+		{Code: ret, K: unix.SECCOMP_RET_KILL_PROCESS},
+		{Code: ldAbs, K: 0},                      // seccomp_data.nr
+		{Code: jge, Jt: 0, Jf: 1, K: 0x40000000}, // the x32 ABI's numbers
+		{Code: ret, K: deny},
+	}
+	for _, nr := range denied {
+		prog = append(prog, unix.SockFilter{Code: jeq, Jf: 1, K: nr}, unix.SockFilter{Code: ret, K: deny})
+	}
+	prog = append(prog, unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ALLOW})
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("seccomp: no_new_privs: %w", err)
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
+		return fmt.Errorf("seccomp: %w", errno)
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package render
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"runtime/debug"
+	"strings"
+	"sync"
+
+	"gopkg.in/yaml.v3"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+)
+
+// workerEnv, set to workerEnvValue, makes a process that imports this package a render
+// worker: it builds one kustomization and exits, before main (or a test) starts.
+const (
+	workerEnv      = "DEPLOYD_RENDER_WORKER"
+	workerEnvValue = "kustomize-v1"
+)
+
+// request is what the parent sends a worker on its stdin.
+type request struct {
+	Files  map[string][]byte
+	Dir    string
+	Limits Limits
+}
+
+// reply is one message of a worker's stdout: an object, or the end with its error.
+type reply struct {
+	// JSON is a rendered object.
+	JSON []byte
+	// Done ends the stream; Err, if not nil, is why the build failed.
+	Done bool
+	Err  *Error
+}
+
+func init() {
+	if os.Getenv(workerEnv) == workerEnvValue {
+		os.Exit(serveWorker(os.Stdin, os.Stdout))
+	}
+}
+
+// serveWorker reads one request, confines the process, builds, and streams the objects.
+// It returns the exit code: 0 when the reply was written, whatever the build's outcome.
+func serveWorker(in io.Reader, out io.Writer) int {
+	var req request
+	if err := gob.NewDecoder(in).Decode(&req); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0 // a spare that was never used
+		}
+		fmt.Fprintln(os.Stderr, "render worker: reading the request:", err)
+		return 3
+	}
+	enc := gob.NewEncoder(out)
+	if err := confine(req.Limits); err != nil {
+		fmt.Fprintln(os.Stderr, "render worker:", err)
+		return 4
+	}
+	objs, rerr := build(req)
+	for _, js := range objs {
+		if err := enc.Encode(reply{JSON: js}); err != nil {
+			return 5
+		}
+	}
+	if err := enc.Encode(reply{Done: true, Err: rerr}); err != nil {
+		return 5
+	}
+	return 0
+}
+
+// confine takes from the worker what a build must not have: memory over the limit,
+// the network, other programs, and the parent's lead in the OOM killer's eyes.
+func confine(lim Limits) error {
+	// Nothing in a worker should reach the network; if a remote reference gets past
+	// checkKustomization, kustomize's loader meets this transport (and seccomp's refusal
+	// of socket(2) below it).
+	http.DefaultTransport = refuseTransport{}
+	http.DefaultClient = &http.Client{Transport: refuseTransport{}}
+	os.Clearenv() // no PATH for git or helm, no proxy settings
+	if err := sandbox(lim.MaxMemory); err != nil {
+		return err
+	}
+	debug.SetMemoryLimit(lim.MaxMemory / 4 * 3) // collect harder before the hard limit
+	return nil
+}
+
+// errNoNetwork is what a worker's HTTP transport answers every request with.
+var errNoNetwork = errors.New("deployd renders without network: vendor remote files into the repo")
+
+type refuseTransport struct{}
+
+func (refuseTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return nil, fmt.Errorf("%s: %w", req.URL.Redacted(), errNoNetwork)
+}
+
+// build runs kustomize over an in-memory copy of the commit: the filesystem holds the
+// commit's files and nothing else, and counts reads against the limits.
+func build(req request) (objs [][]byte, rerr *Error) {
+	defer func() {
+		if p := recover(); p != nil {
+			objs, rerr = nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed (it panicked: %v)", p)}
+		}
+	}()
+	mem := filesys.MakeFsInMemory()
+	for name, content := range req.Files {
+		if err := mem.WriteFile("/"+name, content); err != nil {
+			return nil, &Error{File: name, Msg: "loading for kustomize: " + err.Error()}
+		}
+	}
+	fs := &budgetFS{FileSystem: mem, lim: req.Limits, priced: map[string]bool{}}
+	opts := krusty.MakeDefaultOptions()
+	opts.LoadRestrictions = types.LoadRestrictionsNone // overlays reach ../base, inside the repo
+	opts.PluginConfig = types.DisabledPluginConfig()
+	resMap, err := krusty.MakeKustomizer(opts).Run(fs, "/"+req.Dir)
+	if fs.err != nil {
+		return nil, fs.err
+	}
+	if err != nil {
+		msg := strings.ReplaceAll(err.Error(), "'/", "'")
+		if errors.Is(err, errNoNetwork) || strings.Contains(msg, errNoNetwork.Error()) {
+			msg = "a remote reference is refused: " + msg
+		}
+		return nil, &Error{File: req.Dir, Msg: "kustomize build: " + msg}
+	}
+	if n := resMap.Size(); n > req.Limits.MaxObjects {
+		return nil, (&budget{lim: req.Limits, dir: req.Dir, objects: n - 1}).add(0).(*Error)
+	}
+	b := &budget{lim: req.Limits, dir: req.Dir}
+	for _, res := range resMap.Resources() {
+		js, err := res.MarshalJSON()
+		if err != nil {
+			return nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize output %s: %v", res.CurId(), err)}
+		}
+		if err := b.add(len(js)); err != nil {
+			return nil, err.(*Error)
+		}
+		objs = append(objs, js)
+	}
+	return objs, nil
+}
+
+// budgetFS is the worker's filesystem: it counts every read against MaxReads, and prices
+// the aliases of each YAML file the first time it is read, before kustomize expands them.
+type budgetFS struct {
+	filesys.FileSystem
+	lim    Limits
+	mu     sync.Mutex
+	reads  int
+	priced map[string]bool
+	err    *Error // the first limit passed; kustomize may wrap or drop the read's error
+}
+
+func (f *budgetFS) ReadFile(name string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	if f.reads++; f.reads > f.lim.MaxReads {
+		f.err = &Error{File: strings.TrimPrefix(name, "/"), Msg: fmt.Sprintf("kustomize read files more than %d times (bases that include one another twice double per level): include each base once", f.lim.MaxReads)}
+		return nil, f.err
+	}
+	data, err := f.FileSystem.ReadFile(name)
+	if err != nil || f.priced[name] {
+		return data, err
+	}
+	f.priced[name] = true
+	if e := priceAliases(strings.TrimPrefix(name, "/"), data, f.lim.MaxAliasNodes); e != nil {
+		f.err = e
+		return nil, e
+	}
+	return data, nil
+}
+
+// priceAliases refuses a YAML file whose aliases, expanded, add more than limit nodes.
+func priceAliases(name string, data []byte, limit int) *Error {
+	if !bytes.ContainsRune(data, '*') || !bytes.ContainsRune(data, '&') {
+		return nil
+	}
+	switch strings.ToLower(path.Ext(name)) {
+	case ".yaml", ".yml", ".json", "":
+	default:
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	total := 0
+	for {
+		var doc yaml.Node
+		if err := dec.Decode(&doc); err != nil {
+			return nil // kustomize reports syntax errors itself
+		}
+		if total += AliasNodes(&doc); total > limit {
+			line := 1
+			if len(doc.Content) > 0 {
+				line = doc.Content[0].Line
+			}
+			return aliasError(name, line, limit).(*Error)
+		}
+	}
+}
