@@ -15,16 +15,41 @@ import (
 
 // kustomize builds dir's kustomization in a worker process, after refusing up front,
 // with the file and line, what the worker would refuse anyway: fields that reach the
-// network or set global state.
+// network or set global state, in dir's kustomization and those it includes.
 func kustomize(ctx context.Context, files map[string][]byte, dir string, lim Limits) ([]Object, error) {
-	for name, content := range files {
-		if isKustomizationFile(name) {
-			if err := checkKustomization(name, content, lim); err != nil {
-				return nil, err
-			}
-		}
+	if err := checkTree(files, dir, lim, map[string]bool{}); err != nil {
+		return nil, err
 	}
 	return workers.build(ctx, request{Files: files, Dir: dir, Limits: lim})
+}
+
+// checkTree checks the kustomization in dir, then those of the directories it includes.
+func checkTree(files map[string][]byte, dir string, lim Limits, seen map[string]bool) error {
+	if seen[dir] || len(seen) > lim.MaxReads {
+		return nil // the worker reports cycles and counts reads
+	}
+	seen[dir] = true
+	for _, name := range kustomizationNames {
+		file := path.Join(dir, name)
+		content, ok := files[file]
+		if !ok {
+			continue
+		}
+		k, err := checkKustomization(file, content, lim)
+		if err != nil || k == nil {
+			return err
+		}
+		for _, ref := range append(k.Resources, k.Components...) {
+			sub := strings.TrimPrefix(path.Join("/", dir, ref), "/") // as kustomize's in-memory filesystem resolves it
+			if IsKustomization(files, sub) {
+				if err := checkTree(files, sub, lim, seen); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return nil
 }
 
 func isKustomizationFile(name string) bool {
@@ -41,34 +66,42 @@ func isKustomizationFile(name string) bool {
 // own unmarshal, which matches field names in any case, and its own fix-up of deprecated
 // fields) and refuses the openapi and helm fields and every reference that is not a path
 // in the repo.
-func checkKustomization(name string, content []byte, lim Limits) error {
+// It returns the kustomization, or nil if kustomize could not read it (the worker reports why).
+func checkKustomization(name string, content []byte, lim Limits) (*types.Kustomization, error) {
 	var doc yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(content)).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil // kustomize reports it, with context
+		return nil, nil
 	}
 	if n := AliasNodes(&doc); n > lim.MaxAliasNodes {
-		return aliasError(name, 1, lim.MaxAliasNodes)
+		return nil, aliasError(name, 1, lim.MaxAliasNodes)
 	}
 	var k types.Kustomization
 	if err := k.Unmarshal(content); err != nil {
-		return nil // kustomize reports it, with context
+		return nil, nil
 	}
 	k.FixKustomization()
-	refuse := func(key, value, msg string) error {
-		return &Error{File: name, Line: lineOf(&doc, key, value), Msg: msg}
+	refuse := func(line int, msg string) (*types.Kustomization, error) {
+		return nil, &Error{File: name, Line: line, Msg: msg}
 	}
 	if len(k.OpenAPI) > 0 {
-		return refuse("openapi", "", "the openapi field is refused: a custom schema changes kustomize's state for every repo deployd builds; remove it (deployd applies with the cluster's own schema)")
+		return refuse(keyLine(&doc, "openapi"), "the openapi field is refused: a custom schema changes kustomize's state for every repo deployd builds; remove it (deployd applies with the cluster's own schema)")
 	}
 	if len(k.HelmCharts) > 0 || len(k.HelmChartInflationGenerator) > 0 || k.HelmGlobals != nil {
-		return refuse("helmCharts", "", "helm charts are refused: inflating one runs helm and fetches charts; render the chart into the repo")
+		return refuse(keyLine(&doc, "helmCharts", "helmChartInflationGenerator", "helmGlobals"), "helm charts are refused: inflating one runs helm and fetches charts; render the chart into the repo")
 	}
+	first, firstLine := "", 0
 	for _, ref := range references(&k) {
-		if isRemote(ref) {
-			return refuse("", ref, fmt.Sprintf("remote reference %q is refused: deployd builds only what is in the repo, without network; vendor it into the repo", ref))
+		if !isRemote(ref) {
+			continue
+		}
+		if l := valueLine(&doc, ref); first == "" || (l > 0 && l < firstLine) {
+			first, firstLine = ref, l
 		}
 	}
-	return nil
+	if first != "" {
+		return refuse(firstLine, fmt.Sprintf("remote reference %q is refused: deployd builds only what is in the repo, without network; vendor it into the repo", first))
+	}
+	return &k, nil
 }
 
 // references are the values of every field kustomize's loader takes as a path, a
@@ -120,21 +153,30 @@ func isRemote(ref string) bool {
 		strings.Contains(r, "?version=") || strings.Contains(r, "_git/") || strings.HasPrefix(r, "//")
 }
 
-// lineOf is the line of the first mapping key equal to key (in any case, as kustomize
-// reads them) or, with key empty, of the first scalar that is value; 0 if none is.
-func lineOf(n *yaml.Node, key, value string) int {
-	if key != "" && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if strings.EqualFold(n.Content[i].Value, key) {
-				return n.Content[i].Line
+// keyLine is the line of the first of keys at the top of the kustomization, matched in
+// any case as kustomize matches them; 0 if none is there.
+func keyLine(doc *yaml.Node, keys ...string) int {
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return 0
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		for _, k := range keys {
+			if strings.EqualFold(m.Content[i].Value, k) {
+				return m.Content[i].Line
 			}
 		}
 	}
-	if key == "" && n.Kind == yaml.ScalarNode && strings.Contains(n.Value, value) {
+	return 0
+}
+
+// valueLine is the line of the first scalar whose value is value; 0 if none is.
+func valueLine(n *yaml.Node, value string) int {
+	if n.Kind == yaml.ScalarNode && n.Value == value {
 		return n.Line
 	}
 	for _, c := range n.Content {
-		if l := lineOf(c, key, value); l > 0 {
+		if l := valueLine(c, value); l > 0 {
 			return l
 		}
 	}

@@ -164,7 +164,10 @@ func (w *worker) read(req request) ([]Object, error) {
 // died explains a worker that ended without a reply: most often, over its memory.
 func (w *worker) died(req request, werr error) error {
 	tail := w.stderr.String()
-	if strings.Contains(tail, "out of memory") || strings.Contains(tail, "cannot allocate memory") || isKilled(werr) {
+	if signaled(werr, syscall.SIGXCPU) {
+		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build used more than %d s of CPU: make the kustomization smaller", workerCPUSeconds)}
+	}
+	if strings.Contains(tail, "out of memory") || strings.Contains(tail, "cannot allocate memory") || strings.Contains(tail, "pthread_create failed") || signaled(werr, syscall.SIGKILL) {
 		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build used more than the memory limit of %d MiB: make the kustomization smaller", req.Limits.MaxMemory>>20)}
 	}
 	if first, _, _ := strings.Cut(strings.TrimSpace(tail), "\n"); first != "" {
@@ -173,13 +176,15 @@ func (w *worker) died(req request, werr error) error {
 	return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed: %v", werr)}
 }
 
-func isKilled(err error) bool {
+// signaled reports whether a worker's exit error is its death by sig (SIGKILL: the
+// kernel's OOM killer, which prefers workers).
+func signaled(err error, sig syscall.Signal) bool {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		return false
 	}
 	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
 // headBuffer keeps the first max bytes written to it (a Go runtime's fatal error
