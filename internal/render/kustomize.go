@@ -52,16 +52,6 @@ func checkTree(files map[string][]byte, dir string, lim Limits, seen map[string]
 	return nil
 }
 
-func isKustomizationFile(name string) bool {
-	base := path.Base(name)
-	for _, k := range kustomizationNames {
-		if base == k {
-			return true
-		}
-	}
-	return false
-}
-
 // checkKustomization reads a kustomization as kustomize itself does (its own type, its
 // own unmarshal, which matches field names in any case, and its own fix-up of deprecated
 // fields) and refuses the openapi and helm fields and every reference that is not a path
@@ -115,9 +105,11 @@ func references(k *types.Kustomization) []string {
 	refs = append(refs, k.Generators...)
 	refs = append(refs, k.Transformers...)
 	refs = append(refs, k.Validators...)
+	//lint:ignore SA1019 deprecated, but kustomize still loads it
 	for _, p := range k.PatchesStrategicMerge {
 		refs = append(refs, string(p))
 	}
+	//lint:ignore SA1019 deprecated, but kustomize still loads it
 	for _, p := range append(k.Patches, k.PatchesJson6902...) {
 		refs = append(refs, p.Path)
 	}

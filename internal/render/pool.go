@@ -9,38 +9,48 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 )
 
-// maxConcurrentBuilds bounds the kustomize workers alive at once: each may use
-// Limits.MaxMemory, and all share the pod's memory.
-const maxConcurrentBuilds = 2
+// maxConcurrentBuilds bounds the kustomize builds running at once: each worker may
+// use Limits.MaxMemory, and all share the pod's memory. One worker is kept warm between
+// builds (it costs about 40 MiB); a second one, started when two builds overlap, exits
+// after its build.
+const (
+	maxConcurrentBuilds = 2
+	maxIdleWorkers      = 1
+)
 
-// workers starts render workers: one build each, with a spare started ahead.
+// workers runs kustomize builds in worker processes.
 var workers = &pool{slots: make(chan struct{}, maxConcurrentBuilds)}
 
-// lastPeakRSS is the peak resident memory of the last worker that ended, in bytes
+// lastPeakRSS is the peak resident memory of the worker of the last build, in bytes
 // (tests read it).
 var lastPeakRSS atomic.Int64
 
 type pool struct {
 	slots chan struct{}
 	mu    sync.Mutex
-	spare *worker
+	idle  []*worker
 }
 
-// worker is a started child process waiting for its request.
+// worker is a started child process, serving one build at a time.
 type worker struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stdout io.ReadCloser
+	enc    *gob.Encoder
+	dec    *gob.Decoder
+	out    *io.LimitedReader // the budget of the build being read
 	stderr *headBuffer
+	// memory is the MaxMemory of its first build, which set its limit.
+	memory int64
 }
 
-func startWorker() (*worker, error) {
+func startWorker(memory int64) (*worker, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("starting a render worker: %w", err)
@@ -48,46 +58,62 @@ func startWorker() (*worker, error) {
 	cmd := exec.Command(exe)
 	cmd.Env = []string{workerEnv + "=" + workerEnvValue}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	w := &worker{cmd: cmd, stderr: &headBuffer{max: 4 << 10}}
+	w := &worker{cmd: cmd, stderr: &headBuffer{max: 4 << 10}, memory: memory}
 	cmd.Stderr = w.stderr
 	if w.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, fmt.Errorf("starting a render worker: %w", err)
 	}
-	if w.stdout, err = cmd.StdoutPipe(); err != nil {
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
 		return nil, fmt.Errorf("starting a render worker: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting a render worker: %w", err)
 	}
+	w.out = &io.LimitedReader{R: stdout}
+	w.enc, w.dec = gob.NewEncoder(w.stdin), gob.NewDecoder(w.out)
 	return w, nil
 }
 
-// take returns the spare worker, or a new one, and starts the next spare.
-func (p *pool) take() (*worker, error) {
+// take returns an idle worker whose memory limit is memory, or starts one.
+func (p *pool) take(memory int64) (*worker, error) {
 	p.mu.Lock()
-	w := p.spare
-	p.spare = nil
-	p.mu.Unlock()
-	go p.refill()
-	if w != nil {
-		return w, nil
+	for i, w := range p.idle {
+		if w.memory == memory {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			p.mu.Unlock()
+			return w, nil
+		}
 	}
-	return startWorker()
+	p.mu.Unlock()
+	return startWorker(memory)
 }
 
-func (p *pool) refill() {
-	w, err := startWorker()
-	if err != nil {
-		return // the next build starts its own, and reports the error
-	}
+// put keeps w for the next build, or ends it if enough workers are idle.
+func (p *pool) put(w *worker) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.spare == nil {
-		p.spare = w
+	if len(p.idle) < maxIdleWorkers {
+		p.idle = append(p.idle, w)
+		p.mu.Unlock()
 		return
 	}
-	w.stdin.Close() // another refill won: this one exits on EOF
+	p.mu.Unlock()
+	w.stdin.Close() // it exits at the end of its input
 	go w.cmd.Wait()
+}
+
+// refill starts a worker ahead of the next build when none is idle, so that the build
+// does not wait for a process to start and kustomize to warm up.
+func (p *pool) refill(memory int64) {
+	p.mu.Lock()
+	n := len(p.idle)
+	p.mu.Unlock()
+	if n >= maxIdleWorkers {
+		return
+	}
+	if w, err := startWorker(memory); err == nil {
+		p.put(w)
+	}
 }
 
 // build sends req to a worker and reads its objects, counting them as they arrive.
@@ -97,30 +123,34 @@ func (p *pool) build(ctx context.Context, req request) ([]Object, error) {
 	case p.slots <- struct{}{}:
 		defer func() { <-p.slots }()
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%s: waiting to build: %w", req.Dir, context.Cause(ctx))
+		return nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build stopped: %v", context.Cause(ctx))}
 	}
-	w, err := p.take()
+	w, err := p.take(req.Limits.MaxMemory)
 	if err != nil {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { w.cmd.Process.Kill() })
-	defer stop()
-	go func() {
-		_ = gob.NewEncoder(w.stdin).Encode(req) // a worker that died is reported by its exit
-		w.stdin.Close()
-	}()
-	objs, rerr := w.read(req)
-	if rerr != nil {
-		w.cmd.Process.Kill()
+	sent := make(chan error, 1)
+	go func() { sent <- w.enc.Encode(req) }()
+	objs, retire, rerr := w.read(req)
+	stopped := !stop()
+	<-sent // a worker that died is reported by its exit
+	if rerr == nil && !retire && !stopped {
+		lastPeakRSS.Store(w.peakRSS())
+		p.put(w)
+		return objs, nil
 	}
+	w.cmd.Process.Kill()
+	w.stdin.Close()
 	werr := w.cmd.Wait()
 	if st, ok := w.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		lastPeakRSS.Store(st.Maxrss << 10)
 	}
+	go p.refill(req.Limits.MaxMemory)
 	switch {
 	case ctx.Err() != nil:
 		return nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build stopped: %v", context.Cause(ctx))}
-	case rerr != nil && werr != nil && errors.Is(rerr, errWorkerDied):
+	case errors.Is(rerr, errWorkerDied):
 		return nil, w.died(req, werr)
 	case rerr != nil:
 		return nil, rerr
@@ -130,47 +160,60 @@ func (p *pool) build(ctx context.Context, req request) ([]Object, error) {
 
 var errWorkerDied = errors.New("render worker ended without a reply")
 
-// read decodes the worker's replies, counting objects and bytes against the limits.
-func (w *worker) read(req request) ([]Object, error) {
+// read decodes the replies to one build, counting objects and bytes against the limits.
+func (w *worker) read(req request) (objs []Object, retire bool, err error) {
 	b := &budget{lim: req.Limits, dir: req.Dir}
-	lr := &io.LimitedReader{R: w.stdout, N: req.Limits.MaxBytes + 1<<20}
-	dec := gob.NewDecoder(lr)
-	var objs []Object
+	w.out.N = req.Limits.MaxBytes + 1<<20 // JSON, and gob's framing
 	for {
 		var r reply
-		if err := dec.Decode(&r); err != nil {
-			if lr.N <= 0 {
-				return nil, b.add(int(req.Limits.MaxBytes))
+		if err := w.dec.Decode(&r); err != nil {
+			if w.out.N <= 0 {
+				return nil, true, b.add(int(req.Limits.MaxBytes))
 			}
-			return nil, errWorkerDied
+			return nil, true, errWorkerDied
 		}
 		if r.Done {
 			if r.Err != nil {
-				return nil, r.Err
+				return nil, true, r.Err
 			}
-			return objs, nil
+			return objs, r.Retire, nil
 		}
 		if err := b.add(len(r.JSON)); err != nil {
-			return nil, err
+			return nil, true, err
 		}
 		u, err := decodeJSON(r.JSON)
 		if err != nil {
-			return nil, &Error{File: req.Dir, Msg: "kustomize output: " + err.Error()}
+			return nil, true, &Error{File: req.Dir, Msg: "kustomize output: " + err.Error()}
 		}
 		objs = append(objs, Object{Unstructured: u, Source: "kustomize " + req.Dir})
 	}
 }
 
+// peakRSS is the worker's peak resident memory so far (VmHWM), or 0 if unknown.
+func (w *worker) peakRSS() int64 {
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(w.cmd.Process.Pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 // died explains a worker that ended without a reply: most often, over its memory.
 func (w *worker) died(req request, werr error) error {
-	tail := w.stderr.String()
+	head := w.stderr.String()
 	if signaled(werr, syscall.SIGXCPU) {
 		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build used more than %d s of CPU: make the kustomization smaller", workerCPUSeconds)}
 	}
-	if strings.Contains(tail, "out of memory") || strings.Contains(tail, "cannot allocate memory") || strings.Contains(tail, "pthread_create failed") || signaled(werr, syscall.SIGKILL) {
+	if strings.Contains(head, "out of memory") || strings.Contains(head, "cannot allocate memory") || strings.Contains(head, "pthread_create failed") || signaled(werr, syscall.SIGKILL) {
 		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build used more than the memory limit of %d MiB: make the kustomization smaller", req.Limits.MaxMemory>>20)}
 	}
-	if first, _, _ := strings.Cut(strings.TrimSpace(tail), "\n"); first != "" {
+	if first, _, _ := strings.Cut(strings.TrimSpace(head), "\n"); first != "" {
 		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed: %v: %s", werr, first)}
 	}
 	return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed: %v", werr)}

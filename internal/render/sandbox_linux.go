@@ -16,14 +16,10 @@ const workerCPUSeconds = 120
 
 // sandbox limits the worker's memory and CPU, makes it the OOM killer's first choice,
 // and refuses it, through seccomp, the system calls that reach the network or run programs.
-// The memory limit is on the process's data mappings, over those it has before the build:
-// an idle Go runtime maps about 100 MiB it does not touch (2 MiB resident).
-func sandbox(maxMemory int64) error {
-	base, err := dataBytes()
-	if err != nil {
-		return fmt.Errorf("limiting memory: %w", err)
-	}
-	data := uint64(base + maxMemory)
+// The memory limit is on the process's data mappings (RLIMIT_DATA): the caller adds the
+// budget to what the process had mapped at its start (about 100 MiB, 2 MiB of it resident).
+func sandbox(maxData int64) error {
+	data := uint64(maxData)
 	if err := unix.Setrlimit(unix.RLIMIT_DATA, &unix.Rlimit{Cur: data, Max: data}); err != nil {
 		return fmt.Errorf("limiting memory: %w", err)
 	}

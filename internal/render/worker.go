@@ -17,10 +17,12 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/kustomize/kyaml/openapi"
 )
 
 // workerEnv, set to workerEnvValue, makes a process that imports this package a render
-// worker: it builds one kustomization and exits, before main (or a test) starts.
+// worker: it serves builds on its stdin and stdout, and exits before main (or a test)
+// would start.
 const (
 	workerEnv      = "DEPLOYD_RENDER_WORKER"
 	workerEnvValue = "kustomize-v1"
@@ -37,10 +39,16 @@ type request struct {
 type reply struct {
 	// JSON is a rendered object.
 	JSON []byte
-	// Done ends the stream; Err, if not nil, is why the build failed.
+	// Done ends the build's replies; Err, if not nil, is why the build failed.
 	Done bool
 	Err  *Error
+	// Retire says the worker exits after this build: it failed, or it changed
+	// kustomize's global state, which the next repo's build must not see.
+	Retire bool
 }
+
+// maxBuildsPerWorker retires a worker after this many builds, whatever they left behind.
+const maxBuildsPerWorker = 100
 
 func init() {
 	if os.Getenv(workerEnv) == workerEnvValue {
@@ -48,44 +56,71 @@ func init() {
 	}
 }
 
-// serveWorker reads one request, confines the process, builds, and streams the objects.
-// It returns the exit code: 0 when the reply was written, whatever the build's outcome.
+// serveWorker warms kustomize up, then serves builds one at a time until its input ends
+// or a build retires it. The first request confines the process for good. It returns the
+// exit code: 0 when every reply was written, whatever the builds' outcomes.
 func serveWorker(in io.Reader, out io.Writer) int {
-	var req request
-	if err := gob.NewDecoder(in).Decode(&req); err != nil {
-		if errors.Is(err, io.EOF) {
-			return 0 // a spare that was never used
-		}
-		fmt.Fprintln(os.Stderr, "render worker: reading the request:", err)
-		return 3
-	}
-	enc := gob.NewEncoder(out)
-	if err := confine(req.Limits); err != nil {
+	base, err := dataBytes() // the limit counts from here, warm-up included
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "render worker:", err)
 		return 4
 	}
-	objs, rerr := build(req)
-	for _, js := range objs {
-		if err := enc.Encode(reply{JSON: js}); err != nil {
+	warmUp()
+	dec, enc := gob.NewDecoder(in), gob.NewEncoder(out)
+	for n := 1; ; n++ {
+		var req request
+		if err := dec.Decode(&req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return 0
+			}
+			fmt.Fprintln(os.Stderr, "render worker: reading a request:", err)
+			return 3
+		}
+		if n == 1 {
+			if err := confine(base, req.Limits); err != nil {
+				fmt.Fprintln(os.Stderr, "render worker:", err)
+				return 4
+			}
+		}
+		objs, rerr := build(req)
+		for _, js := range objs {
+			if err := enc.Encode(reply{JSON: js}); err != nil {
+				return 5
+			}
+		}
+		retire := rerr != nil || n >= maxBuildsPerWorker || openapi.GetSchemaVersion() != defaultSchema
+		if err := enc.Encode(reply{Done: true, Err: rerr, Retire: retire}); err != nil {
 			return 5
 		}
+		if retire {
+			return 0
+		}
 	}
-	if err := enc.Encode(reply{Done: true, Err: rerr}); err != nil {
-		return 5
-	}
-	return 0
+}
+
+// defaultSchema is kustomize's built-in OpenAPI schema version, before any build.
+var defaultSchema = openapi.GetSchemaVersion()
+
+// warmUp builds a small kustomization while the worker waits as a spare, so that
+// kustomize's lazy start (parsing its built-in OpenAPI schema) is not paid by the build
+// it will serve. The schema is the built-in one, the same for every repo.
+func warmUp() {
+	_, _ = build(request{Dir: "warm-up", Limits: DefaultLimits(), Files: map[string][]byte{
+		"warm-up/kustomization.yaml": []byte("resources: [d.yaml]\nnamePrefix: w-\npatches:\n- patch: |\n    {apiVersion: apps/v1, kind: Deployment, metadata: {name: d}, spec: {template: {spec: {containers: [{name: b, image: b}]}}}}\n"),
+		"warm-up/d.yaml":             []byte("{apiVersion: apps/v1, kind: Deployment, metadata: {name: d}, spec: {template: {spec: {containers: [{name: a, image: a}]}}}}\n"),
+	}})
 }
 
 // confine takes from the worker what a build must not have: memory over the limit,
 // the network, other programs, and the parent's lead in the OOM killer's eyes.
-func confine(lim Limits) error {
+func confine(base int64, lim Limits) error {
 	// Nothing in a worker should reach the network; if a remote reference gets past
 	// checkKustomization, kustomize's loader meets this transport (and seccomp's refusal
 	// of socket(2) below it).
 	http.DefaultTransport = refuseTransport{}
 	http.DefaultClient = &http.Client{Transport: refuseTransport{}}
 	os.Clearenv() // no PATH for git or helm, no proxy settings
-	if err := sandbox(lim.MaxMemory); err != nil {
+	if err := sandbox(base + lim.MaxMemory); err != nil {
 		return err
 	}
 	debug.SetMemoryLimit(lim.MaxMemory / 4 * 3) // collect harder before the hard limit
