@@ -135,10 +135,10 @@ func (p *pool) build(ctx context.Context, req request) ([]Object, error) {
 	objs, retire, rerr := w.read(req)
 	stopped := !stop()
 	<-sent // a worker that died is reported by its exit
-	if rerr == nil && !retire && !stopped {
+	if !retire && !stopped {
 		lastPeakRSS.Store(w.peakRSS())
 		p.put(w)
-		return objs, nil
+		return objs, rerr
 	}
 	w.cmd.Process.Kill()
 	w.stdin.Close()
@@ -174,7 +174,7 @@ func (w *worker) read(req request) (objs []Object, retire bool, err error) {
 		}
 		if r.Done {
 			if r.Err != nil {
-				return nil, true, r.Err
+				return nil, r.Retire, r.Err
 			}
 			return objs, r.Retire, nil
 		}

@@ -42,8 +42,9 @@ type reply struct {
 	// Done ends the build's replies; Err, if not nil, is why the build failed.
 	Done bool
 	Err  *Error
-	// Retire says the worker exits after this build: it failed, or it changed
-	// kustomize's global state, which the next repo's build must not see.
+	// Retire says the worker exits after this build: kustomize panicked, a limit was
+	// passed, or the build changed kustomize's global state, which the next repo's
+	// build must not see.
 	Retire bool
 }
 
@@ -82,13 +83,13 @@ func serveWorker(in io.Reader, out io.Writer) int {
 				return 4
 			}
 		}
-		objs, rerr := build(req)
+		objs, rerr, retire := build(req)
 		for _, js := range objs {
 			if err := enc.Encode(reply{JSON: js}); err != nil {
 				return 5
 			}
 		}
-		retire := rerr != nil || n >= maxBuildsPerWorker || openapi.GetSchemaVersion() != defaultSchema
+		retire = retire || n >= maxBuildsPerWorker || openapi.GetSchemaVersion() != defaultSchema
 		if err := enc.Encode(reply{Done: true, Err: rerr, Retire: retire}); err != nil {
 			return 5
 		}
@@ -105,7 +106,7 @@ var defaultSchema = openapi.GetSchemaVersion()
 // kustomize's lazy start (parsing its built-in OpenAPI schema) is not paid by the build
 // it will serve. The schema is the built-in one, the same for every repo.
 func warmUp() {
-	_, _ = build(request{Dir: "warm-up", Limits: DefaultLimits(), Files: map[string][]byte{
+	_, _, _ = build(request{Dir: "warm-up", Limits: DefaultLimits(), Files: map[string][]byte{
 		"warm-up/kustomization.yaml": []byte("resources: [d.yaml]\nnamePrefix: w-\npatches:\n- patch: |\n    {apiVersion: apps/v1, kind: Deployment, metadata: {name: d}, spec: {template: {spec: {containers: [{name: b, image: b}]}}}}\n"),
 		"warm-up/d.yaml":             []byte("{apiVersion: apps/v1, kind: Deployment, metadata: {name: d}, spec: {template: {spec: {containers: [{name: a, image: a}]}}}}\n"),
 	}})
@@ -137,17 +138,18 @@ func (refuseTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // build runs kustomize over an in-memory copy of the commit: the filesystem holds the
-// commit's files and nothing else, and counts reads against the limits.
-func build(req request) (objs [][]byte, rerr *Error) {
+// commit's files and nothing else, and counts reads against the limits. retire says the
+// worker should not serve another build: kustomize panicked or a limit was passed.
+func build(req request) (objs [][]byte, rerr *Error, retire bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			objs, rerr = nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed (it panicked: %v)", p)}
+			objs, rerr, retire = nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed (it panicked: %v)", p)}, true
 		}
 	}()
 	mem := filesys.MakeFsInMemory()
 	for name, content := range req.Files {
 		if err := mem.WriteFile("/"+name, content); err != nil {
-			return nil, &Error{File: name, Msg: "loading for kustomize: " + err.Error()}
+			return nil, &Error{File: name, Msg: "loading for kustomize: " + err.Error()}, false
 		}
 	}
 	fs := &budgetFS{FileSystem: mem, lim: req.Limits, priced: map[string]bool{}}
@@ -156,30 +158,30 @@ func build(req request) (objs [][]byte, rerr *Error) {
 	opts.PluginConfig = types.DisabledPluginConfig()
 	resMap, err := krusty.MakeKustomizer(opts).Run(fs, "/"+req.Dir)
 	if fs.err != nil {
-		return nil, fs.err
+		return nil, fs.err, true
 	}
 	if err != nil {
 		msg := strings.ReplaceAll(err.Error(), "'/", "'")
 		if errors.Is(err, errNoNetwork) || strings.Contains(msg, errNoNetwork.Error()) {
 			msg = "a remote reference is refused: " + msg
 		}
-		return nil, &Error{File: req.Dir, Msg: "kustomize build: " + msg}
+		return nil, &Error{File: req.Dir, Msg: "kustomize build: " + msg}, false
 	}
 	if n := resMap.Size(); n > req.Limits.MaxObjects {
-		return nil, (&budget{lim: req.Limits, dir: req.Dir, objects: n - 1}).add(0).(*Error)
+		return nil, (&budget{lim: req.Limits, dir: req.Dir, objects: n - 1}).add(0).(*Error), true
 	}
 	b := &budget{lim: req.Limits, dir: req.Dir}
 	for _, res := range resMap.Resources() {
 		js, err := res.MarshalJSON()
 		if err != nil {
-			return nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize output %s: %v", res.CurId(), err)}
+			return nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize output %s: %v", res.CurId(), err)}, false
 		}
 		if err := b.add(len(js)); err != nil {
-			return nil, err.(*Error)
+			return nil, err.(*Error), true
 		}
 		objs = append(objs, js)
 	}
-	return objs, nil
+	return objs, nil, false
 }
 
 // budgetFS is the worker's filesystem: it counts every read against MaxReads, and prices
