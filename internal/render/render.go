@@ -3,14 +3,17 @@
 //
 // Every repo is hostile input, so rendering runs on a budget (Limits) checked while the
 // work is done: plain files are decoded in this process, one document at a time, each
-// counted before the next is read, and aliases are priced before anything expands them.
-// Kustomize is built in a child process of the same binary (worker.go), because in this
-// process it cannot be bounded: its loader fetches http(s) and runs git on any path that
-// looks remote through a client we cannot replace, its openapi field sets global schema
-// state, it is not safe for concurrent builds, and its memory use cannot be stopped from
-// outside. The child sets an address-space budget (RLIMIT_DATA), has no network or exec
-// (seccomp), and dies with the build: Argo CD renders in a separate repo-server for the
-// same reasons. A spare child is started ahead, so a build does not wait for one to start.
+// counted before the next is read, and aliases are priced on the node tree before anything
+// expands them. Kustomize is built in a worker: a child process of the same binary
+// (worker.go, pool.go), because in this process it cannot be bounded. Its loader fetches
+// http(s) and runs git for any path that looks remote, through a client and a cloner that
+// its API does not let us replace; its openapi field sets global schema state; it is not
+// safe for concurrent builds; and nothing stops its memory from outside. A worker caps its
+// data mappings (RLIMIT_DATA), refuses itself sockets and exec (seccomp), offers itself to
+// the OOM killer first, and is killed when the render's context ends. Argo CD renders in a
+// separate repo-server process for the same reasons. Starting a worker and warming
+// kustomize up costs about 150 ms, so a worker serves builds one after another (retired
+// when one panics, passes a limit or changes kustomize's schema) and one waits warm.
 package render
 
 import (
@@ -83,8 +86,9 @@ type Limits struct {
 	MaxReads int
 }
 
-// DefaultLimits fit a repo of 1,000 objects in deployd's 512 Mi pod: a kustomize build
-// may use 256 MiB, and reads each of the 1,000 files a commit may have up to 10 times.
+// DefaultLimits fit a repo of 1,000 objects in deployd's 512 Mi pod (two kustomize builds
+// may run at once, 256 MiB each, and the OOM killer takes a worker first). 10,000 reads
+// are ten for each file a repo's manifests may have.
 func DefaultLimits() Limits {
 	return Limits{MaxObjects: 1000, MaxBytes: 32 << 20, MaxAliasNodes: 100_000, MaxMemory: 256 << 20, MaxReads: 10_000}
 }
