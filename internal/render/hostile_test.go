@@ -168,8 +168,8 @@ func TestHostileInputStaysBounded(t *testing.T) {
 				used, what = lastPeakRSS.Load(), "the worker's peak RSS"
 			}
 			t.Logf("%s: %d MiB", what, used>>20)
-			if used>>20 > tt.maxMiB {
-				t.Errorf("%s: %d MiB, want at most %d", what, used>>20, tt.maxMiB)
+			if used>>20 > tt.maxMiB*memoryFactor {
+				t.Errorf("%s: %d MiB, want at most %d", what, used>>20, tt.maxMiB*memoryFactor)
 			}
 		})
 	}
@@ -250,12 +250,12 @@ func TestKustomizeMemoryLimit(t *testing.T) {
 	}
 	files := map[string][]byte{"m/kustomization.yaml": []byte("resources: [big.yaml]\n"), "m/big.yaml": []byte(b.String())}
 	lim := DefaultLimits()
-	lim.MaxMemory = 32 << 20
+	lim.MaxMemory = 32 << 20 * memoryFactor
 	_, err := Render(context.Background(), files, "m", lim)
-	if want := "m: kustomize build used more than the memory limit of 32 MiB"; err == nil || !strings.HasPrefix(err.Error(), want) {
+	if want := fmt.Sprintf("m: kustomize build used more than the memory limit of %d MiB", 32*memoryFactor); err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("error %v, want it to start with %q", err, want)
 	}
-	if peak := lastPeakRSS.Load(); peak > 100<<20 {
+	if peak := lastPeakRSS.Load(); peak > 100<<20*memoryFactor {
 		t.Errorf("the worker's peak RSS was %d MiB", peak>>20)
 	}
 	if _, err := Render(context.Background(), files, "m", DefaultLimits()); err != nil {

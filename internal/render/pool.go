@@ -210,7 +210,7 @@ func (w *worker) died(req request, werr error) error {
 	if signaled(werr, syscall.SIGXCPU) {
 		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build used more than %d s of CPU: make the kustomization smaller", workerCPUSeconds)}
 	}
-	if strings.Contains(head, "out of memory") || strings.Contains(head, "cannot allocate memory") || strings.Contains(head, "pthread_create failed") || signaled(werr, syscall.SIGKILL) {
+	if strings.Contains(head, "out of memory") || strings.Contains(head, "cannot allocate memory") || strings.Contains(head, "pthread_create failed") || strings.Contains(head, "failed to allocate") || signaled(werr, syscall.SIGKILL) {
 		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build used more than the memory limit of %d MiB: make the kustomization smaller", req.Limits.MaxMemory>>20)}
 	}
 	if first, _, _ := strings.Cut(strings.TrimSpace(head), "\n"); first != "" {
