@@ -280,3 +280,24 @@ func allocatedBy(f func()) int64 {
 	runtime.ReadMemStats(&after)
 	return int64(after.TotalAlloc - before.TotalAlloc)
 }
+
+// TestDeadIdleWorkerIsNotBlamed: a worker killed while it waited (the OOM killer prefers
+// workers) does not fail the next build.
+func TestDeadIdleWorkerIsNotBlamed(t *testing.T) {
+	ctx := context.Background()
+	if _, err := Render(ctx, kustomizeRepo, "deploy/overlays/prod", DefaultLimits()); err != nil {
+		t.Fatal(err)
+	}
+	workers.mu.Lock()
+	for _, w := range workers.idle {
+		w.cmd.Process.Kill()
+	}
+	killed := len(workers.idle)
+	workers.mu.Unlock()
+	if killed == 0 {
+		t.Fatal("no idle worker after a build")
+	}
+	if _, err := Render(ctx, kustomizeRepo, "deploy/overlays/prod", DefaultLimits()); err != nil {
+		t.Errorf("the build after an idle worker died: %v", err)
+	}
+}

@@ -75,18 +75,20 @@ func startWorker(memory int64) (*worker, error) {
 	return w, nil
 }
 
-// take returns an idle worker whose memory limit is memory, or starts one.
-func (p *pool) take(memory int64) (*worker, error) {
+// take returns an idle worker whose memory limit is memory, or starts one; reused says
+// which.
+func (p *pool) take(memory int64, fresh bool) (w *worker, reused bool, err error) {
 	p.mu.Lock()
 	for i, w := range p.idle {
-		if w.memory == memory {
+		if w.memory == memory && !fresh {
 			p.idle = append(p.idle[:i], p.idle[i+1:]...)
 			p.mu.Unlock()
-			return w, nil
+			return w, true, nil
 		}
 	}
 	p.mu.Unlock()
-	return startWorker(memory)
+	w, err = startWorker(memory)
+	return w, false, err
 }
 
 // put keeps w for the next build, or ends it if enough workers are idle.
@@ -125,9 +127,29 @@ func (p *pool) build(ctx context.Context, req request) ([]Object, error) {
 	case <-ctx.Done():
 		return nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build stopped: %v", context.Cause(ctx))}
 	}
-	w, err := p.take(req.Limits.MaxMemory)
+	objs, reused, err := p.buildOnce(ctx, req, false)
+	if reused && errors.Is(err, errWorkerDied) && ctx.Err() == nil {
+		// An idle worker may have died waiting (the OOM killer prefers workers): the
+		// build is blamed only if it kills a fresh one too.
+		objs, _, err = p.buildOnce(ctx, req, true)
+	}
+	var died *diedError
+	if errors.As(err, &died) {
+		return nil, died.err
+	}
+	return objs, err
+}
+
+// diedError is a worker's death, explained; it wraps errWorkerDied.
+type diedError struct{ err error }
+
+func (e *diedError) Error() string { return e.err.Error() }
+func (e *diedError) Unwrap() error { return errWorkerDied }
+
+func (p *pool) buildOnce(ctx context.Context, req request, fresh bool) ([]Object, bool, error) {
+	w, reused, err := p.take(req.Limits.MaxMemory, fresh)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	stop := context.AfterFunc(ctx, func() { w.cmd.Process.Kill() })
 	sent := make(chan error, 1)
@@ -138,7 +160,7 @@ func (p *pool) build(ctx context.Context, req request) ([]Object, error) {
 	if !retire && !stopped {
 		lastPeakRSS.Store(w.peakRSS())
 		p.put(w)
-		return objs, rerr
+		return objs, reused, rerr
 	}
 	w.cmd.Process.Kill()
 	w.stdin.Close()
@@ -149,13 +171,11 @@ func (p *pool) build(ctx context.Context, req request) ([]Object, error) {
 	go p.refill(req.Limits.MaxMemory)
 	switch {
 	case ctx.Err() != nil:
-		return nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build stopped: %v", context.Cause(ctx))}
+		return nil, reused, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build stopped: %v", context.Cause(ctx))}
 	case errors.Is(rerr, errWorkerDied):
-		return nil, w.died(req, werr)
-	case rerr != nil:
-		return nil, rerr
+		return nil, reused, &diedError{w.died(req, werr)}
 	}
-	return objs, nil
+	return objs, reused, rerr
 }
 
 var errWorkerDied = errors.New("render worker ended without a reply")

@@ -11,10 +11,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// workerCPUSeconds backs up the parent's deadline: a worker whose parent died cannot spin.
+// workerCPUSeconds backs up the parent's deadline: a build in a worker whose parent
+// died cannot spin for longer.
 const workerCPUSeconds = 120
 
-// sandbox limits the worker's memory and CPU, makes it the OOM killer's first choice,
+// limitCPU lets the process use workerCPUSeconds more of CPU time than it has used so
+// far (RLIMIT_CPU counts over the process's life, and a worker serves many builds).
+func limitCPU() error {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return fmt.Errorf("limiting CPU time: %w", err)
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CPU, &lim); err != nil {
+		return fmt.Errorf("limiting CPU time: %w", err)
+	}
+	lim.Cur = uint64(ru.Utime.Sec+ru.Stime.Sec) + 1 + workerCPUSeconds
+	if lim.Max != unix.RLIM_INFINITY && lim.Cur > lim.Max {
+		lim.Cur = lim.Max
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_CPU, &lim); err != nil {
+		return fmt.Errorf("limiting CPU time: %w", err)
+	}
+	return nil
+}
+
+// sandbox limits the worker's memory, makes it the OOM killer's first choice,
 // and refuses it, through seccomp, the system calls that reach the network or run programs.
 // The memory limit is on the process's data mappings (RLIMIT_DATA): the caller adds the
 // budget to what the process had mapped at its start (about 100 MiB, 2 MiB of it resident).
@@ -22,9 +44,6 @@ func sandbox(maxData int64) error {
 	data := uint64(maxData)
 	if err := unix.Setrlimit(unix.RLIMIT_DATA, &unix.Rlimit{Cur: data, Max: data}); err != nil {
 		return fmt.Errorf("limiting memory: %w", err)
-	}
-	if err := unix.Setrlimit(unix.RLIMIT_CPU, &unix.Rlimit{Cur: workerCPUSeconds, Max: workerCPUSeconds}); err != nil {
-		return fmt.Errorf("limiting CPU time: %w", err)
 	}
 	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0) // best effort: a kernel may not offer it
 	return denySyscalls()

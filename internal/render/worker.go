@@ -83,6 +83,10 @@ func serveWorker(in io.Reader, out io.Writer) int {
 				return 4
 			}
 		}
+		if err := limitCPU(); err != nil {
+			fmt.Fprintln(os.Stderr, "render worker:", err)
+			return 4
+		}
 		objs, rerr, retire := build(req)
 		for _, js := range objs {
 			if err := enc.Encode(reply{JSON: js}); err != nil {
