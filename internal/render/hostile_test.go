@@ -301,3 +301,30 @@ func TestDeadIdleWorkerIsNotBlamed(t *testing.T) {
 		t.Errorf("the build after an idle worker died: %v", err)
 	}
 }
+
+// TestByteLimitIsOneStepOverTheLine: rendered objects may add up to MaxBytes of JSON.
+func TestByteLimitIsOneStepOverTheLine(t *testing.T) {
+	doc := "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: v}\n"
+	one, err := Render(context.Background(), map[string][]byte{"m/a.yaml": []byte(doc)}, "m", DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := one[0].MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := DefaultLimits()
+	lim.MaxBytes = int64(2 * len(js))
+	for _, kustomized := range []bool{false, true} {
+		for n, wantErr := range map[int]bool{2: false, 3: true} {
+			files := map[string][]byte{"m/a.yaml": numbered([]byte(strings.Repeat(doc, n)))}
+			if kustomized {
+				files["m/kustomization.yaml"] = []byte("resources: [a.yaml]\n")
+			}
+			_, err := Render(context.Background(), files, "m", lim)
+			if gotErr := err != nil; gotErr != wantErr || (err != nil && !strings.Contains(err.Error(), fmt.Sprintf("more than the limit of %d bytes of objects", lim.MaxBytes))) {
+				t.Errorf("kustomize %v, %d objects of %d bytes, limit %d: error %v, want an error: %v", kustomized, n, len(js), lim.MaxBytes, err, wantErr)
+			}
+		}
+	}
+}

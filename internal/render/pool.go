@@ -188,7 +188,7 @@ func (w *worker) read(req request) (objs []Object, retire bool, err error) {
 		var r reply
 		if err := w.dec.Decode(&r); err != nil {
 			if w.out.N <= 0 {
-				return nil, true, b.add(int(req.Limits.MaxBytes))
+				return nil, true, tooManyBytes(req.Dir, req.Limits)
 			}
 			return nil, true, errWorkerDied
 		}

@@ -119,12 +119,24 @@ func (b *budget) add(n int) error {
 	b.objects++
 	b.bytes += int64(n)
 	if b.objects > b.lim.MaxObjects {
-		return &Error{File: b.dir, Msg: fmt.Sprintf("renders to more than the limit of %d objects per repo: split the repo", b.lim.MaxObjects)}
+		return tooManyObjects(b.dir, b.lim)
 	}
 	if b.bytes > b.lim.MaxBytes {
-		return &Error{File: b.dir, Msg: fmt.Sprintf("renders to more than the limit of %d MiB of objects: split the repo", b.lim.MaxBytes>>20)}
+		return tooManyBytes(b.dir, b.lim)
 	}
 	return nil
+}
+
+func tooManyObjects(dir string, lim Limits) *Error {
+	return &Error{File: dir, Msg: fmt.Sprintf("renders to more than the limit of %d objects per repo: split the repo", lim.MaxObjects)}
+}
+
+func tooManyBytes(dir string, lim Limits) *Error {
+	size := fmt.Sprintf("%d bytes", lim.MaxBytes)
+	if lim.MaxBytes%(1<<20) == 0 {
+		size = fmt.Sprintf("%d MiB", lim.MaxBytes>>20)
+	}
+	return &Error{File: dir, Msg: fmt.Sprintf("renders to more than the limit of %s of objects: split the repo", size)}
 }
 
 // IsKustomization reports whether dir holds a kustomization file.

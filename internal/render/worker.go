@@ -172,7 +172,7 @@ func build(req request) (objs [][]byte, rerr *Error, retire bool) {
 		return nil, &Error{File: req.Dir, Msg: "kustomize build: " + msg}, false
 	}
 	if n := resMap.Size(); n > req.Limits.MaxObjects {
-		return nil, (&budget{lim: req.Limits, dir: req.Dir, objects: n - 1}).add(0).(*Error), true
+		return nil, tooManyObjects(req.Dir, req.Limits), true
 	}
 	b := &budget{lim: req.Limits, dir: req.Dir}
 	for _, res := range resMap.Resources() {
@@ -180,8 +180,8 @@ func build(req request) (objs [][]byte, rerr *Error, retire bool) {
 		if err != nil {
 			return nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize output %s: %v", res.CurId(), err)}, false
 		}
-		if err := b.add(len(js)); err != nil {
-			return nil, err.(*Error), true
+		if b.add(len(js)) != nil {
+			return nil, tooManyBytes(req.Dir, req.Limits), true // the count was checked above
 		}
 		objs = append(objs, js)
 	}
