@@ -49,6 +49,21 @@ func sandbox(maxData int64) error {
 	return denySyscalls()
 }
 
+// replyPipe moves the worker's stdout, where the parent reads replies, to a new file
+// descriptor, and points descriptor 1 at stderr: whatever kustomize prints cannot break
+// the replies.
+func replyPipe() (*os.File, error) {
+	fd, err := unix.Dup(1)
+	if err != nil {
+		return nil, fmt.Errorf("keeping the reply pipe: %w", err)
+	}
+	if err := unix.Dup3(2, 1, 0); err != nil {
+		return nil, fmt.Errorf("keeping the reply pipe: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "render replies"), nil
+}
+
 // dataBytes is the size of the process's data mappings (VmData), what RLIMIT_DATA limits.
 func dataBytes() (int64, error) {
 	status, err := os.ReadFile("/proc/self/status")

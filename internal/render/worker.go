@@ -53,7 +53,12 @@ const maxBuildsPerWorker = 100
 
 func init() {
 	if os.Getenv(workerEnv) == workerEnvValue {
-		os.Exit(serveWorker(os.Stdin, os.Stdout))
+		out, err := replyPipe()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "render worker:", err)
+			os.Exit(4)
+		}
+		os.Exit(serveWorker(os.Stdin, out))
 	}
 }
 
