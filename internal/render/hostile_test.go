@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
 )
 
 // hostileRepo reads testdata/hostile/<name> as a commit's files, with "RECORDER" in
@@ -327,4 +328,51 @@ func TestByteLimitIsOneStepOverTheLine(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestReadAndAliasLimitsAreOneStepOverTheLine: a build that needs exactly MaxReads reads,
+// and a file whose aliases add exactly MaxAliasNodes nodes, pass; one fewer fails.
+func TestReadAndAliasLimitsAreOneStepOverTheLine(t *testing.T) {
+	t.Run("reads", func(t *testing.T) {
+		req := request{Files: kustomizeRepo, Dir: "deploy/overlays/dev", Limits: DefaultLimits()}
+		need := 0
+		for req.Limits.MaxReads = 1; req.Limits.MaxReads < 100; req.Limits.MaxReads++ {
+			if _, err, _ := build(req); err == nil {
+				need = req.Limits.MaxReads
+				break
+			}
+		}
+		if need == 0 {
+			t.Fatal("the overlay did not build within 100 reads")
+		}
+		req.Limits.MaxReads = need - 1
+		if _, err, retire := build(req); err == nil || !retire || !strings.Contains(err.Error(), fmt.Sprintf("kustomize read files more than %d times", need-1)) {
+			t.Errorf("with %d reads, one fewer than the build needs: error %v, retire %v", need-1, err, retire)
+		}
+		req.Limits.MaxReads = need
+		if _, err := Render(context.Background(), req.Files, req.Dir, req.Limits); err != nil {
+			t.Errorf("in a worker, with the %d reads it needs: %v", need, err)
+		}
+	})
+	t.Run("aliases", func(t *testing.T) {
+		doc := "apiVersion: v1\nkind: List\nitems:\n- &a {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- *a\n- *a\n"
+		var node yaml.Node
+		if err := yaml.Unmarshal([]byte(doc), &node); err != nil {
+			t.Fatal(err)
+		}
+		added := AliasNodes(&node)
+		if added != 2*8 { // each alias stands for the 9 nodes of the object, in place of 1
+			t.Fatalf("AliasNodes = %d, want 16", added)
+		}
+		lim := DefaultLimits()
+		lim.MaxAliasNodes = added
+		files := map[string][]byte{"m/a.yaml": []byte(doc)}
+		if _, err := Render(context.Background(), files, "m", lim); err != nil {
+			t.Errorf("at the limit: %v", err)
+		}
+		lim.MaxAliasNodes = added - 1
+		if _, err := Render(context.Background(), files, "m", lim); err == nil || !strings.Contains(err.Error(), "m/a.yaml:1: YAML aliases expand to more than 15 nodes") {
+			t.Errorf("one over the limit: error %v", err)
+		}
+	})
 }
