@@ -163,8 +163,10 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int)
 	rctx, cancel := context.WithTimeout(ctx, render.DefaultTimeout)
 	objs, err := render.Render(rctx, files, repo.ManifestPath(), lim)
 	cancel()
-	if err != nil && ctx.Err() != nil {
-		return apply.Result{}, err // superseded or stopped: not the commit's fault
+	var bad *render.Error
+	if err != nil && (ctx.Err() != nil || !errors.As(err, &bad)) {
+		// Stopped or superseded, or a worker that could not start: not the commit's fault.
+		return apply.Result{}, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
 	}
 	if err != nil {
 		return apply.Result{}, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))

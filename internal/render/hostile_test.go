@@ -376,3 +376,15 @@ func TestReadAndAliasLimitsAreOneStepOverTheLine(t *testing.T) {
 		}
 	})
 }
+
+// TestPlainStopsWithItsContext: a plain render whose context ends stops before the next
+// document, with an *Error naming the file and the cause.
+func TestPlainStopsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(errors.New("superseded by a newer commit"))
+	_, err := Render(ctx, hostileRepo(t, "tiny-documents", ""), "m", DefaultLimits())
+	var re *Error
+	if !errors.As(err, &re) || err.Error() != "m/many.yaml: rendering stopped: superseded by a newer commit" {
+		t.Errorf("error %v", err)
+	}
+}

@@ -224,7 +224,8 @@ func (w *worker) peakRSS() int64 {
 	return 0
 }
 
-// died explains a worker that ended without a reply: most often, over its memory.
+// died explains a worker that ended without a reply: most often, over its memory. It is an
+// *Error (the repo's fault) unless the worker could not set up its sandbox.
 func (w *worker) died(req request, werr error) error {
 	head := w.stderr.String()
 	if signaled(werr, syscall.SIGXCPU) {
@@ -233,7 +234,13 @@ func (w *worker) died(req request, werr error) error {
 	if strings.Contains(head, "out of memory") || strings.Contains(head, "cannot allocate memory") || strings.Contains(head, "pthread_create failed") || strings.Contains(head, "failed to allocate") || signaled(werr, syscall.SIGKILL) {
 		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build used more than the memory limit of %d MiB: make the kustomization smaller", req.Limits.MaxMemory>>20)}
 	}
-	if first, _, _ := strings.Cut(strings.TrimSpace(head), "\n"); first != "" {
+	first, _, _ := strings.Cut(strings.TrimSpace(head), "\n")
+	var ee *exec.ExitError
+	if errors.As(werr, &ee) && ee.ExitCode() == exitConfine {
+		// Not the repo's fault: deployd's environment refuses the sandbox.
+		return fmt.Errorf("%s: the render worker could not confine itself: %s", req.Dir, first)
+	}
+	if first != "" {
 		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed: %v: %s", werr, first)}
 	}
 	return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed: %v", werr)}

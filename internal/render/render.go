@@ -193,7 +193,7 @@ func decodeFile(ctx context.Context, name string, data []byte, b *budget) ([]Obj
 	aliasNodes := 0
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, &budgetError{fmt.Errorf("%s: rendering stopped: %w", name, context.Cause(ctx))}
+			return nil, &budgetError{&Error{File: name, Msg: fmt.Sprintf("rendering stopped: %v", context.Cause(ctx))}}
 		}
 		var doc yaml.Node
 		err := dec.Decode(&doc)

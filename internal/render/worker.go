@@ -28,6 +28,9 @@ const (
 	workerEnvValue = "kustomize-v1"
 )
 
+// exitConfine is a worker's exit code when it could not set up its sandbox.
+const exitConfine = 4
+
 // request is what the parent sends a worker on its stdin.
 type request struct {
 	Files  map[string][]byte
@@ -56,7 +59,7 @@ func init() {
 		out, err := replyPipe()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "render worker:", err)
-			os.Exit(4)
+			os.Exit(exitConfine)
 		}
 		os.Exit(serveWorker(os.Stdin, out))
 	}
@@ -69,7 +72,7 @@ func serveWorker(in io.Reader, out io.Writer) int {
 	base, err := dataBytes() // the limit counts from here, warm-up included
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "render worker:", err)
-		return 4
+		return exitConfine
 	}
 	warmUp()
 	dec, enc := gob.NewDecoder(in), gob.NewEncoder(out)
@@ -85,12 +88,12 @@ func serveWorker(in io.Reader, out io.Writer) int {
 		if n == 1 {
 			if err := confine(base, req.Limits); err != nil {
 				fmt.Fprintln(os.Stderr, "render worker:", err)
-				return 4
+				return exitConfine
 			}
 		}
 		if err := limitCPU(); err != nil {
 			fmt.Fprintln(os.Stderr, "render worker:", err)
-			return 4
+			return exitConfine
 		}
 		objs, rerr, retire := build(req)
 		for _, js := range objs {
