@@ -158,12 +158,18 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int)
 			return apply.Result{}, controller.Permanent(err)
 		}
 	}
-	objs, err := render.Render(files, repo.ManifestPath())
+	lim := render.DefaultLimits()
+	lim.MaxObjects = r.MaxObjects
+	rctx, cancel := context.WithTimeout(ctx, render.DefaultTimeout)
+	objs, err := render.Render(rctx, files, repo.ManifestPath(), lim)
+	cancel()
+	var bad *render.Error
+	if err != nil && (ctx.Err() != nil || !errors.As(err, &bad)) {
+		// Stopped or superseded, or a worker that could not start: not the commit's fault.
+		return apply.Result{}, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
+	}
 	if err != nil {
 		return apply.Result{}, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
-	}
-	if len(objs) > r.MaxObjects {
-		return apply.Result{}, controller.Permanent(fmt.Errorf("%s renders to %d objects, more than the limit of %d per repo: split the repo", repo.ManifestPath(), len(objs), r.MaxObjects))
 	}
 	res, err := r.applier.Apply(ctx, apply.Request{Repo: repo, Commit: rev.Commit, Number: number, Objects: objs})
 	var invalid *apply.ValidationError
