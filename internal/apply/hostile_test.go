@@ -1,0 +1,68 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/deployd/deployd/internal/render"
+)
+
+// hostile renders a file of testdata as the repo's only manifest.
+func hostile(t *testing.T, name string) []render.Object {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objects(t, map[string]string{name: string(b)})
+}
+
+// TestRefusesCRDsThatRedefineCoreKinds applies sets whose CustomResourceDefinition
+// declares CustomResourceDefinition itself, or a core kind: each is refused with a
+// message naming the object, nothing is applied, and the applier still applies a
+// normal set afterwards. Before, the first one reached the apply with no REST mapping
+// and the nil dereference ended the process.
+func TestRefusesCRDsThatRedefineCoreKinds(t *testing.T) {
+	tests := []struct {
+		file, want string
+	}{
+		{"crd-redefines-crd.yaml", "deploy/crd-redefines-crd.yaml:4: CustomResourceDefinition/customresourcedefinitions.apiextensions.k8s.io: it defines the kind CustomResourceDefinition of group apiextensions.k8s.io itself: a repo may never redefine it; remove this object"},
+		{"crd-core-group.yaml", "deploy/crd-core-group.yaml:3: CustomResourceDefinition/namespaces.core: it defines kind Namespace with an empty spec.group (the core group): set spec.group to a domain of your own"},
+	}
+	for _, tt := range tests {
+		for _, allow := range []bool{false, true} {
+			name := tt.file
+			if allow {
+				name += ", cluster-scoped allowed"
+			}
+			t.Run(name, func(t *testing.T) {
+				a, repo := setup(t)
+				repo.AllowClusterScoped = allow
+				ctx := context.Background()
+				_, err := a.Apply(ctx, Request{Repo: repo, Commit: "c1", Objects: hostile(t, tt.file)})
+				var invalid *ValidationError
+				if !errors.As(err, &invalid) {
+					t.Fatalf("err %v, want a *ValidationError", err)
+				}
+				if !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("err:\n%v\nwant it to contain:\n%s", err, tt.want)
+				}
+				nsGVR := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+				if _, err := dynamicFor(t).Resource(nsGVR).Get(ctx, "hostile-namespace", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+					t.Errorf("namespace hostile-namespace: %v, want it never created", err)
+				}
+				res, err := a.Apply(ctx, Request{Repo: repo, Commit: "c2", Objects: objects(t, map[string]string{"cm.yaml": configMap("settings", "1")})})
+				if err != nil || len(res.Changes) != 1 {
+					t.Fatalf("the next set: %v %+v", err, res)
+				}
+			})
+		}
+	}
+}
