@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -64,5 +65,29 @@ func TestRefusesCRDsThatRedefineCoreKinds(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestPanicsInApplyGoroutinesAreErrors gives the dry run and the apply an object whose
+// mapping has no scope, so resolving its resource panics inside their errgroup
+// goroutines: each panic comes back as an error naming it, and the process goes on.
+func TestPanicsInApplyGoroutinesAreErrors(t *testing.T) {
+	a, repo := setup(t)
+	obj := objects(t, map[string]string{"cm.yaml": configMap("settings", "1")})[0]
+	broken := func() *item {
+		return &item{obj: obj.DeepCopy(), source: obj.Source, mapping: &meta.RESTMapping{Resource: cmGVR}}
+	}
+	ctx := context.Background()
+	want := "deployd panicked: runtime error: invalid memory address or nil pointer dereference"
+	err := a.dryRun(ctx, a.own.dyn, &plan{rest: []*item{broken()}}, []Ref{refOf(obj.Unstructured)})
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("dry run: %v, want %q", err, want)
+	}
+	_, err = a.applyAll(ctx, a.own.dyn, []*item{broken()})
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("apply: %v, want %q", err, want)
+	}
+	if _, err := a.Apply(ctx, Request{Repo: repo, Commit: "c", Objects: []render.Object{obj}}); err != nil {
+		t.Errorf("a normal apply afterwards: %v", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/panics"
 	"github.com/deployd/deployd/internal/source"
 )
 
@@ -211,6 +212,20 @@ func (c *Controller) Seed(key config.Key, deployedTree string) {
 	st.deployedTree = deployedTree
 }
 
+// SeedFailed tells the controller, before Run, that key's manifests tree failed for good
+// (its commit crashed deployd twice): it is not deployed again until a new tree or a
+// forced request.
+func (c *Controller) SeedFailed(key config.Key, tree string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.repos[key]
+	if st == nil {
+		st = &repoState{}
+		c.repos[key] = st
+	}
+	st.failedTree = tree
+}
+
 // New returns a controller; call SetConfig, then Run.
 func New(checker Checker, deployer Deployer, opts Options) *Controller {
 	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[config.Key](opts.BackoffBase, opts.BackoffMax)
@@ -363,13 +378,20 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 			c.opts.Observe(out)
 		}
 	}()
+	// The last guard: a panic the calls below did not turn into an error (they do) is
+	// told as a failed check and retried after the backoff, never the process's end.
+	defer func() {
+		var p *panics.Error
+		if errors.As(out.Err, &p) && out.Action == "" {
+			out.Action, out.RetryIn = ActionCheckFailed, c.retry(key, req)
+		}
+	}()
+	defer panics.Recover(&out.Err)
 
 	if req.Commit != "" {
-		out.Result.Revision, out.Err = c.checker.Resolve(ctx, repo, req.Commit)
 		req.Force = true
-	} else {
-		out.Result, out.Err = c.checker.Check(ctx, repo)
 	}
+	out.Result, out.Err = c.check(ctx, repo, req.Commit)
 	if out.Err != nil && req.Commit != "" {
 		out.Action = ActionCheckFailed // the commit is not in the cache: retrying will not bring it
 		return
@@ -404,7 +426,7 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	default:
 		d := Deployment{Repo: repo, Revision: out.Result.Revision, Trigger: req.Trigger, Forced: req.Force,
 			GitHubDeploymentID: req.GitHubDeploymentID, Ref: req.Ref}
-		out.Err = c.deployer.Deploy(ctx, d)
+		out.Err = c.deploy(ctx, d)
 		var permanent *PermanentError
 		switch {
 		case errors.As(out.Err, &permanent):
@@ -425,6 +447,30 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	}
 	c.limiter.Forget(key)
 	c.schedulePoll(key, repo.Interval)
+}
+
+// check resolves the branch head, or commit when set, behind a recover: a panic fails
+// the check (retried after the backoff).
+func (c *Controller) check(ctx context.Context, repo config.Repo, commit string) (res source.Result, err error) {
+	defer panics.Recover(&err)
+	if commit != "" {
+		res.Revision, err = c.checker.Resolve(ctx, repo, commit)
+		return res, err
+	}
+	return c.checker.Check(ctx, repo)
+}
+
+// deploy hands d to the deployer behind a recover: a panic fails the revision for good,
+// as the same input would panic again.
+func (c *Controller) deploy(ctx context.Context, d Deployment) (err error) {
+	defer func() {
+		var p *panics.Error
+		if errors.As(err, &p) {
+			err = Permanent(err)
+		}
+	}()
+	defer panics.Recover(&err)
+	return c.deployer.Deploy(ctx, d)
 }
 
 // retry requeues key after its backoff, keeping its request (a forced sync stays forced).
