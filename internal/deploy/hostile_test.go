@@ -142,4 +142,3 @@ func TestRecoverCountsCrashes(t *testing.T) {
 		})
 	}
 }
-
