@@ -1,0 +1,132 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/deployd/deployd/internal/gittest"
+)
+
+// noise is n bytes that do not compress: a pack holding them is about n bytes.
+func noise(n int) string {
+	r := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = 'a' + byte(r.IntN(26))
+	}
+	return string(b)
+}
+
+// diskUse adds up the sizes of the files under dir.
+func diskUse(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestFetchLimits commits a blob over a limit, outside the manifests path, and checks
+// the repo over smart HTTP: the fetch is refused while it is received, with the commit,
+// the sizes and the flag to change; the cache stays small; the refused head is not
+// fetched again; the next commit without the blob is fetched.
+func TestFetchLimits(t *testing.T) {
+	tests := []struct {
+		name   string
+		blob   string
+		limits func(*Options)
+		want   string
+	}{
+		{"a pack over the fetch limit", noise(3 << 20), func(o *Options) { o.MaxFetchBytes = 1 << 20 },
+			"was cut off after 1.1 MiB, more than the limit of 1 MiB per fetch: keep large files out of the repo (or in Git LFS), or raise --git-max-fetch-size"},
+		{"an object over the object limit", strings.Repeat("0", 3<<20), func(o *Options) { o.MaxObjectBytes = 1 << 20 },
+			"holds an object of 3 MiB, more than the limit of 1 MiB per object: keep large files out of the repo (or in Git LFS), or raise --git-max-object-size"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := gittest.NewServer(t)
+			repo := srv.NewRepo(t, "shop/web")
+			files := map[string]string{"assets/video.bin": tt.blob}
+			for k, v := range manifests {
+				files[k] = v
+			}
+			head := repo.Commit("main", "a big asset", files)
+			opts := DefaultOptions()
+			opts.CacheDir = t.TempDir()
+			tt.limits(&opts)
+			src := New(opts)
+			cfg := repoConfig("shop/web", srv.RepoURL("shop/web"))
+			ctx := context.Background()
+
+			res, err := src.Check(ctx, cfg)
+			var over *FetchLimitError
+			if !errors.As(err, &over) {
+				t.Fatalf("check: %v, want a *FetchLimitError", err)
+			}
+			if !strings.Contains(err.Error(), "the fetch of commit "+head[:12]+" "+tt.want) {
+				t.Errorf("error:\n%v\nwant it to name commit %s and say:\n%s", err, head[:12], tt.want)
+			}
+			if res.Commit != head {
+				t.Errorf("result's commit %q, want the refused head %s", res.Commit, head)
+			}
+			if n := diskUse(t, opts.CacheDir); n > 1<<20 {
+				t.Errorf("the cache holds %d bytes after the refusal, want less than the 1 MiB limit", n)
+			}
+
+			srv.Requests()
+			if _, err := src.Check(ctx, cfg); !errors.As(err, &over) {
+				t.Errorf("second check: %v, want the refusal again", err)
+			}
+			for _, r := range srv.Requests() {
+				if strings.HasPrefix(r, "POST") {
+					t.Errorf("the refused head was fetched again: %s", r)
+				}
+			}
+
+			fixed := repo.Commit("main", "the asset moved out", map[string]string{"assets/video.bin": ""})
+			res, err = src.Check(ctx, cfg)
+			if err != nil || res.Commit != fixed {
+				t.Errorf("after the fix: %+v %v, want commit %s", res, err, fixed)
+			}
+		})
+	}
+}
+
+func TestDeltaHeadTarget(t *testing.T) {
+	tests := []struct {
+		name string
+		b    []byte
+		want int64
+		ok   bool
+	}{
+		{"one-byte sizes", []byte{0x05, 0x10, 0x01}, 0x10, true},
+		{"a 1 GiB target from a tiny base", []byte{0x01, 0x80, 0x80, 0x80, 0x80, 0x04}, 1 << 30, true},
+		{"cut off", []byte{0x05, 0x80}, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var d deltaHead
+			_, _ = d.Write(tt.b)
+			got, ok := d.target()
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("target() = %d, %v, want %d, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
