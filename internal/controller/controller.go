@@ -94,6 +94,12 @@ type Skipper interface {
 	Skipped(ctx context.Context, d Deployment) error
 }
 
+// Refuser is told of a branch head that cannot be fetched because it is over a fetch
+// limit (a Deployer may implement it to record the refusal); it is told once per commit.
+type Refuser interface {
+	Refused(ctx context.Context, d Deployment, err error) error
+}
+
 // DeployFunc adapts a function to Deployer.
 type DeployFunc func(ctx context.Context, d Deployment) error
 
@@ -129,6 +135,8 @@ const (
 	ActionPaused Action = "paused, not deployed"
 	// ActionFailedBefore: the revision failed permanently before; waiting for a new one.
 	ActionFailedBefore Action = "failed before, waiting for a change"
+	// ActionRefused: the branch head is over a fetch limit; waiting for a new one.
+	ActionRefused Action = "refused, waiting for a change"
 )
 
 // Outcome reports one processing of a key, for logs and metrics.
@@ -183,6 +191,8 @@ type repoState struct {
 	paused       bool
 	seenCommit   string
 	seenBefore   bool
+	// refusedCommit is the branch head last refused by a fetch limit, recorded once.
+	refusedCommit string
 	deployedTree string
 	failedTree   string
 }
@@ -392,6 +402,14 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 		req.Force = true
 	}
 	out.Result, out.Err = c.check(ctx, repo, req.Commit)
+	var over *source.FetchLimitError
+	if errors.As(out.Err, &over) && req.Commit == "" {
+		out.Action = ActionRefused
+		c.refused(ctx, repo, req, st, out.Result.Revision, out.Err)
+		c.limiter.Forget(key)
+		c.schedulePoll(key, repo.Interval)
+		return
+	}
 	if out.Err != nil && req.Commit != "" {
 		out.Action = ActionCheckFailed // the commit is not in the cache: retrying will not bring it
 		return
@@ -447,6 +465,25 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	}
 	c.limiter.Forget(key)
 	c.schedulePoll(key, repo.Interval)
+}
+
+// refused has a refused branch head recorded, once per commit: retrying cannot fetch it
+// (the source does not even try while the branch stays there), a new commit may.
+func (c *Controller) refused(ctx context.Context, repo config.Repo, req Request, st *repoState, rev source.Revision, err error) {
+	c.mu.Lock()
+	seen := rev.Commit == "" || st.refusedCommit == rev.Commit
+	c.mu.Unlock()
+	if seen {
+		return
+	}
+	if r, ok := c.deployer.(Refuser); ok {
+		if r.Refused(ctx, Deployment{Repo: repo, Revision: rev, Trigger: req.Trigger}, err) != nil {
+			return // not recorded: the next check tries again
+		}
+	}
+	c.mu.Lock()
+	st.refusedCommit = rev.Commit
+	c.mu.Unlock()
 }
 
 // check resolves the branch head, or commit when set, behind a recover: a panic fails

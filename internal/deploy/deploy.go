@@ -363,6 +363,25 @@ func (r *Runner) Skipped(ctx context.Context, d controller.Deployment) error {
 	return err
 }
 
+var _ controller.Refuser = (*Runner)(nil)
+
+// Refused records a branch head that could not be fetched (over a fetch limit) as an
+// error: the refusal says how much, the limit, and the flag to change.
+func (r *Runner) Refused(ctx context.Context, d controller.Deployment, refusal error) error {
+	now := time.Now().UTC()
+	rec, err := r.history.Create(ctx, d.Repo, history.Record{
+		Commit:  history.Commit{SHA: d.Revision.Commit},
+		Trigger: string(d.Trigger),
+		Started: now, Ended: now,
+		Phase: history.Error,
+		Error: refusal.Error(),
+	})
+	if err == nil {
+		r.notify(Event{Repo: d.Repo, Record: rec})
+	}
+	return err
+}
+
 // Recovery is what the history says about a repo after a restart.
 type Recovery struct {
 	// DeployedTree is the manifests tree of the last successful deployment.

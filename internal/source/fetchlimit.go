@@ -34,10 +34,10 @@ func (e *FetchLimitError) Error() string {
 		at = " of commit " + short(e.Commit)
 	}
 	if e.Object {
-		return fmt.Sprintf("the fetch%s holds an object of %s, more than the limit of %s per object: keep large files out of the repo (or in Git LFS), or raise --git-max-object-size",
+		return fmt.Sprintf("the fetch%s holds an object of %s, more than the limit of %s per object: keep large files out of the repo (or in Git LFS), or raise --git-max-object-mib",
 			at, formatBytes(e.Size), formatBytes(e.Limit))
 	}
-	return fmt.Sprintf("the fetch%s was cut off after %s, more than the limit of %s per fetch: keep large files out of the repo (or in Git LFS), or raise --git-max-fetch-size",
+	return fmt.Sprintf("the fetch%s was cut off after %s, more than the limit of %s per fetch: keep large files out of the repo (or in Git LFS), or raise --git-max-fetch-mib",
 		at, formatBytes(e.Size), formatBytes(e.Limit))
 }
 

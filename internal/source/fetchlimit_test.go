@@ -5,10 +5,15 @@ import (
 	"errors"
 	"io/fs"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/gittest"
 )
 
@@ -54,9 +59,9 @@ func TestFetchLimits(t *testing.T) {
 		want   string
 	}{
 		{"a pack over the fetch limit", noise(3 << 20), func(o *Options) { o.MaxFetchBytes = 1 << 20 },
-			"was cut off after 1.1 MiB, more than the limit of 1 MiB per fetch: keep large files out of the repo (or in Git LFS), or raise --git-max-fetch-size"},
+			"was cut off after 1.1 MiB, more than the limit of 1 MiB per fetch: keep large files out of the repo (or in Git LFS), or raise --git-max-fetch-mib"},
 		{"an object over the object limit", strings.Repeat("0", 3<<20), func(o *Options) { o.MaxObjectBytes = 1 << 20 },
-			"holds an object of 3 MiB, more than the limit of 1 MiB per object: keep large files out of the repo (or in Git LFS), or raise --git-max-object-size"},
+			"holds an object of 3 MiB, more than the limit of 1 MiB per object: keep large files out of the repo (or in Git LFS), or raise --git-max-object-mib"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,5 +133,49 @@ func TestDeltaHeadTarget(t *testing.T) {
 				t.Errorf("target() = %d, %v, want %d, %v", got, ok, tt.want, tt.ok)
 			}
 		})
+	}
+}
+
+// TestPruneRemovesCachesOfReposThatLeft checks three repos, then prunes with one gone
+// and one moved to another URL: their caches are removed, the kept repo's is not, nor
+// a file or directory that is not a cache of deployd's.
+func TestPruneRemovesCachesOfReposThatLeft(t *testing.T) {
+	srv := gittest.NewServer(t)
+	for _, name := range []string{"shop/web", "shop/gone", "shop/moved"} {
+		srv.NewRepo(t, name).Commit("main", "one", manifests)
+	}
+	srv.NewRepo(t, "shop/moved-here").Commit("main", "one", manifests)
+	src := newSource(t)
+	ctx := context.Background()
+	web, gone, moved := repoConfig("shop/web", srv.RepoURL("shop/web")), repoConfig("shop/gone", srv.RepoURL("shop/gone")), repoConfig("shop/moved", srv.RepoURL("shop/moved"))
+	for _, r := range []config.Repo{web, gone, moved} {
+		if _, err := src.Check(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := filepath.Join(src.opts.CacheDir, "not-a-cache@x-0123abcd")
+	if err := os.MkdirAll(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	before := src.DiskUse()
+	if before < 1000 {
+		t.Errorf("disk use %d bytes with three caches", before)
+	}
+	movedNow := moved
+	movedNow.URL = srv.RepoURL("shop/moved-here")
+	removed, err := src.Prune([]config.Repo{web, movedNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{src.dir(gone), src.dir(moved)}, removed, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("removed (-want +got):\n%s", diff)
+	}
+	for _, dir := range []string{src.dir(web), other} {
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("%s was removed: %v", dir, err)
+		}
+	}
+	if _, err := src.Check(ctx, movedNow); err != nil {
+		t.Errorf("checking the moved repo afresh: %v", err)
 	}
 }

@@ -124,6 +124,8 @@ type Source struct {
 	// refused holds, by cache, the branch head whose fetch was refused: it is not
 	// fetched again while the branch stays there.
 	refused map[string]*FetchLimitError
+	// use is the cache's disk use, walked last.
+	use diskUsage
 }
 
 // maxPacks bounds the packfiles a cache collects, one per fetch that brought something:
