@@ -187,14 +187,14 @@ type Controller struct {
 
 // repoState is what the controller remembers of a repo.
 type repoState struct {
-	poll         *time.Timer
-	paused       bool
-	seenCommit   string
-	seenBefore   bool
+	poll       *time.Timer
+	paused     bool
+	seenCommit string
+	seenBefore bool
 	// refusedCommit is the branch head last refused by a fetch limit, recorded once.
 	refusedCommit string
-	deployedTree string
-	failedTree   string
+	deployedTree  string
+	failedTree    string
 }
 
 // SetPaused pauses or resumes a repo: a paused repo is checked but not deployed.

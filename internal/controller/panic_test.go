@@ -24,8 +24,7 @@ type panicsFor struct {
 
 func (p panicsFor) Check(ctx context.Context, repo config.Repo) (source.Result, error) {
 	if p.check && repo.Name == p.repo {
-		var m map[string]int
-		m["x"]++
+		panic(errors.New("checking " + repo.Name))
 	}
 	return p.Checker.Check(ctx, repo)
 }
