@@ -142,3 +142,25 @@ func TestRecoverCountsCrashes(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseMarksWaitsStopped stops the runner while a rollout is waited for, as a
+// graceful shutdown does: the stored record stays unfinished and says it was stopped,
+// and the next start redoes it without counting a crash.
+func TestCloseMarksWaitsStopped(t *testing.T) {
+	f := newFixture(t, filesByCommit{"stuck": {"deploy/web.yaml": workload("web", 1, true, 600)}})
+	f.deploy(t, "stuck")
+	f.waitPhase(t, 1, history.Waiting)
+	f.runner.Close()
+	ctx := context.Background()
+	stored, _ := f.store.List(ctx, f.repo)
+	if len(stored) != 1 || stored[0].Phase != history.Waiting || !stored[0].Stopped {
+		t.Fatalf("stored %+v, want one waiting record marked stopped", stored)
+	}
+	rec, err := New(f.runner.files, f.runner.applier, f.runner.waiter, f.store, nil).Recover(ctx, f.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.Records[0]; !rec.Interrupted || got.Crashes != 0 || !strings.HasPrefix(got.Error, "interrupted: deployd stopped") {
+		t.Errorf("recovery %+v", rec)
+	}
+}
