@@ -1,11 +1,13 @@
 package source
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -177,5 +179,35 @@ func TestPruneRemovesCachesOfReposThatLeft(t *testing.T) {
 	}
 	if _, err := src.Check(ctx, movedNow); err != nil {
 		t.Errorf("checking the moved repo afresh: %v", err)
+	}
+}
+
+// TestCheckPackRefusesADeltaBomb packs, with git, a 10 MiB file made of a 1 MiB file
+// of the commit before, repeated: git sends it as a small delta of the 1 MiB one, so the
+// pack is small, but
+// go-git would build the 10 MiB object in memory to index it. The check reads the size
+// the delta makes from its header and refuses it before.
+func TestCheckPackRefusesAGrownDelta(t *testing.T) {
+	repo := gittest.NewRepo(t, t.TempDir(), "bomb")
+	base := noise(3 << 20)
+	repo.Commit("main", "base", map[string]string{"a.bin": base})
+	repo.Commit("main", "grown", map[string]string{"a.bin": base + base[:2<<20]})
+	// A thin pack of the second commit, as a fetch by a cache holding the first gets.
+	cmd := exec.Command("sh", "-c", "printf 'main\n^main~1\n' | git pack-objects --revs --thin --stdout")
+	cmd.Dir = repo.Bare
+	pack, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pack) > 1<<20 {
+		t.Fatalf("the pack has %d bytes: git did not send the grown file as a delta", len(pack))
+	}
+	err = checkPack(bytes.NewReader(pack), 4<<20)
+	var over *FetchLimitError
+	if !errors.As(err, &over) || !over.Object || over.Size != 5<<20 {
+		t.Fatalf("checkPack: %v, want the 5 MiB object refused", err)
+	}
+	if err := checkPack(bytes.NewReader(pack), 8<<20); err != nil {
+		t.Errorf("checkPack under an 8 MiB limit: %v", err)
 	}
 }
