@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -111,4 +112,34 @@ func TestCrashedTwiceIsNotRedone(t *testing.T) {
 			t.Errorf("forced record %+v", recs[2])
 		}
 	})
+}
+
+// TestHostileCRDThroughTheDaemon pushes the set that used to end deployd with a nil
+// dereference (testdata of internal/apply: a CRD declaring CustomResourceDefinition
+// namespaced) next to a normal repo: deployd keeps serving, the bad repo's record names
+// the reason, and the other repo deploys.
+func TestHostileCRDThroughTheDaemon(t *testing.T) {
+	hostile, err := os.ReadFile("../apply/testdata/crd-redefines-crd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := gittest.NewServer(t)
+	srv.NewRepo(t, "shop/web").Commit("main", "a CRD", map[string]string{"deploy/manifests/crd.yaml": string(hostile)})
+	srv.NewRepo(t, "shop/other").Commit("main", "one", map[string]string{"deploy/manifests/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"})
+	stateNS := env.Namespace(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n"+
+		"  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", interval: 1s, allowClusterScoped: true}\n"+
+		"  - {name: shop/other, url: '"+srv.RepoURL("shop/other")+"', namespace: "+env.Namespace(t)+", interval: 1s}\n")
+	base, _, _ := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", stateNS)
+	recs := waitRecords(t, stateNS, config.Repo{Name: "shop/web", Environment: "production"}, "the CRD refused", func(r []history.Record) bool {
+		return len(r) == 1 && r[0].Phase == history.Error
+	})
+	if !strings.Contains(recs[0].Error, "it defines the kind CustomResourceDefinition of group apiextensions.k8s.io itself: a repo may never redefine it") {
+		t.Errorf("record %+v", recs[0])
+	}
+	waitRecords(t, stateNS, config.Repo{Name: "shop/other", Environment: "production"}, "the other repo deployed", func(r []history.Record) bool {
+		return len(r) == 1 && r[0].Phase == history.Succeeded
+	})
+	waitStatus(t, base+"/deployment/shop/web", http.StatusOK, "a repo may never redefine it")
 }
