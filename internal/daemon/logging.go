@@ -27,6 +27,8 @@ func logOutcome(log *slog.Logger, o controller.Outcome) {
 	switch {
 	case o.Err != nil && o.Action == controller.ActionDeployFailed && o.RetryIn == 0:
 		log.Error("deploy failed; not retried until a new commit or a forced sync", append(attrs, "err", o.Err)...)
+	case o.Err != nil && o.Action == controller.ActionRefused:
+		log.Error("commit refused: over a git fetch limit; not fetched again until the branch moves", append(attrs, "err", o.Err)...)
 	case o.Err != nil && o.Action == controller.ActionDeployFailed:
 		log.Error("deploy failed", append(attrs, "err", o.Err, "retry_in", o.RetryIn.String())...)
 	case o.Err != nil:
