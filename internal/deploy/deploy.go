@@ -244,6 +244,7 @@ func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollo
 	r.wg.Go(func() {
 		defer close(w.done)
 		defer cancel(nil)
+		defer r.survive(repo, rec)
 		res, err := r.waitSafely(ctx, targets, repo.Timeout)
 		if errors.Is(context.Cause(ctx), errStopped) {
 			r.markStopped(repo, rec)
@@ -280,6 +281,22 @@ func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollo
 func (r *Runner) waitSafely(ctx context.Context, targets []rollout.Target, timeout time.Duration) (res rollout.WaitResult, err error) {
 	defer panics.Recover(&err)
 	return r.waiter.Wait(ctx, targets, timeout), nil
+}
+
+// survive, deferred by the wait's goroutine, keeps a panic after the wait (in recording
+// or telling of the outcome) from ending deployd: the record is stored as an error,
+// without telling anyone (the telling may be what panicked).
+func (r *Runner) survive(repo config.Repo, rec history.Record) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	err := panics.New(v)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rec = rec.Clone()
+	rec.Phase, rec.Error, rec.Ended = history.Error, "recording the rollout's outcome: "+err.Error(), time.Now().UTC()
+	_ = r.history.Update(ctx, repo, rec)
 }
 
 // markStopped stores, unfinished, a record whose wait deployd's shutdown ended, marked

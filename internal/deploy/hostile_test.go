@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	kwait "k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/history"
@@ -162,5 +164,27 @@ func TestCloseMarksWaitsStopped(t *testing.T) {
 	}
 	if got := rec.Records[0]; !rec.Interrupted || got.Crashes != 0 || !strings.HasPrefix(got.Error, "interrupted: deployd stopped") {
 		t.Errorf("recovery %+v", rec)
+	}
+}
+
+// TestPanicTellingTheOutcomeIsAnErrorRecord makes the notification of a rollout's end
+// panic (in the wait's goroutine, after the wait): deployd goes on, and the stored
+// record says what happened.
+func TestPanicTellingTheOutcomeIsAnErrorRecord(t *testing.T) {
+	f := newFixture(t, filesByCommit{"c": {"deploy/cm.yaml": configMap("a")}})
+	f.runner.notify = func(e Event) {
+		if e.Record.Phase == history.Succeeded {
+			panic("telling of the end")
+		}
+	}
+	f.deploy(t, "c")
+	want := "recording the rollout's outcome: deployd panicked: telling of the end"
+	var stored []history.Record
+	err := kwait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		stored, _ = f.store.List(ctx, f.repo)
+		return len(stored) == 1 && stored[0].Phase == history.Error, nil
+	})
+	if err != nil || !strings.HasPrefix(stored[0].Error, want) {
+		t.Errorf("stored %+v, want an error record saying %q", stored, want)
 	}
 }

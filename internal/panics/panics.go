@@ -27,6 +27,12 @@ func (e *Error) Unwrap() error {
 	return err
 }
 
+// New returns the *Error of a panic's value, with the current goroutine's stack: for a
+// deferred function that calls recover itself (recover works only there).
+func New(v any) error {
+	return &Error{Value: v, Stack: debug.Stack()}
+}
+
 // Recover, deferred directly, turns a panic of the deferring function into *err (an
 // *Error); *err is left alone when there was none. A panic is caught only in the
 // goroutine that defers Recover: each goroutine a deployment starts defers its own.
