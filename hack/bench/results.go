@@ -134,7 +134,7 @@ func (f figure) String() string {
 var scenarioNames = map[int]string{
 	1: "Push → applied", 2: "Rollout finished → reported", 3: "Idle cost at scale",
 	4: "Many rollouts at once", 5: "Cold start at scale", 6: "Status API throughput",
-	7: "Webhooks under load",
+	7: "Webhooks under load", 8: "Hostile repos beside calm ones",
 }
 
 // markdown is the results table.
