@@ -10,7 +10,10 @@
 //  6. the status API under load (wrk, in its own process), and the handler's Go benchmark;
 //  7. 50 webhook deliveries a second for 60 s across 200 repos, while clients read the
 //     status API: none lost, no error answers, memory flat;
-//  8. on the real node (root, Linux): start, kubectl apply -f k8s/ → deployd Ready, push →
+//  8. 200 repos pushed while 5 repos push hostile inputs (issue 17) and 50 clients hold
+//     event streams: every calm repo deploys, deployd never restarts, each hostile repo
+//     gets an error record, RSS stays under the pod's limit;
+//  9. on the real node (root, Linux): start, kubectl apply -f k8s/ → deployd Ready, push →
 //     the app's real Pods serve the new version, deployd's Pod memory at rest.
 //
 // It writes bench/results/<date>.json and the table in bench/RESULTS.md, and prints it.
@@ -55,6 +58,8 @@ type options struct {
 	hooksFor   time.Duration
 	// hooksReads is the status API reads per second during scenario 7 (0: unpaced).
 	hooksReads int
+	// hostileRepos is how many calm repos deploy beside the hostile ones in scenario 8.
+	hostileRepos int
 }
 
 func main() {
@@ -70,7 +75,8 @@ func main() {
 	flag.IntVar(&o.hooksRate, "hooks-rate", 50, "webhook deliveries per second in scenario 7")
 	flag.DurationVar(&o.hooksFor, "hooks-for", 60*time.Second, "how long scenario 7 delivers webhooks")
 	flag.IntVar(&o.hooksReads, "hooks-reads", 200, "status API reads per second during scenario 7, over 4 clients (0: as fast as they go)")
-	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8", "scenarios to run, e.g. 1,2 (8 needs root on Linux: the real node)")
+	flag.IntVar(&o.hostileRepos, "hostile-repos", 200, "calm repos deploying beside the hostile ones in scenario 8")
+	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8,9", "scenarios to run, e.g. 1,2 (9 needs root on Linux: the real node)")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
@@ -97,8 +103,8 @@ func run1(ctx context.Context, o options) error {
 	want := map[int]bool{}
 	for _, s := range strings.Split(o.only, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 8 {
-			return fmt.Errorf("-only %q: want scenario numbers from 1 to 8", o.only)
+		if err != nil || n < 1 || n > 9 {
+			return fmt.Errorf("-only %q: want scenario numbers from 1 to 9", o.only)
 		}
 		want[n] = true
 	}
@@ -107,16 +113,16 @@ func run1(ctx context.Context, o options) error {
 	}
 	began := time.Now()
 	r := &results{Date: time.Now().UTC(), Machine: machineInfo(), Commit: describe()}
-	if want[8] {
+	if want[9] {
 		// First, alone: the simulated scenarios' cluster and load would skew its timings.
 		if err := realnode.Available(); err != nil {
-			progress("scenario 8 left out: %v", err)
+			progress("scenario 9 left out: %v", err)
 		} else if err := realNode(ctx, o, r); err != nil {
-			r.fail("scenario 8", err)
+			r.fail("scenario 9", err)
 		}
 	}
 	e := &env{}
-	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] {
+	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] || want[8] {
 		var err error
 		if e, err = newEnv(ctx, o); err != nil {
 			return err
@@ -141,6 +147,13 @@ func run1(ctx context.Context, o options) error {
 	if want[7] {
 		if err := e.webhookLoad(ctx, r); err != nil {
 			r.fail("scenario 7", err)
+		}
+	}
+	if want[8] {
+		if o.hostileRepos < 1 {
+			r.fail("scenario 8", errors.New("-hostile-repos must be positive"))
+		} else if err := e.hostileLoad(ctx, r); err != nil {
+			r.fail("scenario 8", err)
 		}
 	}
 	if err := r.write(o.out, o.readme); err != nil {

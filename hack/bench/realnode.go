@@ -47,7 +47,7 @@ spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
 `}
 }
 
-// realNode is scenario 8: deployd as users run it, its image in Pods on the real node,
+// realNode is scenario 9: deployd as users run it, its image in Pods on the real node,
 // installed from k8s/; an app whose real containers serve HTTP.
 func realNode(ctx context.Context, o options, r *results) (err error) {
 	root, err := os.Getwd() // make bench runs in the repository's root
@@ -66,7 +66,7 @@ func realNode(ctx context.Context, o options, r *results) (err error) {
 			err = stopErr
 		}
 	}()
-	r.add(8, "start from nothing: control plane and real node Ready", single(time.Since(began)), "", nil)
+	r.add(9, "start from nothing: control plane and real node Ready", single(time.Since(began)), "", nil)
 
 	built := time.Now()
 	if err := n.LoadDeployd(ctx, root, nil); err != nil {
@@ -84,7 +84,7 @@ func realNode(ctx context.Context, o options, r *results) (err error) {
 	if err := n.LoadImage(ctx, sample, realnode.SampleAppImage); err != nil {
 		return err
 	}
-	r.add(8, "deployd's image built from the Dockerfile (imagebuild) and the sample app's, loaded", single(time.Since(built)), "", nil)
+	r.add(9, "deployd's image built from the Dockerfile (imagebuild) and the sample app's, loaded", single(time.Since(built)), "", nil)
 
 	tb := &gittest.Standalone{Dir: dir}
 	defer tb.Close()
@@ -99,7 +99,7 @@ func realNode(ctx context.Context, o options, r *results) (err error) {
 	if err := n.WaitDeployd(ctx); err != nil {
 		return err
 	}
-	r.add(8, "kubectl apply -f k8s/ → deployd's 2 replicas Ready (real probes)", single(time.Since(applied)), "", nil)
+	r.add(9, "kubectl apply -f k8s/ → deployd's 2 replicas Ready (real probes)", single(time.Since(applied)), "", nil)
 	cs, err := kubernetes.NewForConfig(n.Cluster.Config)
 	if err != nil {
 		return err
@@ -129,7 +129,7 @@ func realNode(ctx context.Context, o options, r *results) (err error) {
 		}
 		took = append(took, time.Since(pushed))
 	}
-	r.add(8, "push → the app's Service answers the new version (2 real Pods, readiness probe every 1 s)", series(took), "", nil)
+	r.add(9, "push → the app's Service answers the new version (2 real Pods, readiness probe every 1 s)", series(took), "", nil)
 
 	progress("real node: 30 s at rest before reading deployd's memory")
 	select {
@@ -141,7 +141,7 @@ func realNode(ctx context.Context, o options, r *results) (err error) {
 	if err != nil {
 		return err
 	}
-	r.add(8, "deployd's Pod at rest, working set (the larger of the 2 replicas; kubelet's summary)", figure{Value: mb, Unit: "MB"}, "", nil)
+	r.add(9, "deployd's Pod at rest, working set (the larger of the 2 replicas; kubelet's summary)", figure{Value: mb, Unit: "MB"}, "", nil)
 	return nil
 }
 

@@ -52,7 +52,7 @@ func objects(t *testing.T, files map[string]string) []render.Object {
 	for k, v := range files {
 		m["deploy/"+k] = []byte(v)
 	}
-	objs, err := render.Render(m, "deploy")
+	objs, err := render.Render(context.Background(), m, "deploy", render.DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +379,7 @@ func TestKustomizeOverlayPerEnvironment(t *testing.T) {
 		t.Run(envName, func(t *testing.T) {
 			a, repo := setup(t)
 			repo.Environment, repo.Path = envName, "deploy/overlays/{environment}"
-			objs, err := render.Render(files, repo.ManifestPath())
+			objs, err := render.Render(context.Background(), files, repo.ManifestPath(), render.DefaultLimits())
 			if err != nil {
 				t.Fatal(err)
 			}

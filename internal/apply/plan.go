@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 
@@ -85,6 +86,10 @@ func (a *Applier) plan(req Request) (*plan, error) {
 	p := &plan{}
 	seen := map[string]string{}
 	for _, o := range req.Objects {
+		if msg := redefines(o); msg != "" {
+			bad(o, "%s", msg)
+			continue
+		}
 		obj := o.DeepCopy()
 		gvk := obj.GroupVersionKind()
 		it := &item{obj: obj, source: o.Source}
@@ -92,6 +97,10 @@ func (a *Applier) plan(req Request) (*plan, error) {
 			it.namespaced = scope == "Namespaced"
 		} else {
 			m, err := a.mapping(gvk)
+			if errors.Is(err, errNoMapping) {
+				bad(o, "%v", err)
+				continue
+			}
 			if err != nil && !meta.IsNoMatchError(err) {
 				// Discovery failed (the API server is unreachable): no verdict on the kind.
 				return nil, fmt.Errorf("%s: %s: resolving kind %s: %w", o.Source, o.String(), gvkString(gvk), err)
@@ -123,6 +132,9 @@ func (a *Applier) plan(req Request) (*plan, error) {
 		it.recreate = obj.GetAnnotations()[AnnotationRecreate] == "true"
 		labelled(obj, req)
 		switch {
+		case it.mapping == nil && (gvk.GroupKind() == crdGK || gvk.Group == ""):
+			// Only kinds of the set's own CRDs wait for a mapping, and they are applied last.
+			bad(o, "kind %s has no REST mapping: a CustomResourceDefinition of the set may not define it", gvkString(gvk))
 		case gvk.GroupKind() == crdGK:
 			p.crds = append(p.crds, it)
 		case gvk.Group == "" && gvk.Kind == "Namespace":
@@ -137,29 +149,66 @@ func (a *Applier) plan(req Request) (*plan, error) {
 	return p, nil
 }
 
-// mapping resolves gvk, refreshing discovery once on a miss so new CRDs are found.
+// errNoMapping is a kind the mapper answered for without a mapping or a scope: applying
+// it would dereference nil.
+var errNoMapping = errors.New("no REST mapping")
+
+// mapping resolves gvk, refreshing discovery once on a miss so new CRDs are found. It
+// never returns a nil mapping (or one without a scope) without an error.
 func (a *Applier) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
 	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if meta.IsNoMatchError(err) {
 		a.mapper.Reset()
 		m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	}
+	if err == nil && (m == nil || m.Scope == nil) {
+		return nil, fmt.Errorf("kind %s: %w: it cannot be applied", gvkString(gvk), errNoMapping)
+	}
 	return m, err
 }
 
-// crdKinds returns the kinds the set's CRDs define, with their scope.
+// crdKinds returns the kinds the set's CRDs define, with their scope. A CRD that would
+// redefine CustomResourceDefinition itself or a kind of the core group is left out (plan
+// refuses it): those kinds always resolve through the API server.
 func crdKinds(objs []render.Object) map[schema.GroupKind]string {
 	out := map[schema.GroupKind]string{}
 	for _, o := range objs {
-		if o.GroupVersionKind().GroupKind() != crdGK {
+		gk, ok := definedKind(o)
+		if !ok || gk == crdGK || gk.Group == "" {
 			continue
 		}
-		group, _, _ := unstructured.NestedString(o.Object, "spec", "group")
-		kind, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind")
 		scope, _, _ := unstructured.NestedString(o.Object, "spec", "scope")
-		out[schema.GroupKind{Group: group, Kind: kind}] = scope
+		out[gk] = scope
 	}
 	return out
+}
+
+// definedKind returns the kind a CustomResourceDefinition defines; ok is false for
+// any other object.
+func definedKind(o render.Object) (schema.GroupKind, bool) {
+	if o.GroupVersionKind().GroupKind() != crdGK {
+		return schema.GroupKind{}, false
+	}
+	group, _, _ := unstructured.NestedString(o.Object, "spec", "group")
+	kind, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind")
+	return schema.GroupKind{Group: group, Kind: kind}, true
+}
+
+// redefines says why a CustomResourceDefinition may not be applied because of the
+// kind it defines, or "" when it may: a set never redefines CustomResourceDefinition
+// itself (deployd would lose its way to apply CRDs, for every repo), nor a kind of the
+// core group.
+func redefines(o render.Object) string {
+	gk, ok := definedKind(o)
+	switch {
+	case !ok:
+		return ""
+	case gk == crdGK:
+		return "it defines the kind CustomResourceDefinition of group apiextensions.k8s.io itself: a repo may never redefine it; remove this object"
+	case gk.Group == "":
+		return fmt.Sprintf("it defines kind %s with an empty spec.group (the core group): set spec.group to a domain of your own", gk.Kind)
+	}
+	return ""
 }
 
 func gvkString(gvk schema.GroupVersionKind) string {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/metadata"
 
 	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/panics"
 )
 
 // Rebuilt tells that a repo's state ConfigMap was deleted, with the inventory in it, and
@@ -87,6 +88,7 @@ func (a *Applier) rebuild(ctx context.Context, meta metadata.Interface, repo con
 	g.SetLimit(a.opts.Concurrency)
 	for i, t := range types {
 		g.Go(func() error {
+			defer panics.Recover(&errs[i])
 			found[i], errs[i] = listLabelled(gctx, meta, t, repo)
 			return nil
 		})

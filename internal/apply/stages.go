@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/deployd/deployd/internal/panics"
 )
 
 // dryRun applies the whole set with dryRun=All and reports every rejected object.
@@ -30,11 +32,14 @@ func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, pr
 	for _, r := range previous {
 		applied[r.id()] = true
 	}
-	for _, it := range items {
+	// Each goroutine recovers its own panic: a panic there would end the process.
+	readPanic, dryPanic := make([]error, len(items)), make([]error, len(items))
+	for i, it := range items {
 		if it.mapping == nil || !applied[it.ref().id()] {
 			continue
 		}
 		g.Go(func() error {
+			defer panics.Recover(&readPanic[i])
 			before, err := a.resource(dyn, it.mapping, it.obj.GetNamespace()).Get(gctx, it.obj.GetName(), metav1.GetOptions{})
 			switch {
 			case err == nil:
@@ -50,6 +55,7 @@ func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, pr
 			continue
 		}
 		g.Go(func() error {
+			defer panics.Recover(&dryPanic[i])
 			out, err := a.patch(gctx, dyn, it, true)
 			// A dry-run create is not stored, so it has no resourceVersion yet.
 			it.absent = err == nil && out.GetResourceVersion() == ""
@@ -61,6 +67,9 @@ func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, pr
 		})
 	}
 	_ = g.Wait()
+	if err := errors.Join(append(readPanic, dryPanic...)...); err != nil {
+		return err
+	}
 	var problems []string
 	for i, err := range errs {
 		if err != nil && !rejected(err) {
@@ -170,6 +179,7 @@ func (a *Applier) applyAll(ctx context.Context, dyn dynamic.Interface, items []*
 	g.SetLimit(a.opts.Concurrency)
 	for i, it := range items {
 		g.Go(func() error {
+			defer panics.Recover(&errs[i])
 			changes[i], errs[i] = a.applyOne(gctx, dyn, it)
 			return nil
 		})
@@ -188,6 +198,9 @@ func (a *Applier) applyAll(ctx context.Context, dyn dynamic.Interface, items []*
 }
 
 func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item) (Change, error) {
+	if it.mapping == nil {
+		return Change{}, fmt.Errorf("kind %s has no REST mapping: it cannot be applied", gvkString(it.obj.GroupVersionKind()))
+	}
 	before := it.before
 	if !it.absent && !it.read {
 		var err error
@@ -263,6 +276,9 @@ func (a *Applier) waitEstablished(ctx context.Context, crds []*item) error {
 	ctx, cancel := context.WithTimeout(ctx, a.opts.CRDTimeout)
 	defer cancel()
 	for _, it := range crds {
+		if it.mapping == nil {
+			return fmt.Errorf("%s: no REST mapping", it.ref())
+		}
 		res := a.resource(a.own.dyn, it.mapping, "")
 		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			cur, err := res.Get(ctx, it.obj.GetName(), metav1.GetOptions{})

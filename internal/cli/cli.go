@@ -93,6 +93,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the GitHub webhook secret (webhooks are refused without it)")
 	fs.IntVar(&o.Controller.Concurrency, "concurrency", o.Controller.Concurrency, "how many repos are checked or deployed at once")
 	fs.DurationVar(&o.GitTimeout, "git-timeout", o.GitTimeout, "timeout of each git network operation")
+	fs.IntVar(&o.GitMaxFetchMiB, "git-max-fetch-mib", o.GitMaxFetchMiB, "MiB one git fetch may bring, counted as received; a commit over it is refused (0: no limit)")
+	fs.IntVar(&o.GitMaxObjectMiB, "git-max-object-mib", o.GitMaxObjectMiB, "MiB any one file (git object) in a fetch may have; a commit with a bigger one is refused (0: no limit)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "run as one of several replicas: only the leader (a Lease in --namespace) checks and deploys; the others serve reads and hand webhooks to it")
 	fs.DurationVar(&o.LeaderElection.LeaseDuration, "leader-elect-lease-duration", o.LeaderElection.LeaseDuration, "how long a follower waits for a leader that stopped renewing before it takes over")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long in-flight work may take after SIGTERM")
@@ -163,6 +165,9 @@ func (f *serveFlags) validate() error {
 	}
 	if f.opts.GitTimeout <= 0 {
 		return fmt.Errorf("--git-timeout must be more than 0")
+	}
+	if f.opts.GitMaxFetchMiB < 0 || f.opts.GitMaxObjectMiB < 0 {
+		return fmt.Errorf("--git-max-fetch-mib and --git-max-object-mib must be 0 (no limit) or more")
 	}
 	if f.opts.HistoryLimit < 1 {
 		return fmt.Errorf("--history-limit must be 1 or more")

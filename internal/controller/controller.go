@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/panics"
 	"github.com/deployd/deployd/internal/source"
 )
 
@@ -93,6 +94,12 @@ type Skipper interface {
 	Skipped(ctx context.Context, d Deployment) error
 }
 
+// Refuser is told of a branch head that cannot be fetched because it is over a fetch
+// limit (a Deployer may implement it to record the refusal); it is told once per commit.
+type Refuser interface {
+	Refused(ctx context.Context, d Deployment, err error) error
+}
+
 // DeployFunc adapts a function to Deployer.
 type DeployFunc func(ctx context.Context, d Deployment) error
 
@@ -128,6 +135,8 @@ const (
 	ActionPaused Action = "paused, not deployed"
 	// ActionFailedBefore: the revision failed permanently before; waiting for a new one.
 	ActionFailedBefore Action = "failed before, waiting for a change"
+	// ActionRefused: the branch head is over a fetch limit; waiting for a new one.
+	ActionRefused Action = "refused, waiting for a change"
 )
 
 // Outcome reports one processing of a key, for logs and metrics.
@@ -178,12 +187,14 @@ type Controller struct {
 
 // repoState is what the controller remembers of a repo.
 type repoState struct {
-	poll         *time.Timer
-	paused       bool
-	seenCommit   string
-	seenBefore   bool
-	deployedTree string
-	failedTree   string
+	poll       *time.Timer
+	paused     bool
+	seenCommit string
+	seenBefore bool
+	// refusedCommit is the branch head last refused by a fetch limit, recorded once.
+	refusedCommit string
+	deployedTree  string
+	failedTree    string
 }
 
 // SetPaused pauses or resumes a repo: a paused repo is checked but not deployed.
@@ -209,6 +220,20 @@ func (c *Controller) Seed(key config.Key, deployedTree string) {
 		c.repos[key] = st
 	}
 	st.deployedTree = deployedTree
+}
+
+// SeedFailed tells the controller, before Run, that key's manifests tree failed for good
+// (its commit crashed deployd twice): it is not deployed again until a new tree or a
+// forced request.
+func (c *Controller) SeedFailed(key config.Key, tree string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.repos[key]
+	if st == nil {
+		st = &repoState{}
+		c.repos[key] = st
+	}
+	st.failedTree = tree
 }
 
 // New returns a controller; call SetConfig, then Run.
@@ -363,12 +388,27 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 			c.opts.Observe(out)
 		}
 	}()
+	// The last guard: a panic the calls below did not turn into an error (they do) is
+	// told as a failed check and retried after the backoff, never the process's end.
+	defer func() {
+		var p *panics.Error
+		if errors.As(out.Err, &p) && out.Action == "" {
+			out.Action, out.RetryIn = ActionCheckFailed, c.retry(key, req)
+		}
+	}()
+	defer panics.Recover(&out.Err)
 
 	if req.Commit != "" {
-		out.Result.Revision, out.Err = c.checker.Resolve(ctx, repo, req.Commit)
 		req.Force = true
-	} else {
-		out.Result, out.Err = c.checker.Check(ctx, repo)
+	}
+	out.Result, out.Err = c.check(ctx, repo, req.Commit)
+	var over *source.FetchLimitError
+	if errors.As(out.Err, &over) && req.Commit == "" {
+		out.Action = ActionRefused
+		c.refused(ctx, repo, req, st, out.Result.Revision, out.Err)
+		c.limiter.Forget(key)
+		c.schedulePoll(key, repo.Interval)
+		return
 	}
 	if out.Err != nil && req.Commit != "" {
 		out.Action = ActionCheckFailed // the commit is not in the cache: retrying will not bring it
@@ -404,7 +444,7 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	default:
 		d := Deployment{Repo: repo, Revision: out.Result.Revision, Trigger: req.Trigger, Forced: req.Force,
 			GitHubDeploymentID: req.GitHubDeploymentID, Ref: req.Ref}
-		out.Err = c.deployer.Deploy(ctx, d)
+		out.Err = c.deploy(ctx, d)
 		var permanent *PermanentError
 		switch {
 		case errors.As(out.Err, &permanent):
@@ -425,6 +465,49 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	}
 	c.limiter.Forget(key)
 	c.schedulePoll(key, repo.Interval)
+}
+
+// refused has a refused branch head recorded, once per commit: retrying cannot fetch it
+// (the source does not even try while the branch stays there), a new commit may.
+func (c *Controller) refused(ctx context.Context, repo config.Repo, req Request, st *repoState, rev source.Revision, err error) {
+	c.mu.Lock()
+	seen := rev.Commit == "" || st.refusedCommit == rev.Commit
+	c.mu.Unlock()
+	if seen {
+		return
+	}
+	if r, ok := c.deployer.(Refuser); ok {
+		if r.Refused(ctx, Deployment{Repo: repo, Revision: rev, Trigger: req.Trigger}, err) != nil {
+			return // not recorded: the next check tries again
+		}
+	}
+	c.mu.Lock()
+	st.refusedCommit = rev.Commit
+	c.mu.Unlock()
+}
+
+// check resolves the branch head, or commit when set, behind a recover: a panic fails
+// the check (retried after the backoff).
+func (c *Controller) check(ctx context.Context, repo config.Repo, commit string) (res source.Result, err error) {
+	defer panics.Recover(&err)
+	if commit != "" {
+		res.Revision, err = c.checker.Resolve(ctx, repo, commit)
+		return res, err
+	}
+	return c.checker.Check(ctx, repo)
+}
+
+// deploy hands d to the deployer behind a recover: a panic fails the revision for good,
+// as the same input would panic again.
+func (c *Controller) deploy(ctx context.Context, d Deployment) (err error) {
+	defer func() {
+		var p *panics.Error
+		if errors.As(err, &p) {
+			err = Permanent(err)
+		}
+	}()
+	defer panics.Recover(&err)
+	return c.deployer.Deploy(ctx, d)
 }
 
 // retry requeues key after its backoff, keeping its request (a forced sync stays forced).

@@ -62,6 +62,8 @@ type Options struct {
 	Controller controller.Options
 	// GitTimeout bounds each git network operation.
 	GitTimeout time.Duration
+	// GitMaxFetchMiB and GitMaxObjectMiB bound a fetch's pack and each object in it (0: none).
+	GitMaxFetchMiB, GitMaxObjectMiB int
 	// Namespace is deployd's own namespace, where it keeps its state (ConfigMaps).
 	Namespace string
 	// APITokenFile holds the bearer token of the API's write endpoints.
@@ -103,6 +105,8 @@ func DefaultOptions() Options {
 		HistoryLimit:    50,
 		Controller:      controller.DefaultOptions(),
 		GitTimeout:      source.DefaultOptions().Timeout,
+		GitMaxFetchMiB:  source.DefaultMaxFetchBytes >> 20,
+		GitMaxObjectMiB: source.DefaultMaxObjectBytes >> 20,
 		LeaderElection:  leader.DefaultOptions(""),
 		Logger:          slog.Default(),
 	}
@@ -144,7 +148,10 @@ func Run(ctx context.Context, opts Options) error {
 
 	srcOpts := source.DefaultOptions()
 	srcOpts.CacheDir, srcOpts.Timeout = opts.CacheDir, opts.GitTimeout
+	srcOpts.MaxFetchBytes, srcOpts.MaxObjectBytes = int64(opts.GitMaxFetchMiB)<<20, int64(opts.GitMaxObjectMiB)<<20
 	src := source.New(srcOpts)
+	pruneCaches(src, cfg, log)
+	meter.GitCache(src.DiskUse)
 	state := view.New(opts.HistoryLimit)
 	state.SetConfig(cfg)
 	var p *parts
@@ -251,6 +258,7 @@ func Run(ctx context.Context, opts Options) error {
 		onReload := func(r config.Reload) {
 			logReload(log, r)
 			if r.Err == nil {
+				pruneCaches(src, r.Config, log)
 				state.SetConfig(r.Config)
 				if rs != nil {
 					rs.setConfig(r.Config)
@@ -314,6 +322,18 @@ func Run(ctx context.Context, opts Options) error {
 	stopElection() // the lease is released once the work stopped: a follower takes over at once
 	log.Info("stopped")
 	return nil
+}
+
+// pruneCaches removes the git caches of repos that are not in cfg (removed, or moved to
+// another URL), so the cache volume holds only what is checked.
+func pruneCaches(src *source.Source, cfg *config.Config, log *slog.Logger) {
+	removed, err := src.Prune(cfg.Repos)
+	if err != nil {
+		log.Warn("could not remove the git caches of repos no longer configured", "err", err)
+	}
+	if len(removed) > 0 {
+		log.Info("removed the git caches of repos no longer configured (or whose URL changed)", "caches", removed)
+	}
 }
 
 func logReload(log *slog.Logger, r config.Reload) {

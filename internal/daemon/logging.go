@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/deploy"
 	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/panics"
 	"github.com/deployd/deployd/internal/webhook"
 )
 
@@ -19,9 +21,14 @@ func logOutcome(log *slog.Logger, o controller.Outcome) {
 	if o.Result.Recloned != "" {
 		log.Warn("git cache was re-cloned", "repo", o.Key.Name, "env", o.Key.Environment, "reason", o.Result.Recloned)
 	}
+	if p := (*panics.Error)(nil); errors.As(o.Err, &p) {
+		log.Debug("panic caught", append(attrs, "err", o.Err, "stack", string(p.Stack))...)
+	}
 	switch {
 	case o.Err != nil && o.Action == controller.ActionDeployFailed && o.RetryIn == 0:
 		log.Error("deploy failed; not retried until a new commit or a forced sync", append(attrs, "err", o.Err)...)
+	case o.Err != nil && o.Action == controller.ActionRefused:
+		log.Error("commit refused: over a git fetch limit; not fetched again until the branch moves", append(attrs, "err", o.Err)...)
 	case o.Err != nil && o.Action == controller.ActionDeployFailed:
 		log.Error("deploy failed", append(attrs, "err", o.Err, "retry_in", o.RetryIn.String())...)
 	case o.Err != nil:
@@ -49,6 +56,9 @@ func logEvent(log *slog.Logger, e deploy.Event) {
 		log.Warn("the repo's inventory was missing (state ConfigMap deleted?); rebuilt it from live objects labelled for it",
 			"repo", e.Repo.Name, "env", e.Repo.Environment, "deployment", r.Name(),
 			"objects", b.Objects, "last_commit", b.Commit, "unlisted_types", b.Unlisted)
+	}
+	if len(e.Stack) > 0 {
+		log.Debug("panic caught", append(attrs, "err", r.Error, "stack", string(e.Stack))...)
 	}
 	switch r.Phase {
 	case history.Failed, history.Error:

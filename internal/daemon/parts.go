@@ -142,6 +142,10 @@ func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, 
 			p.view.SetPause(repo.Key(), view.Pause(rec.Pause))
 		}
 		p.watchDeployed(ctx, repo, log)
+		if rec.CrashedTree != "" {
+			ctl.SeedFailed(repo.Key(), rec.CrashedTree)
+			log.Error("a deployment crashed deployd twice; not deploying it again until a new commit or a forced sync", "repo", repo.Name, "env", repo.Environment)
+		}
 		if rec.Interrupted {
 			log.Warn("a deployment was interrupted by a restart; deploying again", "repo", repo.Name, "env", repo.Environment)
 			redo = append(redo, repo.Key())

@@ -14,6 +14,7 @@ import (
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/panics"
 	"github.com/deployd/deployd/internal/render"
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
@@ -43,6 +44,9 @@ type Event struct {
 	// Rebuilt is set, on the event ending the apply, when the repo's inventory was
 	// missing and rebuilt from live objects (the record's note says so too).
 	Rebuilt *apply.Rebuilt
+	// Stack is set, on the event ending a deployment that panicked, to the panicking
+	// goroutine's stack: for the debug log, never for the record.
+	Stack []byte
 }
 
 // DefaultMaxObjects is how many objects one repo may render to.
@@ -71,8 +75,26 @@ type Runner struct {
 	// unsaved are ended records whose write failed (the API server was away), by repo:
 	// the repo's next deployment stores them first.
 	unsaved map[config.Key][]history.Record
-	wg      sync.WaitGroup
+	// redos are the commits Recover found interrupted and left to redo, by repo, with
+	// the crashes counted so far: the redo's record carries them on.
+	redos map[config.Key]redo
+	wg    sync.WaitGroup
 }
+
+// redo is an interrupted commit to deploy again, and how often it crashed deployd.
+type redo struct {
+	commit  string
+	crashes int
+}
+
+// MaxCrashes is how many times deployd may be killed while deploying one commit before
+// that commit is no longer redone at start: a commit whose deployment kills deployd
+// (out of memory, a fatal runtime error) would otherwise crash it at every start, and
+// every other replica that takes over.
+const MaxCrashes = 2
+
+// crashedTwice starts the error of a commit that was not redone after MaxCrashes.
+const crashedTwice = "crashed deployd twice"
 
 // wait is a deployment whose rollout is being waited for.
 type wait struct {
@@ -94,7 +116,7 @@ func New(files Files, applier Applier, waiter Waiter, store *history.Store, noti
 	if notify == nil {
 		notify = func(Event) {}
 	}
-	return &Runner{MaxObjects: DefaultMaxObjects, Limits: source.DefaultLimits(), files: files, applier: applier, waiter: waiter, history: store, notify: notify, waiting: map[config.Key]*wait{}, unsaved: map[config.Key][]history.Record{}}
+	return &Runner{MaxObjects: DefaultMaxObjects, Limits: source.DefaultLimits(), files: files, applier: applier, waiter: waiter, history: store, notify: notify, waiting: map[config.Key]*wait{}, unsaved: map[config.Key][]history.Record{}, redos: map[config.Key]redo{}}
 }
 
 // Deploy applies a revision and starts waiting for its rollout. It returns once the
@@ -115,6 +137,7 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 		Started: time.Now().UTC(),
 		Phase:   history.Applying,
 		Note:    note(d),
+		Crashes: r.takeRedo(d.Repo.Key(), d.Revision.Commit),
 	})
 	if err != nil {
 		return fmt.Errorf("recording the deployment: %w", err)
@@ -124,20 +147,46 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	queued.Phase = history.Queued
 	r.notify(Event{Repo: d.Repo, Record: queued, GitHubDeploymentID: gh})
 	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
-	res, err := r.apply(ctx, d, rec.Number)
+	res, err := r.applySafely(ctx, d, rec.Number)
 	rec.Objects = objectsOf(res.Changes)
 	if res.Rebuilt != nil {
 		rec.Note = joinText(rec.Note, res.Rebuilt.Note())
 	}
 	if err != nil {
 		rec.Phase, rec.Error, rec.Ended = history.Error, err.Error(), time.Now().UTC()
-		r.save(Event{Repo: d.Repo, Record: rec, GitHubDeploymentID: gh, Rebuilt: res.Rebuilt})
+		r.save(Event{Repo: d.Repo, Record: rec, GitHubDeploymentID: gh, Rebuilt: res.Rebuilt, Stack: stackOf(err)})
 		return err
 	}
 	rec.Phase = history.Waiting
 	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh, Rebuilt: res.Rebuilt})
 	r.startWait(d.Repo, rec, rollout.TargetsOf(res.Changes), gh)
 	return nil
+}
+
+// applySafely is apply behind a recover: a panic, in it or in a goroutine of the apply
+// (which recovers its own), fails this deployment for good instead of ending deployd.
+func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, number int) (res apply.Result, err error) {
+	defer func() {
+		var p *panics.Error
+		if errors.As(err, &p) {
+			err = controller.Permanent(err)
+		}
+	}()
+	defer panics.Recover(&err)
+	return r.apply(ctx, d, number)
+}
+
+// takeRedo returns the crashes counted for commit when it is the repo's interrupted
+// commit being redone (0 otherwise), and forgets the redo.
+func (r *Runner) takeRedo(key config.Key, commit string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rd, ok := r.redos[key]
+	delete(r.redos, key)
+	if !ok || rd.commit != commit {
+		return 0
+	}
+	return rd.crashes
 }
 
 func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int) (apply.Result, error) {
@@ -158,12 +207,18 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int)
 			return apply.Result{}, controller.Permanent(err)
 		}
 	}
-	objs, err := render.Render(files, repo.ManifestPath())
+	lim := render.DefaultLimits()
+	lim.MaxObjects = r.MaxObjects
+	rctx, cancel := context.WithTimeout(ctx, render.DefaultTimeout)
+	objs, err := render.Render(rctx, files, repo.ManifestPath(), lim)
+	cancel()
+	var bad *render.Error
+	if err != nil && (ctx.Err() != nil || !errors.As(err, &bad)) {
+		// Stopped or superseded, or a worker that could not start: not the commit's fault.
+		return apply.Result{}, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
+	}
 	if err != nil {
 		return apply.Result{}, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
-	}
-	if len(objs) > r.MaxObjects {
-		return apply.Result{}, controller.Permanent(fmt.Errorf("%s renders to %d objects, more than the limit of %d per repo: split the repo", repo.ManifestPath(), len(objs), r.MaxObjects))
 	}
 	res, err := r.applier.Apply(ctx, apply.Request{Repo: repo, Commit: rev.Commit, Number: number, Objects: objs})
 	var invalid *apply.ValidationError
@@ -195,8 +250,10 @@ func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollo
 	r.wg.Go(func() {
 		defer close(w.done)
 		defer cancel(nil)
-		res := r.waiter.Wait(ctx, targets, repo.Timeout)
+		defer r.survive(repo, rec)
+		res, err := r.waitSafely(ctx, targets, repo.Timeout)
 		if errors.Is(context.Cause(ctx), errStopped) {
+			r.markStopped(repo, rec)
 			return
 		}
 		rec = rec.Clone() // readers of the notified record must not see it change
@@ -205,22 +262,58 @@ func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollo
 				setStatus(rec.Objects, targets[i].Ref.String(), s)
 			}
 		}
-		switch res.Outcome {
-		case rollout.Succeeded:
+		switch {
+		case err != nil:
+			rec.Phase, rec.Error = history.Error, "waiting for the rollout: "+err.Error()
+		case res.Outcome == rollout.Succeeded:
 			rec.Phase = history.Succeeded
-		case rollout.FailedRollout:
+		case res.Outcome == rollout.FailedRollout:
 			rec.Phase, rec.Error = history.Failed, res.Message
 		default:
 			rec.Phase, rec.Error = history.Superseded, context.Cause(ctx).Error()
 		}
 		rec.Ended = time.Now().UTC()
-		r.save(Event{Repo: repo, Record: rec, GitHubDeploymentID: gh})
+		r.save(Event{Repo: repo, Record: rec, GitHubDeploymentID: gh, Stack: stackOf(err)})
 		r.mu.Lock()
 		if r.waiting[repo.Key()] == w {
 			delete(r.waiting, repo.Key())
 		}
 		r.mu.Unlock()
 	})
+}
+
+// waitSafely is the waiter's Wait behind a recover: this goroutine is the deployment's
+// own, and a panic in it would end deployd.
+func (r *Runner) waitSafely(ctx context.Context, targets []rollout.Target, timeout time.Duration) (res rollout.WaitResult, err error) {
+	defer panics.Recover(&err)
+	return r.waiter.Wait(ctx, targets, timeout), nil
+}
+
+// survive, deferred by the wait's goroutine, keeps a panic after the wait (in recording
+// or telling of the outcome) from ending deployd: the record is stored as an error,
+// without telling anyone (the telling may be what panicked).
+func (r *Runner) survive(repo config.Repo, rec history.Record) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	err := panics.New(v)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rec = rec.Clone()
+	rec.Phase, rec.Error, rec.Ended = history.Error, "recording the rollout's outcome: "+err.Error(), time.Now().UTC()
+	_ = r.history.Update(ctx, repo, rec)
+}
+
+// markStopped stores, unfinished, a record whose wait deployd's shutdown ended, marked
+// stopped: the next start redoes it without counting a crash. A failed write is let be:
+// the redo then counts one, as after a kill.
+func (r *Runner) markStopped(repo config.Repo, rec history.Record) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rec = rec.Clone()
+	rec.Stopped = true
+	_ = r.history.Update(ctx, repo, rec)
 }
 
 // supersede ends the wait of an earlier deployment of key, and waits until it is recorded.
@@ -293,6 +386,25 @@ func (r *Runner) Skipped(ctx context.Context, d controller.Deployment) error {
 	return err
 }
 
+var _ controller.Refuser = (*Runner)(nil)
+
+// Refused records a branch head that could not be fetched (over a fetch limit) as an
+// error: the refusal says how much, the limit, and the flag to change.
+func (r *Runner) Refused(ctx context.Context, d controller.Deployment, refusal error) error {
+	now := time.Now().UTC()
+	rec, err := r.history.Create(ctx, d.Repo, history.Record{
+		Commit:  history.Commit{SHA: d.Revision.Commit},
+		Trigger: string(d.Trigger),
+		Started: now, Ended: now,
+		Phase: history.Error,
+		Error: refusal.Error(),
+	})
+	if err == nil {
+		r.notify(Event{Repo: d.Repo, Record: rec})
+	}
+	return err
+}
+
 // Recovery is what the history says about a repo after a restart.
 type Recovery struct {
 	// DeployedTree is the manifests tree of the last successful deployment.
@@ -300,6 +412,10 @@ type Recovery struct {
 	// Interrupted is true when a deployment was cut off (deployd was killed or stopped
 	// mid-deployment); it is now marked "error: interrupted" and should be redone.
 	Interrupted bool
+	// CrashedTree is set instead when the cut-off deployment's commit was being deployed
+	// the last MaxCrashes times deployd was killed: it is marked "error: crashed deployd
+	// twice" and not redone; this manifests tree waits for a new one or a forced sync.
+	CrashedTree string
 	// Records are the kept records, newest first, after the marking.
 	Records []history.Record
 	// Pause is the stored pause state.
@@ -316,22 +432,66 @@ func (r *Runner) Recover(ctx context.Context, repo config.Repo) (Recovery, error
 	if out.Pause, err = r.history.Pause(ctx, repo); err != nil {
 		return out, err
 	}
+	newest := true
 	for i, rec := range recs { // newest first
 		if !rec.Phase.Done() {
-			rec.Phase, rec.Error, rec.Ended = history.Error, "interrupted: deployd stopped before it ended", time.Now().UTC()
+			rec = r.interrupted(repo, rec, newest, &out)
 			if err := r.history.Update(ctx, repo, rec); err != nil {
 				return out, err
 			}
 			recs[i] = rec
-			out.Interrupted = true
+			newest = false
 			continue
 		}
+		newest = false
 		if rec.Phase == history.Succeeded && out.DeployedTree == "" {
 			out.DeployedTree = rec.Tree
 		}
 	}
 	out.Records = recs
 	return out, nil
+}
+
+// interrupted marks a record that deployd left unfinished as an error, and says in out
+// whether to redo it: the newest one is redone unless its commit crashed deployd
+// MaxCrashes times (a graceful stop does not count).
+func (r *Runner) interrupted(repo config.Repo, rec history.Record, newest bool, out *Recovery) history.Record {
+	rec.Error = "interrupted: deployd stopped before it ended"
+	if !rec.Stopped {
+		rec.Crashes++
+		rec.Error = "interrupted: deployd was killed before it ended (a crash, an out-of-memory kill, or a lost node)"
+	}
+	crashes := rec.Crashes
+	rec.Phase, rec.Ended, rec.Stopped = history.Error, time.Now().UTC(), false
+	switch {
+	case !newest:
+	case crashes >= MaxCrashes:
+		rec.Error = fmt.Sprintf("%s: deployd was killed %d times while deploying commit %s (a crash or an out-of-memory kill), so it is not redone at start: push a new commit, or sync with force to try it again",
+			crashedTwice, crashes, short(rec.Commit.SHA))
+		out.CrashedTree = rec.Tree
+	default:
+		out.Interrupted = true
+		r.mu.Lock()
+		r.redos[repo.Key()] = redo{commit: rec.Commit.SHA, crashes: crashes}
+		r.mu.Unlock()
+	}
+	return rec
+}
+
+// stackOf is the stack of the panic err tells of, or nil.
+func stackOf(err error) []byte {
+	var p *panics.Error
+	if errors.As(err, &p) {
+		return p.Stack
+	}
+	return nil
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
 }
 
 // joinText appends b to a, after "; " when a is not empty.

@@ -66,7 +66,7 @@ func applyDir(t *testing.T, dir string) {
 		}
 		files["k8s/"+e.Name()] = b
 	}
-	objs, err := render.Render(files, "k8s")
+	objs, err := render.Render(context.Background(), files, "k8s", render.DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,6 +86,13 @@ type Record struct {
 	Objects []Object `json:"objects,omitempty"`
 	// Note says something unusual about the deployment, e.g. a commit off the configured branch.
 	Note string `json:"note,omitempty"`
+	// Crashes counts the times deployd was killed (crashed, OOM-killed) while deploying
+	// this commit, over this record and the startup redos before it. At two, the commit
+	// is not redone again at start (see deploy.Runner.Recover).
+	Crashes int `json:"crashes,omitempty"`
+	// Stopped is set on an unfinished record that deployd's graceful shutdown left
+	// behind: its redo at the next start does not count as a crash.
+	Stopped bool `json:"stopped,omitempty"`
 	// GitHub is the GitHub deployment it is reported on; kept apart in the ConfigMap
 	// (see SetGitHub) so the reporter and the deployment never overwrite each other.
 	GitHub *GitHub `json:"-"`

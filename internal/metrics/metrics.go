@@ -1,5 +1,5 @@
 // Package metrics exposes deployd's Prometheus metrics: deployments by result and their
-// duration, git checks, queue depth, webhook deliveries and HTTP requests. Every label
+// duration, git checks and the git cache's size, queue depth, webhook deliveries and HTTP requests. Every label
 // value is bounded (phases, route templates, status codes), never a raw path or repo.
 package metrics
 
@@ -132,6 +132,13 @@ func (m *Metrics) GitHubResponse(code int) { m.ghResponses.WithLabelValues(strco
 // KubeRequest counts a request to the Kubernetes API server.
 func (m *Metrics) KubeRequest(method string, code int) {
 	m.kube.WithLabelValues(method, strconv.Itoa(code)).Inc()
+}
+
+// GitCache exports the git cache's disk use, as bytes returns it.
+func (m *Metrics) GitCache(bytes func() int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deployd_git_cache_bytes",
+		Help: "Bytes the git caches take on disk (--cache-dir), walked at most every 30 s."},
+		func() float64 { return float64(bytes()) }))
 }
 
 // GitHubDropped counts a report given up on.

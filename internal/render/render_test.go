@@ -1,6 +1,7 @@
 package render
 
 import (
+	"context"
 	"errors"
 	"sort"
 	"strings"
@@ -25,7 +26,7 @@ func TestPlain(t *testing.T) {
 		"deploy/manifests/notes.txt":  []byte("not a manifest"),
 		"deploy/other.yaml":           []byte("apiVersion: v1\nkind: Secret\nmetadata: {name: outside}\n"),
 	}
-	objs, err := Render(files, "deploy/manifests")
+	objs, err := Render(context.Background(), files, "deploy/manifests", DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func TestPlainErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Render(map[string][]byte{tt.file: []byte(tt.content)}, "m")
+			_, err := Render(context.Background(), map[string][]byte{tt.file: []byte(tt.content)}, "m", DefaultLimits())
 			var re *Error
 			if !errors.As(err, &re) || !strings.HasPrefix(err.Error(), tt.want) {
 				t.Errorf("error %v, want it to start with %q", err, tt.want)
@@ -82,7 +83,7 @@ var kustomizeRepo = map[string][]byte{
 }
 
 func TestKustomizeOverlays(t *testing.T) {
-	dev, err := Render(kustomizeRepo, "deploy/overlays/dev")
+	dev, err := Render(context.Background(), kustomizeRepo, "deploy/overlays/dev", DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestKustomizeOverlays(t *testing.T) {
 	if len(got) != 2 || got[1] != "Deployment/dev-web" || !strings.HasPrefix(got[0], "ConfigMap/dev-settings-") {
 		t.Errorf("dev overlay rendered %v", got)
 	}
-	prod, err := Render(kustomizeRepo, "deploy/overlays/prod")
+	prod, err := Render(context.Background(), kustomizeRepo, "deploy/overlays/prod", DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,15 +112,15 @@ func unstructuredInt(o Object, fields ...string) (int64, bool, error) {
 
 func TestKustomizeRefusesRemoteBases(t *testing.T) {
 	files := map[string][]byte{"k/kustomization.yaml": []byte("resources:\n- deployment.yaml\n- https://github.com/kubernetes-sigs/kustomize//examples/multibases?ref=v3.3.1\n")}
-	_, err := Render(files, "k")
-	if err == nil || !strings.Contains(err.Error(), `k/kustomization.yaml:3: remote base "https://github.com/kubernetes-sigs/kustomize//examples/multibases?ref=v3.3.1" is refused`) {
+	_, err := Render(context.Background(), files, "k", DefaultLimits())
+	if err == nil || !strings.Contains(err.Error(), `k/kustomization.yaml:3: remote reference "https://github.com/kubernetes-sigs/kustomize//examples/multibases?ref=v3.3.1" is refused`) {
 		t.Errorf("error %v", err)
 	}
 }
 
 func TestKustomizeErrorsNameTheDirectory(t *testing.T) {
 	files := map[string][]byte{"k/kustomization.yaml": []byte("resources: [missing.yaml]\n")}
-	_, err := Render(files, "k")
+	_, err := Render(context.Background(), files, "k", DefaultLimits())
 	if err == nil || !strings.HasPrefix(err.Error(), "k: kustomize build:") || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("error %v", err)
 	}

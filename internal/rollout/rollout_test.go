@@ -118,7 +118,7 @@ func applyNow(t *testing.T, ns string, files map[string]string) []Target {
 	for k, v := range files {
 		m["d/"+k] = []byte(v)
 	}
-	objs, err := render.Render(m, "d")
+	objs, err := render.Render(context.Background(), m, "d", render.DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,11 +85,26 @@ type Options struct {
 	CacheDir string
 	// Timeout bounds each network operation (ref listing, fetch).
 	Timeout time.Duration
+	// MaxFetchBytes bounds the pack one fetch may bring, counted as it is received
+	// (0: no limit); a fetch over it is refused, for good for that commit.
+	MaxFetchBytes int64
+	// MaxObjectBytes bounds each object in a fetched pack, by its declared size, before
+	// it is inflated (0: no limit): go-git holds an object whole in memory to index it.
+	MaxObjectBytes int64
 }
 
-// DefaultOptions returns options with a 2-minute network timeout; CacheDir must be set.
+// DefaultMaxFetchBytes and DefaultMaxObjectBytes fit the 2 GiB cache volume of k8s/:
+// a shallow fetch of an app repo's head is its code, not its history, and one repo
+// may fill at most a sixteenth of the volume; manifests are far smaller than an object.
+const (
+	DefaultMaxFetchBytes  = 128 << 20
+	DefaultMaxObjectBytes = 32 << 20
+)
+
+// DefaultOptions returns options with a 2-minute network timeout and the default
+// fetch limits; CacheDir must be set.
 func DefaultOptions() Options {
-	return Options{Timeout: 2 * time.Minute}
+	return Options{Timeout: 2 * time.Minute, MaxFetchBytes: DefaultMaxFetchBytes, MaxObjectBytes: DefaultMaxObjectBytes}
 }
 
 // Source checks repos against their remotes.
@@ -106,6 +121,11 @@ type Source struct {
 	last map[string]Revision
 	// compact holds the caches to clone afresh at their next check (see maxPacks).
 	compact map[string]bool
+	// refused holds, by cache, the branch head whose fetch was refused: it is not
+	// fetched again while the branch stays there.
+	refused map[string]*FetchLimitError
+	// use is the cache's disk use, walked last.
+	use diskUsage
 }
 
 // maxPacks bounds the packfiles a cache collects, one per fetch that brought something:
@@ -125,7 +145,7 @@ func (noObjects) Clear()                                           {}
 
 // New returns a Source caching clones under opts.CacheDir.
 func New(opts Options) *Source {
-	return &Source{opts: opts, open: map[string]*git.Repository{}, last: map[string]Revision{}, compact: map[string]bool{}}
+	return &Source{opts: opts, open: map[string]*git.Repository{}, last: map[string]Revision{}, compact: map[string]bool{}, refused: map[string]*FetchLimitError{}}
 }
 
 // repository returns the open cache at dir, creating it with an origin remote for url.
@@ -139,7 +159,8 @@ func (s *Source) repository(dir, url string) (*git.Repository, error) {
 	if _, err := openOrInit(dir, url); err != nil {
 		return nil, err
 	}
-	r, err := git.Open(filesystem.NewStorage(osfs.New(dir), noObjects{}), nil)
+	st := &limitedStorage{Storage: filesystem.NewStorage(osfs.New(dir), noObjects{}), maxPack: s.opts.MaxFetchBytes, maxObject: s.opts.MaxObjectBytes}
+	r, err := git.Open(st, nil)
 	if err != nil {
 		return nil, &cacheError{err}
 	}
@@ -267,10 +288,18 @@ func (s *Source) check(ctx context.Context, repo config.Repo, dir string, auth t
 	if ref, err := r.Reference(branch, true); err == nil {
 		before = ref.Hash()
 	}
+	if refused, err := s.stillRefused(ctx, remote, auth, dir, branch); refused != nil || err != nil {
+		return refusedResult(refused), fetchFailed(repo, cmpErr(err, refused))
+	}
 	// One fetch, no ls-remote first: its ref advertisement is the whole cost when nothing
 	// changed, and a change is fetched without a second advertisement.
 	if err := s.fetch(ctx, remote, auth, branch); err != nil {
-		return Result{}, fmt.Errorf("%s: fetching %s from %s: %w", repo.Name, repo.Branch, repo.URL, err)
+		var over *FetchLimitError
+		if errors.As(err, &over) {
+			s.refuse(ctx, remote, auth, dir, branch, over)
+			return refusedResult(over), fetchFailed(repo, over)
+		}
+		return Result{}, fetchFailed(repo, err)
 	}
 	ref, err := r.Reference(branch, true)
 	if err != nil {
@@ -305,6 +334,10 @@ func (s *Source) fetch(ctx context.Context, remote *git.Remote, auth transport.A
 		Force:    true,
 	}
 	err := remote.FetchContext(ctx, opts)
+	var over *FetchLimitError
+	if errors.As(err, &over) {
+		return err
+	}
 	if errors.As(err, &git.NoMatchingRefSpecError{}) {
 		return fmt.Errorf("branch %q not found on the remote", branch.Short())
 	}
@@ -314,6 +347,8 @@ func (s *Source) fetch(ctx context.Context, remote *git.Remote, auth transport.A
 		err = remote.FetchContext(ctx, opts)
 	}
 	switch {
+	case errors.As(err, &over):
+		return err
 	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
 		return nil
 	case ctx.Err() != nil || isNetwork(err):
@@ -567,6 +602,12 @@ func (s *Source) resolve(ctx context.Context, repo config.Repo, commit string) (
 		defer cancel()
 		spec := gitconfig.RefSpec("+" + hash.String() + ":refs/deployd/" + hash.String())
 		err = remote.FetchContext(fctx, &git.FetchOptions{RefSpecs: []gitconfig.RefSpec{spec}, Auth: auth, Depth: 1, Tags: git.NoTags})
+		var over *FetchLimitError
+		if errors.As(err, &over) {
+			removeTempPacks(s.dir(repo))
+			over.Commit = hash.String()
+			return Revision{}, fmt.Errorf("%s: fetching commit %s: %w", repo.Name, short(commit), over)
+		}
 		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 			return Revision{}, fmt.Errorf("%s: fetching commit %s: %w", repo.Name, short(commit), networkError(fctx, err))
 		}
@@ -576,6 +617,70 @@ func (s *Source) resolve(ctx context.Context, repo config.Repo, commit string) (
 		return Revision{}, fmt.Errorf("%s: commit %s: %w", repo.Name, short(commit), err)
 	}
 	return rev, nil
+}
+
+// fetchFailed says which repo, branch and URL a fetch failed for.
+func fetchFailed(repo config.Repo, err error) error {
+	return fmt.Errorf("%s: fetching %s from %s: %w", repo.Name, repo.Branch, repo.URL, err)
+}
+
+// refusedResult is what a check tells of a refused head: its commit, nothing else.
+func refusedResult(over *FetchLimitError) Result {
+	if over == nil {
+		return Result{}
+	}
+	return Result{Revision: Revision{Commit: over.Commit}}
+}
+
+// refuse remembers that the branch's head could not be fetched, and removes what the
+// refused fetch left behind.
+func (s *Source) refuse(ctx context.Context, remote *git.Remote, auth transport.AuthMethod, dir string, branch plumbing.ReferenceName, over *FetchLimitError) {
+	removeTempPacks(dir)
+	over.Commit, _ = s.head(ctx, remote, auth, branch)
+	if over.Commit == "" {
+		return // not known: the next check fetches again
+	}
+	s.mu.Lock()
+	s.refused[dir] = over
+	s.mu.Unlock()
+}
+
+// stillRefused returns the refusal of the branch's head when it did not move since; the
+// fetch is not tried again. Only a repo refused before pays for this ref listing.
+func (s *Source) stillRefused(ctx context.Context, remote *git.Remote, auth transport.AuthMethod, dir string, branch plumbing.ReferenceName) (*FetchLimitError, error) {
+	s.mu.Lock()
+	over := s.refused[dir]
+	s.mu.Unlock()
+	if over == nil {
+		return nil, nil
+	}
+	head, err := s.head(ctx, remote, auth, branch)
+	if err != nil {
+		return nil, err
+	}
+	if head == over.Commit {
+		return over, nil
+	}
+	s.mu.Lock()
+	delete(s.refused, dir)
+	s.mu.Unlock()
+	return nil, nil
+}
+
+// head lists the remote's refs and returns the branch's commit.
+func (s *Source) head(ctx context.Context, remote *git.Remote, auth transport.AuthMethod, branch plumbing.ReferenceName) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+	if err != nil {
+		return "", networkError(ctx, err)
+	}
+	for _, r := range refs {
+		if r.Name() == branch {
+			return r.Hash().String(), nil
+		}
+	}
+	return "", fmt.Errorf("branch %q not found on the remote", branch.Short())
 }
 
 func short(sha string) string {
