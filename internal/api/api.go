@@ -27,9 +27,12 @@ import (
 	"github.com/deployd/deployd/internal/view"
 )
 
-// Queue takes sync requests (controller.Controller).
+// Queue takes sync requests: the controller's (controller.Local), or a follower's,
+// which hands them to the leader and can fail.
 type Queue interface {
-	Enqueue(key config.Key, req controller.Request) bool
+	// Enqueue queues req; controller.ErrNotConfigured says the repo left the config,
+	// any other error that the request could not be queued.
+	Enqueue(ctx context.Context, key config.Key, req controller.Request) error
 }
 
 // Statuses gives live object statuses (rollout.Tracker).

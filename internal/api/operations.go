@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -158,7 +159,7 @@ func (s *Server) register() {
 	write := []map[string][]string{{"bearer": {}}}
 	huma.Register(s.api, huma.Operation{OperationID: "sync", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/sync", DefaultStatus: http.StatusAccepted,
 		Summary: "Check and deploy a repo now", Description: "Queues a check of the repo; with force, deploys even unchanged manifests.",
-		Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict}}, s.sync)
+		Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable}}, s.sync)
 	huma.Register(s.api, huma.Operation{OperationID: "pause", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/pause",
 		Summary: "Pause a repo", Description: "A paused repo is still watched and its status served, but nothing is deployed until it is resumed. Survives restarts.",
 		Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound}}, s.pause(true))
@@ -167,7 +168,7 @@ func (s *Server) register() {
 	huma.Register(s.api, huma.Operation{OperationID: "rollback", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/rollback", DefaultStatus: http.StatusAccepted,
 		Summary:     "Deploy an earlier commit again",
 		Description: "Deploys the commit of an earlier successful deployment as a new one (trigger rollback), and pauses the repo so the next push does not undo it.",
-		Tags:        tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict}}, s.rollback)
+		Tags:        tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable}}, s.rollback)
 	huma.Register(s.api, huma.Operation{OperationID: "get-config", Method: http.MethodGet, Path: "/config",
 		Summary: "The config in force", Description: "The effective repos.yaml, with the error of the last refused reload.", Tags: []string{"deployd"}, Errors: []int{http.StatusUnauthorized}}, s.getConfig)
 }
@@ -287,8 +288,8 @@ func (s *Server) sync(ctx context.Context, in *syncInput) (*syncOutput, error) {
 	if e.Pause.Paused {
 		return nil, huma.Error409Conflict(e.Repo.Name + " (" + e.Repo.Environment + ") is paused (" + e.Pause.Reason + "): resume it first")
 	}
-	if !s.deps.Queue.Enqueue(e.Repo.Key(), controller.Request{Trigger: controller.TriggerAPI, Force: in.Force}) {
-		return nil, huma.Error404NotFound("repo " + e.Repo.Name + " left the config")
+	if err := s.enqueue(ctx, e, controller.Request{Trigger: controller.TriggerAPI, Force: in.Force}); err != nil {
+		return nil, err
 	}
 	out := &syncOutput{Status: http.StatusAccepted}
 	out.Body.Number = 1
@@ -400,8 +401,8 @@ func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutp
 	if err := s.deps.Pauser.SetPause(ctx, e.Repo, p); err != nil {
 		return nil, huma.Error502BadGateway("storing the pause state in the cluster failed")
 	}
-	if !s.deps.Queue.Enqueue(e.Repo.Key(), controller.Request{Trigger: controller.TriggerRollback, Commit: target.Commit.SHA, Force: true}) {
-		return nil, huma.Error404NotFound("repo " + e.Repo.Name + " left the config")
+	if err := s.enqueue(ctx, e, controller.Request{Trigger: controller.TriggerRollback, Commit: target.Commit.SHA, Force: true}); err != nil {
+		return nil, err
 	}
 	out := &rollbackOutput{Status: http.StatusAccepted}
 	out.Body.Number = 1
@@ -411,6 +412,18 @@ func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutp
 	out.Body.Message = "rollback of " + e.Repo.Name + " (" + e.Repo.Environment + ") to " + target.Name() + " queued"
 	out.Body.Commit, out.Body.Paused, out.Body.PauseReason = target.Commit.SHA, true, p.Reason
 	return out, nil
+}
+
+// enqueue queues req for e's repo; the error is the answer when it could not be.
+func (s *Server) enqueue(ctx context.Context, e view.Entry, req controller.Request) error {
+	err := s.deps.Queue.Enqueue(ctx, e.Repo.Key(), req)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, controller.ErrNotConfigured):
+		return huma.Error404NotFound("repo " + e.Repo.Name + " left the config")
+	}
+	return huma.Error503ServiceUnavailable("the request for " + e.Repo.Name + " (" + e.Repo.Environment + ") was not queued, try again: " + err.Error())
 }
 
 func shortSHA(sha string) string {

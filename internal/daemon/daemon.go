@@ -58,6 +58,8 @@ type Options struct {
 	ProbeInterval time.Duration
 	// WebhookSecretFile holds the GitHub webhook secret; webhooks are refused without it.
 	WebhookSecretFile string
+	// Webhook bounds the webhook's reads and remembers its deliveries.
+	Webhook webhook.Options
 	// Controller configures the work queue (Concurrency is --concurrency).
 	Controller controller.Options
 	// GitTimeout bounds each git network operation.
@@ -102,6 +104,7 @@ func DefaultOptions() Options {
 		Namespace:       ownNamespace(),
 		HistoryLimit:    50,
 		Controller:      controller.DefaultOptions(),
+		Webhook:         webhook.DefaultOptions(),
 		GitTimeout:      source.DefaultOptions().Timeout,
 		LeaderElection:  leader.DefaultOptions(""),
 		Logger:          slog.Default(),
@@ -185,7 +188,7 @@ func Run(ctx context.Context, opts Options) error {
 	var queue interface {
 		webhook.Queue
 		api.Queue
-	} = ctl
+	} = controller.Local(ctl)
 	if p != nil {
 		rs = newRoles(ctl, p, p.kube, opts.Namespace, log)
 		rs.setConfig(cfg)
@@ -218,7 +221,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.WebhookSecretFile == "" {
 		log.Warn("webhooks are off: start deployd with --webhook-secret-file to accept GitHub pushes")
 	}
-	hooks := webhook.New(queue, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r); meter.Delivery(r) })
+	hooks := webhook.New(queue, opts.WebhookSecretFile, opts.Webhook, func(r webhook.Result) { logDelivery(log, r); meter.Delivery(r) })
 
 	health := &health{watcher: watcher}
 	if p != nil {
