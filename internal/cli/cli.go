@@ -84,6 +84,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "deployd's own namespace, where it keeps its state (default: its pod's, else deployd)")
 	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token for the API's write endpoints (sync, pause, resume)")
 	fs.BoolVar(&o.APIReadAuth, "api-read-auth", false, "require the API token on read endpoints too")
+	fs.IntVar(&o.APIStreams.Max, "api-max-streams", o.APIStreams.Max, "event streams (GET /events, /deployment/OWNER/REPO/events) served at once; more are answered 503")
+	fs.IntVar(&o.APIStreams.PerClient, "api-max-streams-per-client", o.APIStreams.PerClient, "event streams one client address may hold at once")
 	fs.StringVar(&o.GitHub.TokenFile, "github-token-file", "", "file holding a GitHub token for reporting deployments (re-read when it changes)")
 	fs.Int64Var(&o.GitHub.AppID, "github-app-id", 0, "GitHub App id, to report as an app installation instead of with a token")
 	fs.StringVar(&o.GitHub.AppKeyFile, "github-app-key-file", "", "the GitHub App's private key (PEM)")
@@ -166,6 +168,9 @@ func (f *serveFlags) validate() error {
 	}
 	if f.opts.HistoryLimit < 1 {
 		return fmt.Errorf("--history-limit must be 1 or more")
+	}
+	if f.opts.APIStreams.Max < 1 || f.opts.APIStreams.PerClient < 1 {
+		return fmt.Errorf("--api-max-streams and --api-max-streams-per-client must be 1 or more")
 	}
 	if f.opts.Controller.Concurrency < 1 {
 		return fmt.Errorf("--concurrency must be 1 or more")

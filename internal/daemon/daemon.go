@@ -70,6 +70,8 @@ type Options struct {
 	APITokenFile string
 	// APIReadAuth requires the token on the API's read endpoints too.
 	APIReadAuth bool
+	// APIStreams bound the API's event streams.
+	APIStreams api.StreamOptions
 	// GitHub says how to report to GitHub; reporting is off without credentials.
 	GitHub report.ClientOptions
 	// HistoryLimit is how many deployment records are kept per repo and environment.
@@ -105,6 +107,7 @@ func DefaultOptions() Options {
 		HistoryLimit:    50,
 		Controller:      controller.DefaultOptions(),
 		Webhook:         webhook.DefaultOptions(),
+		APIStreams:      api.DefaultStreamOptions(),
 		GitTimeout:      source.DefaultOptions().Timeout,
 		LeaderElection:  leader.DefaultOptions(""),
 		Logger:          slog.Default(),
@@ -227,7 +230,7 @@ func Run(ctx context.Context, opts Options) error {
 	if p != nil {
 		health.synced = p.tracker.Synced
 	}
-	apiServer := api.New(p.apiDeps(state, queue, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL})
+	apiServer := api.New(p.apiDeps(state, queue, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL, Streams: opts.APIStreams})
 	mux := http.NewServeMux()
 	mux.Handle("/", apiServer.Handler())
 	dash := dashboard.Handler() // the page at / and its assets; the API keeps every other path
