@@ -152,4 +152,3 @@ func (s *Server) eventSchema() *huma.Schema {
 func objectKey(e view.Entry, o Object) string {
 	return e.Repo.Name + "@" + e.Repo.Environment + "/" + o.Kind + "/" + o.Namespace + "/" + o.Name
 }
-

@@ -173,4 +173,3 @@ func TestSlowReaderIsDropped(t *testing.T) {
 	}
 	t.Error("the reading client's stream ended with the slow one")
 }
-
