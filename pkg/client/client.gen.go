@@ -1018,7 +1018,7 @@ type ClientInterface interface {
 
 	// GetObject A live object
 	//
-	// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.
+	// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>; so are ConfigMap data and binaryData values and containers' env values, unless the request carries the API token.
 	//
 	// Corresponds with GET /deployment/{owner}/{repo}/objects/{kind}/{name} (the `GetObject` operationId).
 	GetObject(ctx context.Context, owner string, repo string, kind string, name string, params *GetObjectParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1147,7 +1147,7 @@ func (c *Client) GetHistoryRecord(ctx context.Context, owner string, repo string
 
 // GetObject A live object
 //
-// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.
+// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>; so are ConfigMap data and binaryData values and containers' env values, unless the request carries the API token.
 //
 // Corresponds with GET /deployment/{owner}/{repo}/objects/{kind}/{name} (the `GetObject` operationId).
 func (c *Client) GetObject(ctx context.Context, owner string, repo string, kind string, name string, params *GetObjectParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2338,7 +2338,7 @@ type ClientWithResponsesInterface interface {
 
 	// GetObjectWithResponse A live object
 	//
-	// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.
+	// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>; so are ConfigMap data and binaryData values and containers' env values, unless the request carries the API token.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3362,7 +3362,7 @@ func (c *ClientWithResponses) GetHistoryRecordWithResponse(ctx context.Context, 
 
 // GetObjectWithResponse A live object
 //
-// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.
+// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>; so are ConfigMap data and binaryData values and containers' env values, unless the request carries the API token.
 //
 // Returns a wrapper object for the known response body format(s).
 //
