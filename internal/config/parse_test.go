@@ -30,6 +30,7 @@ repos:
     auth: {sshKeyFile: /keys/id, knownHostsFile: /keys/known_hosts}
     allowClusterScoped: true
     createNamespace: false
+    enforcePodSecurity: true
     serviceAccount: deployer
 `), Options{DefaultEnvironment: "prod"})
 	if err != nil {
@@ -42,7 +43,7 @@ repos:
 		Line:     6,
 	}, {
 		Name: "shop/web", URL: "git@github.com:shop/web.git", Namespace: "shop-dev", Environment: "dev",
-		AllowClusterScoped: true, ServiceAccount: "deployer",
+		AllowClusterScoped: true, EnforcePodSecurity: true, ServiceAccount: "deployer",
 		Auth:     Auth{SSHKeyFile: "/keys/id", KnownHostsFile: "/keys/known_hosts"},
 		Settings: Settings{Branch: "release", Path: "deploy/overlays/{environment}", Interval: 0, Timeout: 90 * time.Second, Prune: false},
 		Line:     10,
@@ -78,7 +79,7 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
 		want: []string{
 			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
-			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
 		},
 	}, {
 		name: "unknown top-level and defaults fields",

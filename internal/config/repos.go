@@ -98,8 +98,11 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 			p.boolean(v, join(field, "allowClusterScoped"), &r.AllowClusterScoped)
 		},
 		"createNamespace": func(k, v *yaml.Node) { p.boolean(v, join(field, "createNamespace"), &r.CreateNamespace) },
-		"serviceAccount":  str("serviceAccount", "a ServiceAccount name in the repo's namespace", checkServiceAccount, &r.ServiceAccount),
-		"environmentUrl":  str("environmentUrl", "an http(s) URL", checkHTTPURL, &r.EnvironmentURL),
+		"enforcePodSecurity": func(k, v *yaml.Node) {
+			p.boolean(v, join(field, "enforcePodSecurity"), &r.EnforcePodSecurity)
+		},
+		"serviceAccount": str("serviceAccount", "a ServiceAccount name in the repo's namespace", checkServiceAccount, &r.ServiceAccount),
+		"environmentUrl": str("environmentUrl", "an http(s) URL", checkHTTPURL, &r.EnvironmentURL),
 		"productionEnvironment": func(k, v *yaml.Node) {
 			p.boolean(v, join(field, "productionEnvironment"), &r.ProductionEnvironment)
 		},
