@@ -61,7 +61,7 @@ func (r *roles) Enqueue(ctx context.Context, key config.Key, req controller.Requ
 	defer cancel()
 	if err := r.handoff.Hand(ctx, repo.StateName(), history.Meta(repo), req); err != nil {
 		r.log.Error("could not hand the request to the leader", "repo", repo.Name, "env", repo.Environment, "trigger", string(req.Trigger), "err", err)
-		return fmt.Errorf("this replica is a follower and %w", err)
+		return fmt.Errorf("follower: %w", err)
 	}
 	return nil
 }
