@@ -91,13 +91,13 @@ func BenchmarkFanout(b *testing.B) {
 	s := loaded(b, 1000, 10)
 	statuses := &changingStatuses{message: "first"}
 	s.deps.Statuses = statuses
-	h := newHub(s, StreamOptions{Buffer: 20000}.orDefaults())
+	h := newHub(s, StreamOptions{}.orDefaults())
 	h.once.Do(func() {})
 	h.last = map[string]string{}
 	h.diffObjects(false)
 	subs := make([]*sub, 50)
 	for i := range subs {
-		subs[i] = h.subscribe(func(config.Key) bool { return true })
+		subs[i] = h.subscribe(nil)
 	}
 	b.ReportAllocs()
 	n := 0

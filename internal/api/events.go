@@ -83,7 +83,7 @@ func (s *Server) registerEvents() {
 		if err := s.authorize(in.Authorization, false); err != nil {
 			return nil, err
 		}
-		return s.stream(func(config.Key) bool { return true }), nil
+		return s.stream(nil), nil
 	})
 }
 
@@ -96,10 +96,12 @@ func (s *Server) stream(match func(config.Key) bool) *huma.StreamResponse {
 		hctx.SetHeader("Cache-Control", "no-cache")
 		_, w := humago.Unwrap(hctx)
 		rc := http.NewResponseController(w)
-		write := func(msg []byte) error {
+		write := func(msgs ...[]byte) error {
 			_ = rc.SetWriteDeadline(time.Now().Add(s.opts.Streams.WriteTimeout))
-			if _, err := w.Write(msg); err != nil {
-				return err
+			for _, msg := range msgs {
+				if _, err := w.Write(msg); err != nil {
+					return err
+				}
 			}
 			return rc.Flush()
 		}
@@ -108,7 +110,7 @@ func (s *Server) stream(match func(config.Key) bool) *huma.StreamResponse {
 		sb := s.hub.subscribe(match)
 		defer s.hub.unsubscribe(sb)
 		hctx.SetStatus(http.StatusOK)
-		if write(nil) != nil {
+		if write() != nil {
 			return
 		}
 		tick := time.NewTicker(keepalive)
@@ -120,8 +122,8 @@ func (s *Server) stream(match func(config.Key) bool) *huma.StreamResponse {
 				return
 			case <-s.closing:
 				return // deployd is shutting down; clients reconnect to the next one
-			case msg, ok := <-sb.ch:
-				if !ok || write(msg) != nil {
+			case batch, ok := <-sb.ch:
+				if !ok || write(batch...) != nil {
 					return // dropped for falling behind, or gone
 				}
 			case now := <-tick.C:

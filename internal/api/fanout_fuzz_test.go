@@ -41,12 +41,17 @@ func FuzzFanout(f *testing.F) {
 		read := func(step int, st *stream) bool {
 			for {
 				select {
-				case msg, ok := <-st.sb.ch:
+				case batch, ok := <-st.sb.ch:
 					if !ok {
 						return true
 					}
-					if st.repo != "" && !strings.Contains(string(msg), `"repo":"`+st.repo+`"`) {
-						t.Fatalf("step %d: a stream of %s got %q", step, st.repo, msg)
+					if len(batch) == 0 {
+						t.Fatalf("step %d: an empty batch", step)
+					}
+					for _, msg := range batch {
+						if st.repo != "" && !strings.Contains(string(msg), `"repo":"`+st.repo+`"`) {
+							t.Fatalf("step %d: a stream of %s got %q", step, st.repo, msg)
+						}
 					}
 				default:
 					return false
@@ -66,7 +71,7 @@ func FuzzFanout(f *testing.F) {
 					continue
 				}
 				st := &stream{release: release}
-				match := func(config.Key) bool { return true }
+				var match func(config.Key) bool
 				if op%8 == 5 {
 					st.repo = fmt.Sprintf("team%d/app%d", arg%repos, arg%repos)
 					name := st.repo

@@ -19,8 +19,9 @@ type StreamOptions struct {
 	// PerClient is how many of them one client address may hold (a proxy in front of
 	// deployd is one client: raise it there).
 	PerClient int
-	// Buffer is how many events wait for a stream's client; a client that falls that far
-	// behind is dropped (it reconnects and reads the state afresh) instead of being
+	// Buffer is how many batches of events (a deployment's change, or the object
+	// statuses changed in one pass) wait for a stream's client; a client that falls that
+	// far behind is dropped (it reconnects and reads the state afresh) instead of being
 	// buffered for.
 	Buffer int
 	// WriteTimeout bounds each write to a client: one that stops reading is dropped.
@@ -72,9 +73,16 @@ type hub struct {
 
 // sub is one stream's subscription.
 type sub struct {
+	// match tells the keys followed; nil follows every key.
 	match func(config.Key) bool
-	// ch carries encoded SSE messages; it is closed when the stream is dropped.
-	ch chan []byte
+	// ch carries batches of encoded SSE messages; it is closed when the stream is dropped.
+	ch chan [][]byte
+}
+
+// keyed is an encoded event of a repo and environment.
+type keyed struct {
+	key config.Key
+	msg []byte
 }
 
 // errStreams says a stream limit was reached.
@@ -111,10 +119,10 @@ func (h *hub) admit(client string) (release func(), err error) {
 	}, nil
 }
 
-// subscribe starts following the changes of the keys match accepts.
+// subscribe starts following the changes of the keys match accepts (every key if nil).
 func (h *hub) subscribe(match func(config.Key) bool) *sub {
 	h.once.Do(h.start)
-	sb := &sub{match: match, ch: make(chan []byte, max(h.opts.Buffer, 1))}
+	sb := &sub{match: match, ch: make(chan [][]byte, max(h.opts.Buffer, 1))}
 	h.mu.Lock()
 	h.subs[sb] = struct{}{}
 	h.mu.Unlock()
@@ -131,17 +139,34 @@ func (h *hub) unsubscribe(sb *sub) {
 	}
 }
 
-// publish hands msg to every stream following key, never waiting: a stream whose queue
-// is full is dropped.
-func (h *hub) publish(key config.Key, msg []byte) {
+// publish hands the batch's events to every stream following their keys, as one item of
+// its queue, never waiting: a stream whose queue is full is dropped. Streams of every key
+// share one slice.
+func (h *hub) publish(batch []keyed) {
+	if len(batch) == 0 {
+		return
+	}
+	all := make([][]byte, len(batch))
+	for i, k := range batch {
+		all[i] = k.msg
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for sb := range h.subs {
-		if !sb.match(key) {
-			continue
+		mine := all
+		if sb.match != nil {
+			mine = nil
+			for _, k := range batch {
+				if sb.match(k.key) {
+					mine = append(mine, k.msg)
+				}
+			}
+			if mine == nil {
+				continue
+			}
 		}
 		select {
-		case sb.ch <- msg:
+		case sb.ch <- mine:
 		default:
 			delete(h.subs, sb)
 			close(sb.ch)
@@ -191,7 +216,7 @@ func (h *hub) deployment(c view.Change) {
 	}
 	msg, err := message("deployment", DeploymentEvent{Repo: e.Repo.Name, Environment: c.Key.Environment, Record: recordOf(*c.Record)})
 	if err == nil {
-		h.publish(c.Key, msg)
+		h.publish([]keyed{{c.Key, msg}})
 	}
 }
 
@@ -199,6 +224,7 @@ func (h *hub) deployment(c view.Change) {
 // pass (when publish is set), and forgets objects no longer deployed.
 func (h *hub) diffObjects(publish bool) {
 	now := time.Now()
+	var batch []keyed
 	seen := make(map[string]string, len(h.last))
 	for _, e := range h.s.deps.View.Entries("") {
 		for _, o := range h.s.environment(e, now).Objects {
@@ -208,11 +234,12 @@ func (h *hub) diffObjects(publish bool) {
 				continue
 			}
 			if msg, err := message("object", ObjectEvent{Repo: e.Repo.Name, Environment: e.Repo.Environment, Object: o}); err == nil {
-				h.publish(e.Repo.Key(), msg)
+				batch = append(batch, keyed{e.Repo.Key(), msg})
 			}
 		}
 	}
 	h.last = seen
+	h.publish(batch)
 }
 
 // message encodes one SSE message.
