@@ -173,3 +173,30 @@ func TestSlowReaderIsDropped(t *testing.T) {
 	}
 	t.Error("the reading client's stream ended with the slow one")
 }
+
+func TestBurstIsOneBatch(t *testing.T) {
+	s := loaded(t, 50, 4)
+	statuses := &changingStatuses{message: "first"}
+	s.deps.Statuses = statuses
+	h := newHub(s, StreamOptions{Buffer: 2}.orDefaults())
+	h.once.Do(func() {})
+	h.last = map[string]string{}
+	h.diffObjects(false)
+	all, one := h.subscribe(nil), h.subscribe(func(k config.Key) bool { return k.Name == "team7/app7" })
+	statuses.set("second") // every one of the 200 objects changes
+	h.diffObjects(true)
+	for _, tt := range []struct {
+		name string
+		sb   *sub
+		want int
+	}{{"every repo", all, 200}, {"one repo", one, 4}} {
+		select {
+		case batch, ok := <-tt.sb.ch:
+			if !ok || len(batch) != tt.want {
+				t.Errorf("stream of %s: %d events (open %v), want %d in one batch", tt.name, len(batch), ok, tt.want)
+			}
+		default:
+			t.Errorf("stream of %s: nothing queued", tt.name)
+		}
+	}
+}
