@@ -216,6 +216,32 @@ func TestReplays(t *testing.T) {
 	})
 }
 
+func TestLongHeadersAreRefused(t *testing.T) {
+	h, q := newHandler(t, twoRepos)
+	push, _ := os.ReadFile("testdata/push.json")
+	var got []Result
+	h.observe = func(r Result) { got = append(got, r) }
+	long := strings.Repeat("d", maxHeader+1)
+	for _, tt := range []struct{ name, event, delivery string }{
+		{"a delivery id one byte over", "push", long},
+		{"an event name one byte over", long, "d-1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got = nil
+			rec, out := deliverAs(h, tt.delivery, tt.event, "application/json", push, sign(push, secret))
+			if rec.Code != http.StatusBadRequest || len(q.queued) != 0 {
+				t.Errorf("%d %v, queued %v; want 400", rec.Code, out, q.queued)
+			}
+			if len(got) != 1 || len(got[0].Delivery) > maxHeader || len(got[0].Event) > maxHeader {
+				t.Errorf("observed %+v, want the headers cut to %d bytes", got, maxHeader)
+			}
+		})
+	}
+	if n := h.seen.len(); n != 0 {
+		t.Errorf("%d delivery ids remembered, want none", n)
+	}
+}
+
 func TestQueueFailureIsNotAccepted(t *testing.T) {
 	h, q := newHandler(t, twoRepos)
 	q.fail = errors.New("handing the request to the leader: writing ConfigMap/deployd/x: forbidden")

@@ -97,9 +97,14 @@ type response struct {
 	Queued  []string `json:"queued,omitempty"`
 }
 
+// maxHeader is the longest event name or delivery id taken: GitHub's are short words and
+// GUIDs. A longer one is refused, and logged cut to this length.
+const maxHeader = 100
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	res := Result{Event: r.Header.Get("X-GitHub-Event"), Delivery: r.Header.Get("X-GitHub-Delivery")}
-	res.Status, res.Message, res.Queued = h.handle(w, r, res.Event, res.Delivery)
+	event, delivery := r.Header.Get("X-GitHub-Event"), r.Header.Get("X-GitHub-Delivery")
+	res := Result{Event: cut(event), Delivery: cut(delivery)}
+	res.Status, res.Message, res.Queued = h.handle(w, r, event, delivery)
 	body := response{Message: res.Message}
 	for _, k := range res.Queued {
 		body.Queued = append(body.Queued, k.String())
@@ -110,6 +115,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.observe != nil {
 		h.observe(res)
 	}
+}
+
+func cut(s string) string {
+	if len(s) > maxHeader {
+		return s[:maxHeader]
+	}
+	return s
 }
 
 // badSignature is the answer to a missing, malformed or wrong signature.
@@ -129,8 +141,11 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, event, delivery
 	if !ok {
 		return http.StatusUnauthorized, badSignature, nil
 	}
-	if event == "" {
+	switch {
+	case event == "":
 		return http.StatusBadRequest, "no X-GitHub-Event header", nil
+	case len(event) > maxHeader || len(delivery) > maxHeader:
+		return http.StatusBadRequest, fmt.Sprintf("X-GitHub-Event or X-GitHub-Delivery over %d bytes: not GitHub's", maxHeader), nil
 	}
 	if r.ContentLength > h.opts.MaxBody {
 		return http.StatusRequestEntityTooLarge, h.tooBig(), nil
