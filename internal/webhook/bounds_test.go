@@ -1,9 +1,11 @@
 package webhook
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -118,7 +120,7 @@ func TestBodyLimit(t *testing.T) {
 
 func TestConcurrentReadsAreBounded(t *testing.T) {
 	opts := DefaultOptions()
-	opts.MaxReads, opts.ReadWait = 2, 50*time.Millisecond
+	opts.MaxReads, opts.ReadWait, opts.MaxReadsPerClient = 2, 50*time.Millisecond, 10 // one client address here
 	h, q := newHandler(t, twoRepos)
 	h = New(q, h.secret.path, opts, nil)
 
@@ -157,6 +159,72 @@ func TestConcurrentReadsAreBounded(t *testing.T) {
 	}
 	if rec, out := deliver(h, "push", "application/json", push, sign(push, secret)); rec.Code != http.StatusAccepted {
 		t.Errorf("once the reads are done: %d %v, want 202", rec.Code, out)
+	}
+}
+
+func TestReadsPerClientAreBounded(t *testing.T) {
+	opts := DefaultOptions()
+	opts.MaxReadsPerClient = 1
+	h, q := newHandler(t, twoRepos)
+	h = New(q, h.secret.path, opts, nil)
+	r, w := io.Pipe()
+	slow := httptest.NewRequest(http.MethodPost, "/webhooks/github", r)
+	slow.RemoteAddr = "198.51.100.7:4000"
+	slow.Header.Set("X-GitHub-Event", "push")
+	slow.Header.Set("X-Hub-Signature-256", "sha256="+strings.Repeat("ab", 32))
+	done := make(chan int, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, slow)
+		done <- rec.Code
+	}()
+	if _, err := w.Write([]byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	push, _ := os.ReadFile("testdata/push.json")
+	send := func(addr string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(string(push)))
+		req.RemoteAddr = addr
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("X-Hub-Signature-256", sign(push, secret))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := send("198.51.100.7:4001"); rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("a second delivery from the trickling client: %d %s, want 503 with Retry-After", rec.Code, rec.Body)
+	}
+	if rec := send("198.51.100.8:4000"); rec.Code != http.StatusAccepted {
+		t.Errorf("another client meanwhile: %d %s, want 202", rec.Code, rec.Body)
+	}
+	w.CloseWithError(errors.New("gave up"))
+	<-done
+}
+
+func TestTricklingBodyIsCutOff(t *testing.T) {
+	opts := DefaultOptions()
+	opts.ReadTimeout = 200 * time.Millisecond
+	h, q := newHandler(t, twoRepos)
+	h = New(q, h.secret.path, opts, nil)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /webhooks/github HTTP/1.1\r\nHost: deployd\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=%s\r\nContent-Length: 1000\r\n\r\n{\"ref\":", strings.Repeat("ab", 32))
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body trickles: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a body that stops coming: %d, want 400", resp.StatusCode)
+	}
+	if len(h.reads) != 0 {
+		t.Errorf("%d reads still held", len(h.reads))
 	}
 }
 

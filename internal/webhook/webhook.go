@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -37,6 +38,12 @@ type Options struct {
 	MaxReads int
 	// ReadWait is how long a delivery waits for one of the MaxReads.
 	ReadWait time.Duration
+	// MaxReadsPerClient is how many of the MaxReads one client address may hold: a few
+	// clients trickling bodies cannot take them all. Over it: 503 with Retry-After.
+	MaxReadsPerClient int
+	// ReadTimeout bounds the reading of a body (GitHub sends one within moments), so a
+	// trickling client gives its read back long before the server's own timeout.
+	ReadTimeout time.Duration
 	// Remember is how many delivery ids (and GitHub deployment ids) are remembered to
 	// drop a delivery sent again; the oldest are forgotten first.
 	Remember int
@@ -47,7 +54,8 @@ type Options struct {
 
 // DefaultOptions are the limits deployd runs with.
 func DefaultOptions() Options {
-	return Options{MaxBody: 1 << 20, MaxReads: 8, ReadWait: 2 * time.Second, Remember: 10000, RememberFor: 24 * time.Hour}
+	return Options{MaxBody: 1 << 20, MaxReads: 8, ReadWait: 2 * time.Second, MaxReadsPerClient: 2, ReadTimeout: 10 * time.Second,
+		Remember: 10000, RememberFor: 24 * time.Hour}
 }
 
 // Queue is where accepted pushes go: the controller's (controller.Local), or a
@@ -80,6 +88,8 @@ type Handler struct {
 	observe func(Result)
 	opts    Options
 	reads   chan struct{} // a slot per payload being read
+	mu      sync.Mutex
+	readers map[string]int // client address → payloads being read
 	seen    *recent       // delivery ids and GitHub deployment ids taken
 	now     func() time.Time
 }
@@ -88,7 +98,7 @@ type Handler struct {
 // when it changes). observe, when set, is told of every delivery.
 func New(queue Queue, secretPath string, opts Options, observe func(Result)) *Handler {
 	return &Handler{queue: queue, secret: &secretFile{path: secretPath}, observe: observe, opts: opts,
-		reads: make(chan struct{}, max(opts.MaxReads, 1)), seen: newRecent(opts.Remember, opts.RememberFor), now: time.Now}
+		reads: make(chan struct{}, max(opts.MaxReads, 1)), readers: map[string]int{}, seen: newRecent(opts.Remember, opts.RememberFor), now: time.Now}
 }
 
 // response is the JSON body of every answer.
@@ -192,6 +202,12 @@ func (h *Handler) tooBig() string {
 // read reads the body, at most MaxBody bytes and at most MaxReads bodies at once; a
 // non-zero status is the answer when it could not.
 func (h *Handler) read(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
+	release, ok := h.client(r)
+	if !ok {
+		w.Header().Set("Retry-After", "5")
+		return nil, http.StatusServiceUnavailable, fmt.Sprintf("busy: this client sends %d deliveries at once already; try again", h.opts.MaxReadsPerClient)
+	}
+	defer release()
 	wait := time.NewTimer(h.opts.ReadWait)
 	defer wait.Stop()
 	select {
@@ -202,6 +218,9 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request) ([]byte, int, str
 		return nil, http.StatusServiceUnavailable, fmt.Sprintf("busy: %d deliveries are being read; try again", cap(h.reads))
 	case <-r.Context().Done():
 		return nil, http.StatusServiceUnavailable, "the client went away"
+	}
+	if h.opts.ReadTimeout > 0 {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.ReadTimeout))
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
 	if err != nil {
@@ -218,6 +237,28 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request) ([]byte, int, str
 // Senders of test and demo deliveries use it.
 func Signature(secret, body []byte) string {
 	return "sha256=" + hex.EncodeToString(mac(secret, body))
+}
+
+// client counts a read for the request's client address, unless it holds
+// MaxReadsPerClient already.
+func (h *Handler) client(r *http.Request) (release func(), ok bool) {
+	addr, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		addr = r.RemoteAddr
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.readers[addr] >= max(h.opts.MaxReadsPerClient, 1) {
+		return nil, false
+	}
+	h.readers[addr]++
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.readers[addr]--; h.readers[addr] <= 0 {
+			delete(h.readers, addr)
+		}
+	}, true
 }
 
 // parseSignature reads GitHub's "sha256=<64 hex digits>".
