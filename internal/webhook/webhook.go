@@ -90,7 +90,7 @@ type Handler struct {
 	reads   chan struct{} // a slot per payload being read
 	mu      sync.Mutex
 	readers map[string]int // client address → payloads being read
-	seen    *recent       // delivery ids and GitHub deployment ids taken
+	seen    *recent        // delivery ids and GitHub deployment ids taken
 	now     func() time.Time
 }
 
