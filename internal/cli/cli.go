@@ -93,6 +93,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.GitHub.APIURL, "github-api-url", "", "GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3/); default https://api.github.com/")
 	fs.IntVar(&o.HistoryLimit, "history-limit", o.HistoryLimit, "deployment records kept per repo and environment")
 	fs.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the GitHub webhook secret (webhooks are refused without it)")
+	fs.IntVar(&o.Webhook.MaxReadsPerClient, "webhook-reads-per-client", o.Webhook.MaxReadsPerClient, "webhook payloads one client address may send at once (of 8); behind a proxy, every delivery is the proxy's: raise it to 8")
 	fs.IntVar(&o.Controller.Concurrency, "concurrency", o.Controller.Concurrency, "how many repos are checked or deployed at once")
 	fs.DurationVar(&o.GitTimeout, "git-timeout", o.GitTimeout, "timeout of each git network operation")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "run as one of several replicas: only the leader (a Lease in --namespace) checks and deploys; the others serve reads and hand webhooks to it")
@@ -168,6 +169,9 @@ func (f *serveFlags) validate() error {
 	}
 	if f.opts.HistoryLimit < 1 {
 		return fmt.Errorf("--history-limit must be 1 or more")
+	}
+	if f.opts.Webhook.MaxReadsPerClient < 1 {
+		return fmt.Errorf("--webhook-reads-per-client must be 1 or more")
 	}
 	if f.opts.APIStreams.Max < 1 || f.opts.APIStreams.PerClient < 1 {
 		return fmt.Errorf("--api-max-streams and --api-max-streams-per-client must be 1 or more")

@@ -164,7 +164,7 @@ func TestConcurrentReadsAreBounded(t *testing.T) {
 
 func TestReadsPerClientAreBounded(t *testing.T) {
 	opts := DefaultOptions()
-	opts.MaxReadsPerClient = 1
+	opts.MaxReadsPerClient, opts.ReadWait = 1, 50*time.Millisecond
 	h, q := newHandler(t, twoRepos)
 	h = New(q, h.secret.path, opts, nil)
 	r, w := io.Pipe()
@@ -192,13 +192,21 @@ func TestReadsPerClientAreBounded(t *testing.T) {
 		return rec
 	}
 	if rec := send("198.51.100.7:4001"); rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
-		t.Errorf("a second delivery from the trickling client: %d %s, want 503 with Retry-After", rec.Code, rec.Body)
+		t.Errorf("a second delivery from the trickling client: %d %s, want 503 with Retry-After after the wait", rec.Code, rec.Body)
 	}
 	if rec := send("198.51.100.8:4000"); rec.Code != http.StatusAccepted {
 		t.Errorf("another client meanwhile: %d %s, want 202", rec.Code, rec.Body)
 	}
 	w.CloseWithError(errors.New("gave up"))
 	<-done
+	if rec := send("198.51.100.7:4002"); rec.Code != http.StatusAccepted {
+		t.Errorf("the client once its read ended: %d %s", rec.Code, rec.Body)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.clients) != 0 {
+		t.Errorf("%d clients remembered after their reads", len(h.clients))
+	}
 }
 
 func TestTricklingBodyIsCutOff(t *testing.T) {

@@ -38,8 +38,9 @@ type Options struct {
 	MaxReads int
 	// ReadWait is how long a delivery waits for one of the MaxReads.
 	ReadWait time.Duration
-	// MaxReadsPerClient is how many of the MaxReads one client address may hold: a few
-	// clients trickling bodies cannot take them all. Over it: 503 with Retry-After.
+	// MaxReadsPerClient is how many of the MaxReads one client address may hold, so a
+	// few clients trickling bodies cannot take them all; more wait up to ReadWait too.
+	// Behind a proxy every delivery comes from the proxy: raise it to MaxReads there.
 	MaxReadsPerClient int
 	// ReadTimeout bounds the reading of a body (GitHub sends one within moments), so a
 	// trickling client gives its read back long before the server's own timeout.
@@ -89,8 +90,8 @@ type Handler struct {
 	opts    Options
 	reads   chan struct{} // a slot per payload being read
 	mu      sync.Mutex
-	readers map[string]int // client address → payloads being read
-	seen    *recent        // delivery ids and GitHub deployment ids taken
+	clients map[string]*clientReads // client address → its reads, while it has any
+	seen    *recent                 // delivery ids and GitHub deployment ids taken
 	now     func() time.Time
 }
 
@@ -98,7 +99,7 @@ type Handler struct {
 // when it changes). observe, when set, is told of every delivery.
 func New(queue Queue, secretPath string, opts Options, observe func(Result)) *Handler {
 	return &Handler{queue: queue, secret: &secretFile{path: secretPath}, observe: observe, opts: opts,
-		reads: make(chan struct{}, max(opts.MaxReads, 1)), readers: map[string]int{}, seen: newRecent(opts.Remember, opts.RememberFor), now: time.Now}
+		reads: make(chan struct{}, max(opts.MaxReads, 1)), clients: map[string]*clientReads{}, seen: newRecent(opts.Remember, opts.RememberFor), now: time.Now}
 }
 
 // response is the JSON body of every answer.
@@ -202,14 +203,19 @@ func (h *Handler) tooBig() string {
 // read reads the body, at most MaxBody bytes and at most MaxReads bodies at once; a
 // non-zero status is the answer when it could not.
 func (h *Handler) read(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
-	release, ok := h.client(r)
-	if !ok {
-		w.Header().Set("Retry-After", "5")
-		return nil, http.StatusServiceUnavailable, fmt.Sprintf("busy: this client sends %d deliveries at once already; try again", h.opts.MaxReadsPerClient)
-	}
-	defer release()
 	wait := time.NewTimer(h.opts.ReadWait)
 	defer wait.Stop()
+	cr, done := h.client(r)
+	defer done()
+	select {
+	case cr.slots <- struct{}{}:
+		defer func() { <-cr.slots }()
+	case <-wait.C:
+		w.Header().Set("Retry-After", "5")
+		return nil, http.StatusServiceUnavailable, fmt.Sprintf("busy: this client's %d deliveries are being read; try again", cap(cr.slots))
+	case <-r.Context().Done():
+		return nil, http.StatusServiceUnavailable, "the client went away"
+	}
 	select {
 	case h.reads <- struct{}{}:
 		defer func() { <-h.reads }()
@@ -239,26 +245,34 @@ func Signature(secret, body []byte) string {
 	return "sha256=" + hex.EncodeToString(mac(secret, body))
 }
 
-// client counts a read for the request's client address, unless it holds
-// MaxReadsPerClient already.
-func (h *Handler) client(r *http.Request) (release func(), ok bool) {
+// clientReads are one client address's reads.
+type clientReads struct {
+	slots chan struct{} // a slot per payload being read
+	users int           // requests holding or waiting for a slot
+}
+
+// client returns the reads of the request's client address; done forgets them once no
+// request of the client holds or waits for one.
+func (h *Handler) client(r *http.Request) (cr *clientReads, done func()) {
 	addr, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		addr = r.RemoteAddr
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.readers[addr] >= max(h.opts.MaxReadsPerClient, 1) {
-		return nil, false
+	cr = h.clients[addr]
+	if cr == nil {
+		cr = &clientReads{slots: make(chan struct{}, max(h.opts.MaxReadsPerClient, 1))}
+		h.clients[addr] = cr
 	}
-	h.readers[addr]++
-	return func() {
+	cr.users++
+	return cr, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if h.readers[addr]--; h.readers[addr] <= 0 {
-			delete(h.readers, addr)
+		if cr.users--; cr.users == 0 {
+			delete(h.clients, addr)
 		}
-	}, true
+	}
 }
 
 // parseSignature reads GitHub's "sha256=<64 hex digits>".
