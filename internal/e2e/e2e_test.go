@@ -241,16 +241,16 @@ func TestShippedRBAC(t *testing.T) {
 	if strings.Join(kinds, ",") != "ConfigMap:Current,Deployment:Current,Secret:Current,Service:Current" {
 		t.Errorf("objects %v", kinds)
 	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	<-logDone // the logs are read once the process has written its last line
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("deployd exited with %v after SIGINT:\n%s", err, logs.String())
+	}
 	for _, l := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(l, "forbidden") && !strings.Contains(l, "escalate") {
 			t.Errorf("deployd was refused something it needs: %s", l)
 		}
-	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	<-logDone
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("deployd exited with %v after SIGINT:\n%s", err, logs.String())
 	}
 }
