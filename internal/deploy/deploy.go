@@ -467,7 +467,7 @@ func (r *Runner) interrupted(repo config.Repo, rec history.Record, newest bool, 
 	case !newest:
 	case crashes >= MaxCrashes:
 		rec.Error = fmt.Sprintf("%s: deployd was killed %d times while deploying commit %s (a crash or an out-of-memory kill), so it is not redone at start: push a new commit, or sync with force to try it again",
-			crashedTwice, crashes, short(rec.Commit.SHA))
+			crashedTwice, crashes, source.ShortSHA(rec.Commit.SHA))
 		out.CrashedTree = rec.Tree
 	default:
 		out.Interrupted = true
@@ -485,13 +485,6 @@ func stackOf(err error) []byte {
 		return p.Stack
 	}
 	return nil
-}
-
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
 }
 
 // joinText appends b to a, after "; " when a is not empty.
