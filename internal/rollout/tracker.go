@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/deployd/deployd/internal/apply"
+	"github.com/deployd/deployd/internal/kube"
 )
 
 // Tracked is an object's status and when it last changed.
@@ -88,11 +88,7 @@ func refKey(r apply.Ref) string {
 // Watch makes sure the kinds of refs are watched and their caches synced.
 func (t *Tracker) Watch(ctx context.Context, refs []apply.Ref) error {
 	for _, r := range refs {
-		m, err := t.mapper.RESTMapping(schema.GroupKind{Group: r.Group, Kind: r.Kind}, r.Version)
-		if meta.IsNoMatchError(err) {
-			t.mapper.Reset()
-			m, err = t.mapper.RESTMapping(schema.GroupKind{Group: r.Group, Kind: r.Kind}, r.Version)
-		}
+		m, err := kube.Mapping(t.mapper, schema.GroupKind{Group: r.Group, Kind: r.Kind}, r.Version)
 		if err != nil {
 			return fmt.Errorf("watching %s: %w", r, err)
 		}
