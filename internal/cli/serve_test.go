@@ -20,38 +20,21 @@ import (
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/daemon"
 	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/logtest"
 )
 
 const childEnv = "DEPLOYD_CLI_TEST_CHILD_ARGS"
 
-// syncBuffer is a log sink tests can read while deployd writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startDaemon runs the daemon on a free port until the test ends.
-func startDaemon(t *testing.T, args ...string) (base string, logs *syncBuffer, stop func() error) {
+func startDaemon(t *testing.T, args ...string) (base string, logs *logtest.Buffer, stop func() error) {
 	t.Helper()
 	return startDaemonWith(t, nil, args...)
 }
 
 // startDaemonWith is startDaemon with a hook that changes the daemon's options.
-func startDaemonWith(t *testing.T, hook func(*daemon.Options), args ...string) (base string, logs *syncBuffer, stop func() error) {
+func startDaemonWith(t *testing.T, hook func(*daemon.Options), args ...string) (base string, logs *logtest.Buffer, stop func() error) {
 	t.Helper()
-	logs = &syncBuffer{}
+	logs = &logtest.Buffer{}
 	addr := make(chan net.Addr, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -144,7 +127,7 @@ func TestServeHealthAndReadiness(t *testing.T) {
 	}
 }
 
-func waitLog(t *testing.T, logs *syncBuffer, match func(map[string]any) bool) {
+func waitLog(t *testing.T, logs *logtest.Buffer, match func(map[string]any) bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/deployd/deployd/internal/daemon"
 	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/logtest"
 	"github.com/deployd/deployd/internal/simcluster"
 )
 
@@ -70,28 +71,11 @@ func browser(t *testing.T) context.Context {
 	return ctx
 }
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startDeployd runs deployd until the test ends and returns its base URL; hook, if
 // given, changes its options.
-func startDeployd(t *testing.T, cfg, secret string, hook func(*daemon.Options)) (string, *logBuffer) {
+func startDeployd(t *testing.T, cfg, secret string, hook func(*daemon.Options)) (string, *logtest.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	opts := daemon.DefaultOptions()
 	opts.ConfigPath, opts.Kube.Kubeconfig, opts.Listen = cfg, env.Kubeconfig, "127.0.0.1:0"
 	opts.CacheDir, opts.Namespace, opts.WebhookSecretFile = filepath.Join(t.TempDir(), "cache"), env.Namespace(t), secret
