@@ -199,15 +199,6 @@ func artifact(t *testing.T, name string, b []byte) {
 	t.Logf("artifact: %s", path)
 }
 
-func app(t *testing.T, version string) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "app.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return map[string]string{"deploy/manifests/app.yaml": strings.ReplaceAll(string(b), "VERSION", version)}
-}
-
 // pollPage waits until expression is true in the page, at most until deadline.
 func pollPage(t *testing.T, ctx context.Context, what, expression string, deadline time.Time) {
 	t.Helper()
@@ -233,7 +224,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	cfg := "repos:\n"
 	for _, name := range apps {
 		repos[name] = srv.NewRepo(t, name)
-		heads[name] = repos[name].Commit("main", "v1", app(t, "v1"))
+		heads[name] = repos[name].Commit("main", "v1", gittest.SampleAppFiles("v1"))
 		cfg += fmt.Sprintf("  - {name: %s, url: '%s', namespace: %s, environment: dev, interval: 0}\n", name, srv.RepoURL(name), env.Namespace(t))
 	}
 	cfgPath, secret := filepath.Join(dir, "repos.yaml"), filepath.Join(dir, "secret")
@@ -267,7 +258,7 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := apps[0]
-		v2 := repos[name].Commit("main", "v2", app(t, "v2"))
+		v2 := repos[name].Commit("main", "v2", gittest.SampleAppFiles("v2"))
 		pushHook(t, base, "hook-secret", name)
 		recorded := await(t, events, "v2 recorded", func(ev deploymentEvent) bool { return ev.Record.Commit.SHA == v2 })
 		pollPage(t, ctx, "the page shows v2 once deployd recorded it", row(name)+`?.querySelector('[data-sha="`+v2+`"]') !== null`, recorded.at.Add(2*time.Second))
