@@ -133,22 +133,45 @@ func (a *Applier) patch(ctx context.Context, dyn dynamic.Interface, it *item, dr
 	return a.resource(dyn, it.mapping, it.obj.GetNamespace()).Patch(ctx, it.obj.GetName(), types.ApplyPatchType, data, a.patchOptions(dryRun))
 }
 
+// stage is one step of an apply, in order: CRDs (waited for until Established), then
+// Namespaces, then the rest, whose kinds the new CRDs may define.
+type stage int
+
+const (
+	stageCRDs stage = iota
+	stageNamespaces
+	stageRest
+)
+
+// items returns the plan's objects applied in stage s.
+func (p *plan) items(s stage) []*item {
+	switch s {
+	case stageCRDs:
+		return p.crds
+	case stageNamespaces:
+		return p.namespaces
+	default:
+		return p.rest
+	}
+}
+
 // applyStages applies CRDs (and waits for them), then Namespaces, then the rest.
 func (a *Applier) applyStages(ctx context.Context, dyn dynamic.Interface, p *plan) ([]Change, error) {
 	var changes []Change
-	for i, stage := range [][]*item{p.crds, p.namespaces, p.rest} {
-		if i == 2 {
-			if err := a.resolveDeferred(p.rest); err != nil {
+	for _, s := range []stage{stageCRDs, stageNamespaces, stageRest} {
+		items := p.items(s)
+		if s == stageRest {
+			if err := a.resolveDeferred(items); err != nil {
 				return changes, err
 			}
 		}
-		got, err := a.applyAll(ctx, dyn, stage)
+		got, err := a.applyAll(ctx, dyn, items)
 		changes = append(changes, got...)
 		if err != nil {
 			return changes, err
 		}
-		if i == 0 && len(stage) > 0 {
-			if err := a.waitEstablished(ctx, stage); err != nil {
+		if s == stageCRDs && len(items) > 0 {
+			if err := a.waitEstablished(ctx, items); err != nil {
 				return changes, err
 			}
 		}
