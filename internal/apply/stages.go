@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -295,32 +296,70 @@ func (a *Applier) recreate(ctx context.Context, dyn dynamic.Interface, it *item,
 }
 
 // waitEstablished waits until every applied CRD is Established, so its kinds can be applied.
+// A read the API server refuses (Forbidden, Unauthorized) ends the wait at once; other
+// read errors are retried, and the last one is told if the wait times out.
 func (a *Applier) waitEstablished(ctx context.Context, crds []*item) error {
-	ctx, cancel := context.WithTimeout(ctx, a.opts.CRDTimeout)
+	wctx, cancel := context.WithTimeout(ctx, a.opts.CRDTimeout)
 	defer cancel()
 	for _, it := range crds {
 		if it.mapping == nil {
 			return fmt.Errorf("%s: no REST mapping", it.ref())
 		}
 		res := a.resource(a.own.dyn, it.mapping, "")
-		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		var lastErr error
+		err := wait.PollUntilContextCancel(wctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			cur, err := res.Get(ctx, it.obj.GetName(), metav1.GetOptions{})
+			if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+				return false, err
+			}
 			if err != nil {
+				if told(ctx, err) {
+					lastErr = err
+				}
 				return false, nil
 			}
-			conds, _, _ := unstructured.NestedSlice(cur.Object, "status", "conditions")
-			for _, c := range conds {
-				m, _ := c.(map[string]any)
-				if m["type"] == "Established" && m["status"] == "True" {
-					return true, nil
-				}
-			}
-			return false, nil
+			return established(cur), nil
 		})
 		if err != nil {
-			return fmt.Errorf("%s: not Established within %v", it.ref(), a.opts.CRDTimeout)
+			return establishedErr(ctx, it, a.opts.CRDTimeout, err, lastErr)
 		}
 	}
 	a.mapper.Reset()
 	return nil
+}
+
+// established reports whether a CRD's Established condition is True.
+func established(crd *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+// told reports whether a failed read's error is worth telling if the wait times out: the
+// API server's answer, or a transport error, but not the wait's own deadline (or the
+// client's rate limiter foreseeing it) cutting the read short.
+func told(ctx context.Context, err error) bool {
+	var status apierrors.APIStatus
+	var transport *url.Error
+	return errors.As(err, &status) || (errors.As(err, &transport) && ctx.Err() == nil)
+}
+
+// establishedErr says why waiting for it to be Established ended: the caller's cancel, a
+// refused read, or the timeout (with the last read error, if the reads failed).
+func establishedErr(ctx context.Context, it *item, timeout time.Duration, err, lastErr error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: waiting until Established: %w", it.ref(), context.Cause(ctx))
+	case !wait.Interrupted(err):
+		return fmt.Errorf("%s: reading it while waiting until Established: %w", it.ref(), err)
+	case lastErr != nil:
+		return fmt.Errorf("%s: not Established within %v; the last read failed: %w", it.ref(), timeout, lastErr)
+	default:
+		return fmt.Errorf("%s: not Established within %v", it.ref(), timeout)
+	}
 }
