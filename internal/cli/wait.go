@@ -130,6 +130,10 @@ func (w *waiter) follow(ctx context.Context) (string, string, bool, error) {
 		return "", "", false, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusServiceUnavailable { // deployd serves as many streams as it may: try again
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return "", "", false, apiError(resp.StatusCode, b)
+	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
 		return "", apiError(resp.StatusCode, b).Error(), true, nil

@@ -414,7 +414,9 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	unchanged := out.Result.Tree == st.deployedTree
 	failedBefore := out.Result.Tree == st.failedTree
 	newCommit := out.Result.Commit != st.seenCommit
-	paused := st.paused && req.Commit == ""
+	// Only a rollback, asked for through the token-protected API, deploys through a
+	// pause: a GitHub deployment (a signed webhook, which can be replayed) waits like a push.
+	paused := st.paused && req.Trigger != TriggerRollback
 	if req.Commit == "" {
 		st.seenBefore = st.seenCommit != ""
 		st.seenCommit = out.Result.Commit

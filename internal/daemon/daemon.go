@@ -58,6 +58,8 @@ type Options struct {
 	ProbeInterval time.Duration
 	// WebhookSecretFile holds the GitHub webhook secret; webhooks are refused without it.
 	WebhookSecretFile string
+	// Webhook bounds the webhook's reads and remembers its deliveries.
+	Webhook webhook.Options
 	// Controller configures the work queue (Concurrency is --concurrency).
 	Controller controller.Options
 	// GitTimeout bounds each git network operation.
@@ -70,6 +72,8 @@ type Options struct {
 	APITokenFile string
 	// APIReadAuth requires the token on the API's read endpoints too.
 	APIReadAuth bool
+	// APIStreams bound the API's event streams.
+	APIStreams api.StreamOptions
 	// GitHub says how to report to GitHub; reporting is off without credentials.
 	GitHub report.ClientOptions
 	// HistoryLimit is how many deployment records are kept per repo and environment.
@@ -104,6 +108,8 @@ func DefaultOptions() Options {
 		Namespace:       ownNamespace(),
 		HistoryLimit:    50,
 		Controller:      controller.DefaultOptions(),
+		Webhook:         webhook.DefaultOptions(),
+		APIStreams:      api.DefaultStreamOptions(),
 		GitTimeout:      source.DefaultOptions().Timeout,
 		GitMaxFetchMiB:  source.DefaultMaxFetchBytes >> 20,
 		GitMaxObjectMiB: source.DefaultMaxObjectBytes >> 20,
@@ -192,7 +198,7 @@ func Run(ctx context.Context, opts Options) error {
 	var queue interface {
 		webhook.Queue
 		api.Queue
-	} = ctl
+	} = controller.Local(ctl)
 	if p != nil {
 		rs = newRoles(ctl, p, p.kube, opts.Namespace, log)
 		rs.setConfig(cfg)
@@ -225,13 +231,13 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.WebhookSecretFile == "" {
 		log.Warn("webhooks are off: start deployd with --webhook-secret-file to accept GitHub pushes")
 	}
-	hooks := webhook.New(queue, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r); meter.Delivery(r) })
+	hooks := webhook.New(queue, opts.WebhookSecretFile, opts.Webhook, func(r webhook.Result) { logDelivery(log, r); meter.Delivery(r) })
 
 	health := &health{watcher: watcher}
 	if p != nil {
 		health.synced = p.tracker.Synced
 	}
-	apiServer := api.New(p.apiDeps(state, queue, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL})
+	apiServer := api.New(p.apiDeps(state, queue, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL, Streams: opts.APIStreams})
 	mux := http.NewServeMux()
 	mux.Handle("/", apiServer.Handler())
 	dash := dashboard.Handler() // the page at / and its assets; the API keeps every other path

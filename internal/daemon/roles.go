@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -45,24 +46,29 @@ func newRoles(ctl *controller.Controller, p *parts, kube kubernetes.Interface, n
 	return &roles{ctl: ctl, p: p, handoff: leader.NewHandoff(kube, namespace), log: log, deployed: map[config.Key]int{}}
 }
 
-// Enqueue queues the request on the leader, or hands it to the leader from a follower.
-func (r *roles) Enqueue(key config.Key, req controller.Request) bool {
+// Enqueue queues the request on the leader, or hands it to the leader from a follower,
+// within ctx (the request's): a follower that cannot write the handoff says so, and the
+// webhook or API answers 503 so the sender tries again, instead of losing the request.
+func (r *roles) Enqueue(ctx context.Context, key config.Key, req controller.Request) error {
 	if r.leading.Load() {
-		return r.ctl.Enqueue(key, req)
+		return controller.Local(r.ctl).Enqueue(ctx, key, req)
 	}
 	repo, ok := r.config().Repo(key)
 	if !ok {
-		return false
+		return controller.ErrNotConfigured
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
 	defer cancel()
 	if err := r.handoff.Hand(ctx, repo.StateName(), history.Meta(repo), req); err != nil {
-		// The leader checks every repo when it starts and at each poll: a push is seen
-		// then; a forced sync or a GitHub deployment must be asked for again.
 		r.log.Error("could not hand the request to the leader", "repo", repo.Name, "env", repo.Environment, "trigger", string(req.Trigger), "err", err)
+		return fmt.Errorf("follower: %w", err)
 	}
-	return true
+	return nil
 }
+
+// handoffTimeout bounds a follower's write of a request for the leader, within the
+// server's 30 s write timeout.
+const handoffTimeout = 10 * time.Second
 
 // Config is the config in force.
 func (r *roles) Config() *config.Config { return r.config() }

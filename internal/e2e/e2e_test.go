@@ -166,13 +166,15 @@ func freeAddr(t *testing.T) string {
 const app = gittest.SampleApp
 
 // TestShippedRBAC applies k8s/, runs the deployd binary with its ServiceAccount's token,
-// and sees a sample app deployed while a repo that tries to create a ClusterRole is refused.
+// and sees a sample app (with a Secret, which deployd may write but not read cluster-wide)
+// deployed while a repo that tries to create a ClusterRole is refused.
 func TestShippedRBAC(t *testing.T) {
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
 	applyDir(t, filepath.Join(root, "k8s"))
 
 	srv := gittest.NewServer(t)
-	srv.NewRepo(t, "haraldsk/an-application").Commit("main", "app", map[string]string{"deploy/manifests/app.yaml": app})
+	srv.NewRepo(t, "haraldsk/an-application").Commit("main", "app", map[string]string{"deploy/manifests/app.yaml": app,
+		"deploy/manifests/secret.yaml": "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {password: hunter2}\n"})
 	srv.NewRepo(t, "haraldsk/escalate").Commit("main", "cluster role", map[string]string{"deploy/manifests/role.yaml": "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: escalate}\nrules: [{apiGroups: ['*'], resources: ['*'], verbs: ['*']}]\n"})
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "repos.yaml")
@@ -218,8 +220,13 @@ func TestShippedRBAC(t *testing.T) {
 		kinds = append(kinds, o.Kind+":"+string(o.Status))
 	}
 	sort.Strings(kinds)
-	if strings.Join(kinds, ",") != "ConfigMap:Current,Deployment:Current,Service:Current" {
+	if strings.Join(kinds, ",") != "ConfigMap:Current,Deployment:Current,Secret:Current,Service:Current" {
 		t.Errorf("objects %v", kinds)
+	}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "forbidden") && !strings.Contains(l, "escalate") {
+			t.Errorf("deployd was refused something it needs: %s", l)
+		}
 	}
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)

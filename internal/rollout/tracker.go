@@ -94,9 +94,17 @@ func refKey(r apply.Ref) string {
 	return key(schema.GroupKind{Group: r.Group, Kind: r.Kind}.String(), r.Namespace, r.Name)
 }
 
+// unwatched are kinds deployd is given no right to read across namespaces, whose
+// rollout is their existence: Secrets, which it applies and has no use reading (k8s/
+// grants it no cluster-wide read of them). Once applied, they count as Current.
+var unwatched = map[schema.GroupKind]bool{{Kind: "Secret"}: true}
+
 // Watch makes sure the kinds of refs are watched and their caches synced.
 func (t *Tracker) Watch(ctx context.Context, refs []apply.Ref) error {
 	for _, r := range refs {
+		if unwatched[schema.GroupKind{Group: r.Group, Kind: r.Kind}] {
+			continue
+		}
 		m, err := kube.Mapping(t.mapper, schema.GroupKind{Group: r.Group, Kind: r.Kind}, r.Version)
 		if err != nil {
 			return fmt.Errorf("watching %s: %w", r, err)
@@ -228,6 +236,9 @@ func (t *Tracker) Get(r apply.Ref) Tracked {
 	defer t.mu.Unlock()
 	if s, ok := t.statuses[refKey(r)]; ok {
 		return s
+	}
+	if unwatched[schema.GroupKind{Group: r.Group, Kind: r.Kind}] {
+		return Tracked{Found: true, ObjectStatus: ObjectStatus{Status: Current, Message: "applied (deployd does not watch " + r.Kind + "s)"}}
 	}
 	return Tracked{ObjectStatus: ObjectStatus{Status: NotFound, Message: "not in the cluster"}}
 }
