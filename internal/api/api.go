@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -71,6 +72,9 @@ type Options struct {
 	PublicURL string
 	// Streams bound the event streams; zero fields take DefaultStreamOptions' values.
 	Streams StreamOptions
+	// Log receives the causes of 502 answers (the API server's words may name deployd's
+	// rights, so the client gets what failed and the log why); nil discards them.
+	Log *slog.Logger
 }
 
 // Deps are what the API reads and acts through.
@@ -110,6 +114,9 @@ func New(deps Deps, opts Options) *Server {
 		"bearer": {Type: "http", Scheme: "bearer", Description: "The token in deployd's --api-token-file."},
 	}
 	opts.Streams = opts.Streams.orDefaults()
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
 	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux, closing: make(chan struct{}),
 		cache: statusCache{answers: map[string]*cachedStatus{}}}
 	s.hub = newHub(s, opts.Streams)
