@@ -225,37 +225,27 @@ func TestSIGTERMExitsZero(t *testing.T) {
 }
 
 // TestWebhookThroughTheDaemon sends a signed push to a running deployd and sees the
-// new commit handed to the deployer.
+// new commit deployed, by the webhook.
 func TestWebhookThroughTheDaemon(t *testing.T) {
 	srv := gittest.NewServer(t)
 	repo := srv.NewRepo(t, "shop/web")
-	repo.Commit("main", "one", map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\n"})
+	repo.Commit("main", "one", map[string]string{"deploy/manifests/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n"})
 	dir := t.TempDir()
-	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: web, interval: 0}\n")
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", interval: 0}\n")
 	secret := writeFile(t, dir, "secret", "hook-secret\n")
-	deployed := make(chan controller.Deployment, 10)
-	base, logs, _ := startDaemonWith(t, func(o *daemon.Options) {
-		o.Deployer = controller.DeployFunc(func(ctx context.Context, d controller.Deployment) error {
-			deployed <- d
-			return nil
-		})
-	}, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--webhook-secret-file", secret, "--log-format", "json")
+	base, logs, _ := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"),
+		"--namespace", env.Namespace(t), "--webhook-secret-file", secret, "--log-format", "json")
 
 	want := func(trigger controller.Trigger, sha string) {
 		t.Helper()
-		select {
-		case d := <-deployed:
-			if d.Trigger != trigger || d.Revision.Commit != sha {
-				t.Errorf("deployed %s by %s, want %s by %s", d.Revision.Commit, d.Trigger, sha, trigger)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no deploy by %s:\n%s", trigger, logs)
-		}
+		waitLog(t, logs, func(rec map[string]any) bool {
+			return rec["msg"] == "deployment" && rec["phase"] == "queued" && rec["trigger"] == string(trigger) && rec["commit"] == sha
+		})
 	}
 	first, _ := exec.Command("git", "--git-dir", repo.Bare, "rev-parse", "main").Output()
 	want(controller.TriggerStartup, strings.TrimSpace(string(first)))
 
-	sha := repo.Commit("main", "two", map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\ndata: {a: b}\n"})
+	sha := repo.Commit("main", "two", map[string]string{"deploy/manifests/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {a: b}\n"})
 	pushHook(t, base, "hook-secret", "shop/web")
 	want(controller.TriggerWebhook, sha)
 }

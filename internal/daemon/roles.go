@@ -161,6 +161,7 @@ func (r *roles) onState(ctx context.Context, obj any) {
 func (r *roles) followPause(ctx context.Context, repo config.Repo) {
 	pause, err := r.p.store.Pause(ctx, repo)
 	if err != nil {
+		r.log.Warn("could not read a pause state another replica stored; it applies at its next change", "repo", repo.Name, "env", repo.Environment, "err", err)
 		return
 	}
 	e, ok := r.p.view.Entry(repo.Key())
@@ -182,6 +183,7 @@ func (r *roles) show(ctx context.Context, repo config.Repo) {
 	}
 	pause, err := r.p.store.Pause(ctx, repo)
 	if err != nil {
+		r.log.Warn("could not read the repo's pause state", "repo", repo.Name, "env", repo.Environment, "err", err)
 		return
 	}
 	key := repo.Key()
@@ -200,7 +202,7 @@ func (r *roles) show(ctx context.Context, repo config.Repo) {
 	r.deployed[key] = dep.Number
 	r.mu.Unlock()
 	if !seen {
-		r.p.watchDeployed(ctx, repo, r.log)
+		r.p.watchDeployed(repo, r.log)
 	}
 }
 
@@ -219,10 +221,7 @@ func (r *roles) follow(ctx context.Context, cfg *config.Config) {
 // ctx ends.
 func (r *roles) lead(ctx context.Context, cfg *config.Config, since time.Time) []config.Key {
 	r.inbox.Store(leader.NewInbox(since))
-	var redo []config.Key
-	if r.p != nil {
-		redo = r.p.recoverHistory(ctx, r.ctl, cfg, r.log)
-	}
+	redo := r.p.recoverHistory(ctx, r.ctl, cfg, r.log)
 	r.leading.Store(true)
 	r.mu.Lock()
 	inf := r.informer
