@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -120,6 +121,7 @@ func New(deps Deps, opts Options) *Server {
 	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux, closing: make(chan struct{}),
 		cache: statusCache{answers: map[string]*cachedStatus{}}}
 	s.hub = newHub(s, opts.Streams)
+	s.api.UseMiddleware(s.authorizeOperation) // before the operations: huma binds middleware at registration
 	s.register()
 	s.registerEvents()
 	return s
@@ -192,6 +194,23 @@ func refuseBody(w http.ResponseWriter) {
 
 // OpenAPI returns the API's OpenAPI document.
 func (s *Server) OpenAPI() *huma.OpenAPI { return s.api.OpenAPI() }
+
+// authorizeOperation checks the bearer token of every operation before its input is read:
+// an operation with a security requirement (the write endpoints) needs it, the others
+// only with --api-read-auth.
+func (s *Server) authorizeOperation(ctx huma.Context, next func(huma.Context)) {
+	write := len(ctx.Operation().Security) > 0
+	if err := s.authorize(ctx.Header("Authorization"), write); err != nil {
+		var e *huma.ErrorModel
+		if errors.As(err, &e) {
+			_ = huma.WriteErr(s.api, ctx, e.Status, e.Detail)
+			return
+		}
+		_ = huma.WriteErr(s.api, ctx, http.StatusUnauthorized, err.Error())
+		return
+	}
+	next(ctx)
+}
 
 // authorize checks the bearer token in constant time.
 func (s *Server) authorize(header string, write bool) error {

@@ -176,9 +176,6 @@ func (s *Server) register() {
 }
 
 func (s *Server) getDeployment(ctx context.Context, in *statusInput) (*statusOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	es, err := s.entries(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -196,9 +193,6 @@ func (s *Server) status(es []view.Entry, now time.Time) RepoStatus {
 }
 
 func (s *Server) listHistory(ctx context.Context, in *historyInput) (*historyOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -213,9 +207,6 @@ func (s *Server) listHistory(ctx context.Context, in *historyInput) (*historyOut
 }
 
 func (s *Server) getRecord(ctx context.Context, in *recordInput) (*recordOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -231,9 +222,6 @@ func (s *Server) getRecord(ctx context.Context, in *recordInput) (*recordOutput,
 func historyName(n int) string { return history.Record{Number: n}.Name() }
 
 func (s *Server) getObject(ctx context.Context, in *objectInput) (*objectOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -261,9 +249,6 @@ func (s *Server) getObject(ctx context.Context, in *objectInput) (*objectOutput,
 }
 
 func (s *Server) listDeployments(ctx context.Context, in *listInput) (*listOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	out := &listOutput{}
 	out.Body.Deployments = []Summary{}
 	now := time.Now()
@@ -283,9 +268,6 @@ func (s *Server) listDeployments(ctx context.Context, in *listInput) (*listOutpu
 }
 
 func (s *Server) sync(ctx context.Context, in *syncInput) (*syncOutput, error) {
-	if err := s.authorize(in.Authorization, true); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -310,9 +292,6 @@ func (s *Server) sync(ctx context.Context, in *syncInput) (*syncOutput, error) {
 
 func (s *Server) pause(paused bool) func(context.Context, *pauseInput) (*pauseOutput, error) {
 	return func(ctx context.Context, in *pauseInput) (*pauseOutput, error) {
-		if err := s.authorize(in.Authorization, true); err != nil {
-			return nil, err
-		}
 		e, err := s.one(in.Owner, in.Repo, in.Environment)
 		if err != nil {
 			return nil, err
@@ -334,9 +313,6 @@ func (s *Server) pause(paused bool) func(context.Context, *pauseInput) (*pauseOu
 }
 
 func (s *Server) getConfig(ctx context.Context, in *configInput) (*configOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	st := s.deps.Config.State()
 	out := &configOutput{}
 	out.Body.File, out.Body.LoadedAt, out.Body.Repos = st.Config.File, st.LoadedAt, []ConfigRepo{}
@@ -433,9 +409,6 @@ func asList(v any) []any {
 }
 
 func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutput, error) {
-	if err := s.authorize(in.Authorization, true); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
