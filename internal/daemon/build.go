@@ -60,16 +60,12 @@ type Daemon struct {
 // New builds deployd's parts in their startup order: config, cluster, listeners, git
 // source and view, the deployment path, the controller, the HTTP handlers. Nothing runs
 // until Run.
-func New(ctx context.Context, opts Options) (d *Daemon, err error) {
-	d = &Daemon{opts: opts, log: opts.Logger, stopElection: func() {}}
+func New(ctx context.Context, opts Options) (*Daemon, error) {
+	d := &Daemon{opts: opts, log: opts.Logger, stopElection: func() {}}
 	d.work, d.stopWork = context.WithCancel(context.WithoutCancel(ctx))
-	defer func() {
-		if err != nil {
-			d.Close()
-		}
-	}()
 	for _, step := range []func(context.Context) error{d.buildConfig, d.buildCluster, d.buildListeners, d.buildSource, d.buildParts, d.buildController, d.buildHTTP} {
 		if err := step(ctx); err != nil {
+			d.Close() // what the steps before built
 			return nil, err
 		}
 	}
