@@ -17,6 +17,7 @@ import (
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/dashboard"
 	"github.com/deployd/deployd/internal/kube"
+	"github.com/deployd/deployd/internal/leader"
 	"github.com/deployd/deployd/internal/metrics"
 	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/view"
@@ -38,7 +39,7 @@ type Daemon struct {
 	view    *view.View
 	parts   *parts
 	ctl     *controller.Controller
-	roles   *roles
+	router  *leader.Router
 	api     *api.Server
 	srv     *http.Server
 	health  *health
@@ -130,7 +131,7 @@ func (d *Daemon) buildParts(ctx context.Context) (err error) {
 	return d.parts.buildReporting(d.opts, d.meter, d.log)
 }
 
-// buildController builds the work queue and the roles that route requests to it.
+// buildController builds the work queue and the router that routes requests to it.
 func (d *Daemon) buildController(context.Context) error {
 	ctlOpts := d.opts.Controller
 	ctlOpts.Observe = func(o controller.Outcome) {
@@ -145,19 +146,19 @@ func (d *Daemon) buildController(context.Context) error {
 	d.ctl = controller.New(d.src, d.parts.runner, ctlOpts)
 	d.meter.QueueDepth(d.ctl.Len)
 	d.parts.ctl = d.ctl
-	d.roles = newRoles(d.ctl, d.parts, d.parts.kube, d.opts.Namespace, d.log)
-	d.roles.setConfig(d.watcher.State().Config)
+	d.router = leader.NewRouter(replica{d.parts, d.log}, d.parts.kube, d.opts.Namespace, d.log)
+	d.router.SetConfig(d.watcher.State().Config)
 	return nil
 }
 
 // queue is where webhooks and API requests go: the local controller, or with leader
-// election the roles, which hand a follower's requests to the leader.
+// election the router, which hands a follower's requests to the leader.
 func (d *Daemon) queue() interface {
 	webhook.Queue
 	api.Queue
 } {
 	if d.opts.LeaderElect {
-		return d.roles
+		return d.router
 	}
 	return controller.Local(d.ctl)
 }

@@ -38,6 +38,10 @@ type parts struct {
 	ctl     *controller.Controller
 	meter   *metrics.Metrics
 	report  *report.Reporter // nil when reporting to GitHub is off
+	// deployed is the deployed record last watched per repo, on a follower.
+	deployedMu sync.Mutex
+	deployed   map[config.Key]int
+
 	// work is the background work's context and wg tracks its goroutines (the
 	// daemon's): watches of deployed objects run in them.
 	work context.Context
@@ -116,7 +120,7 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 		}
 	}
 	p := &parts{kube: kube, applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state,
-		meter: meter, work: work, wg: wg}
+		meter: meter, work: work, wg: wg, deployed: map[config.Key]int{}}
 	p.runner = deploy.New(src, applier, tracker, p.store, func(e deploy.Event) {
 		logEvent(log, e)
 		state.Record(e.Repo.Key(), e.Record)
@@ -199,6 +203,15 @@ func (p *parts) watchDeployed(repo config.Repo, log *slog.Logger) {
 			log.Warn("could not watch the deployed objects", "repo", repo.Name, "env", repo.Environment, "err", err)
 		}
 	})
+}
+
+// shown notes that the repo's deployed record is number, and reports whether it is new.
+func (p *parts) shown(key config.Key, number int) bool {
+	p.deployedMu.Lock()
+	defer p.deployedMu.Unlock()
+	seen := p.deployed[key] == number
+	p.deployed[key] = number
+	return !seen
 }
 
 // SetPause stores the pause state, then applies it to the controller and the view.

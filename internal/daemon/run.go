@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 )
@@ -48,12 +49,12 @@ func (d *Daemon) start(ctx context.Context) error {
 	d.parts.tracker.Start(d.work)
 	d.parts.startReporting(d.work)
 	if d.opts.LeaderElect {
-		if err := d.roles.watchStates(d.work, d.parts.kube, d.opts.Namespace); err != nil {
+		if err := d.router.WatchStates(d.work, apply.LabelManagedBy+"="+apply.ManagedByValue); err != nil {
 			return err
 		}
-		d.roles.follow(ctx, cfg)
+		d.router.Follow(ctx, cfg)
 	} else {
-		d.redo = d.roles.lead(ctx, cfg, time.Time{}) // before serving: a restart shows its history at once
+		d.redo = d.router.Lead(ctx, cfg, time.Time{}) // before serving: a restart shows its history at once
 	}
 	d.ctl.SetConfig(cfg)
 	d.wg.Go(func() { d.health.probeLoop(d.work, d.prober, d.opts.ProbeInterval, d.log) })
@@ -65,7 +66,7 @@ func (d *Daemon) start(ctx context.Context) error {
 // lead runs the work queue, at once or once elected, until ctx ends.
 func (d *Daemon) lead(ctx context.Context, since time.Time) {
 	if d.opts.LeaderElect {
-		d.redo = d.roles.lead(ctx, d.watcher.State().Config, since)
+		d.redo = d.router.Lead(ctx, d.watcher.State().Config, since)
 	}
 	for _, k := range d.redo {
 		d.ctl.Enqueue(k, controller.Request{Trigger: controller.TriggerStartup, Force: true})
@@ -81,7 +82,7 @@ func (d *Daemon) watchConfig() {
 		if r.Err == nil {
 			pruneCaches(d.src, r.Config, d.log)
 			d.view.SetConfig(r.Config)
-			d.roles.setConfig(r.Config)
+			d.router.SetConfig(r.Config)
 			d.ctl.SetConfig(r.Config)
 		}
 	}
