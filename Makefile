@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: deps fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster cluster-tool image image-tar openapi
+.PHONY: deps fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster realnode cluster-real cluster-tool image image-tar openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 build:
@@ -19,6 +19,10 @@ build:
 ## simcluster: build the simulated cluster's binaries once (minutes the first time, then cached)
 simcluster:
 	@bash hack/simcluster/build.sh >/dev/null
+
+## realnode: build the real node's parts once (kubelet, kube-proxy, containerd; minutes the first time)
+realnode:
+	@bash hack/realnode/build.sh >/dev/null
 
 cluster-tool:
 	@$(GO) build -o $(BIN)/cluster ./hack/cluster
@@ -35,6 +39,10 @@ test: deps simcluster cluster-tool
 ## cluster: start a simulated cluster by hand; prints its kubeconfig; Ctrl-C stops it
 cluster: simcluster cluster-tool
 	$(BIN)/cluster run
+
+## cluster-real: the same with a real node beside the simulated one (root, Linux); Ctrl-C restores the machine
+cluster-real: simcluster realnode cluster-tool
+	$(BIN)/cluster run --real-node
 
 ## demo: deployd on a fresh simulated cluster, deploying two sample apps from a local git server
 demo: build simcluster
