@@ -6,7 +6,9 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -71,6 +73,9 @@ type Options struct {
 	PublicURL string
 	// Streams bound the event streams; zero fields take DefaultStreamOptions' values.
 	Streams StreamOptions
+	// Log receives the causes of 502 answers (the API server's words may name deployd's
+	// rights, so the client gets what failed and the log why); nil discards them.
+	Log *slog.Logger
 }
 
 // Deps are what the API reads and acts through.
@@ -110,9 +115,13 @@ func New(deps Deps, opts Options) *Server {
 		"bearer": {Type: "http", Scheme: "bearer", Description: "The token in deployd's --api-token-file."},
 	}
 	opts.Streams = opts.Streams.orDefaults()
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
 	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux, closing: make(chan struct{}),
 		cache: statusCache{answers: map[string]*cachedStatus{}}}
 	s.hub = newHub(s, opts.Streams)
+	s.api.UseMiddleware(s.authorizeOperation) // before the operations: huma binds middleware at registration
 	s.register()
 	s.registerEvents()
 	return s
@@ -185,6 +194,23 @@ func refuseBody(w http.ResponseWriter) {
 
 // OpenAPI returns the API's OpenAPI document.
 func (s *Server) OpenAPI() *huma.OpenAPI { return s.api.OpenAPI() }
+
+// authorizeOperation checks the bearer token of every operation before its input is read:
+// an operation with a security requirement (the write endpoints) needs it, the others
+// only with --api-read-auth.
+func (s *Server) authorizeOperation(ctx huma.Context, next func(huma.Context)) {
+	write := len(ctx.Operation().Security) > 0
+	if err := s.authorize(ctx.Header("Authorization"), write); err != nil {
+		var e *huma.ErrorModel
+		if errors.As(err, &e) {
+			_ = huma.WriteErr(s.api, ctx, e.Status, e.Detail)
+			return
+		}
+		_ = huma.WriteErr(s.api, ctx, http.StatusUnauthorized, err.Error())
+		return
+	}
+	next(ctx)
+}
 
 // authorize checks the bearer token in constant time.
 func (s *Server) authorize(header string, write bool) error {

@@ -11,8 +11,10 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/view"
 )
 
@@ -174,9 +176,6 @@ func (s *Server) register() {
 }
 
 func (s *Server) getDeployment(ctx context.Context, in *statusInput) (*statusOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	es, err := s.entries(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -194,9 +193,6 @@ func (s *Server) status(es []view.Entry, now time.Time) RepoStatus {
 }
 
 func (s *Server) listHistory(ctx context.Context, in *historyInput) (*historyOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -211,9 +207,6 @@ func (s *Server) listHistory(ctx context.Context, in *historyInput) (*historyOut
 }
 
 func (s *Server) getRecord(ctx context.Context, in *recordInput) (*recordOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -229,9 +222,6 @@ func (s *Server) getRecord(ctx context.Context, in *recordInput) (*recordOutput,
 func historyName(n int) string { return history.Record{Number: n}.Name() }
 
 func (s *Server) getObject(ctx context.Context, in *objectInput) (*objectOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -247,7 +237,7 @@ func (s *Server) getObject(ctx context.Context, in *objectInput) (*objectOutput,
 				return nil, huma.Error404NotFound(o.Object + " is in the deployment but not in the cluster")
 			}
 			if err != nil {
-				return nil, huma.Error502BadGateway("reading " + o.Object + " from the cluster failed")
+				return nil, s.badGateway(e.Repo, "reading "+o.Object+" from the cluster", err)
 			}
 			// The token's holder may see configuration values; anyone who may only read,
 			// which is anyone unless --api-read-auth, sees their names.
@@ -259,9 +249,6 @@ func (s *Server) getObject(ctx context.Context, in *objectInput) (*objectOutput,
 }
 
 func (s *Server) listDeployments(ctx context.Context, in *listInput) (*listOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	out := &listOutput{}
 	out.Body.Deployments = []Summary{}
 	now := time.Now()
@@ -281,9 +268,6 @@ func (s *Server) listDeployments(ctx context.Context, in *listInput) (*listOutpu
 }
 
 func (s *Server) sync(ctx context.Context, in *syncInput) (*syncOutput, error) {
-	if err := s.authorize(in.Authorization, true); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -308,9 +292,6 @@ func (s *Server) sync(ctx context.Context, in *syncInput) (*syncOutput, error) {
 
 func (s *Server) pause(paused bool) func(context.Context, *pauseInput) (*pauseOutput, error) {
 	return func(ctx context.Context, in *pauseInput) (*pauseOutput, error) {
-		if err := s.authorize(in.Authorization, true); err != nil {
-			return nil, err
-		}
 		e, err := s.one(in.Owner, in.Repo, in.Environment)
 		if err != nil {
 			return nil, err
@@ -323,7 +304,7 @@ func (s *Server) pause(paused bool) func(context.Context, *pauseInput) (*pauseOu
 			}
 		}
 		if err := s.deps.Pauser.SetPause(ctx, e.Repo, p); err != nil {
-			return nil, huma.Error502BadGateway("storing the pause state in the cluster failed")
+			return nil, s.badGateway(e.Repo, "storing the pause state in the cluster", err)
 		}
 		out := &pauseOutput{}
 		out.Body.Environment, out.Body.Paused, out.Body.Reason = e.Repo.Environment, p.Paused, p.Reason
@@ -332,9 +313,6 @@ func (s *Server) pause(paused bool) func(context.Context, *pauseInput) (*pauseOu
 }
 
 func (s *Server) getConfig(ctx context.Context, in *configInput) (*configOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	st := s.deps.Config.State()
 	out := &configOutput{}
 	out.Body.File, out.Body.LoadedAt, out.Body.Repos = st.Config.File, st.LoadedAt, []ConfigRepo{}
@@ -431,9 +409,6 @@ func asList(v any) []any {
 }
 
 func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutput, error) {
-	if err := s.authorize(in.Authorization, true); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -450,9 +425,9 @@ func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutp
 	case target.Phase != history.Succeeded:
 		return nil, huma.Error409Conflict(target.Name() + " " + string(target.Phase) + "; only a succeeded deployment can be rolled back to")
 	}
-	p := view.Pause{Paused: true, Reason: "rolled back to " + target.Name() + " (" + shortSHA(target.Commit.SHA) + ")", Since: time.Now().UTC()}
+	p := view.Pause{Paused: true, Reason: "rolled back to " + target.Name() + " (" + source.ShortSHA(target.Commit.SHA) + ")", Since: time.Now().UTC()}
 	if err := s.deps.Pauser.SetPause(ctx, e.Repo, p); err != nil {
-		return nil, huma.Error502BadGateway("storing the pause state in the cluster failed")
+		return nil, s.badGateway(e.Repo, "storing the rollback's pause state in the cluster", err)
 	}
 	if err := s.enqueue(ctx, e, controller.Request{Trigger: controller.TriggerRollback, Commit: target.Commit.SHA, Force: true}); err != nil {
 		return nil, err
@@ -479,9 +454,9 @@ func (s *Server) enqueue(ctx context.Context, e view.Entry, req controller.Reque
 	return huma.Error503ServiceUnavailable("the request for " + e.Repo.Name + " (" + e.Repo.Environment + ") was not queued, try again: " + err.Error())
 }
 
-func shortSHA(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
+// badGateway answers 502 for what deployd was doing in the cluster on repo's behalf, and
+// logs the cause.
+func (s *Server) badGateway(repo config.Repo, doing string, err error) error {
+	s.opts.Log.Error("API: "+doing+" failed", "repo", repo.Name, "env", repo.Environment, "err", err)
+	return huma.Error502BadGateway(doing + " failed (the cause is in deployd's log)")
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/logtest"
 )
 
 // TestClientCommands drives the pipeline commands against a running deployd.
@@ -107,7 +108,7 @@ func TestWaitWhenDeploydGoesAway(t *testing.T) {
 		out, err string
 	}
 	done := make(chan result, 1)
-	var out syncBuffer
+	var out logtest.Buffer
 	go func() {
 		var errOut strings.Builder
 		err := Run(context.Background(), []string{"wait", "shop/slow", "--commit", sha, "--server", base, "--timeout", "8s"}, &out, &errOut)

@@ -197,16 +197,22 @@ type repoState struct {
 	failedTree    string
 }
 
-// SetPaused pauses or resumes a repo: a paused repo is checked but not deployed.
-func (c *Controller) SetPaused(key config.Key, paused bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// stateOf returns what the controller remembers of key, creating it on first use; c.mu
+// must be held.
+func (c *Controller) stateOf(key config.Key) *repoState {
 	st := c.repos[key]
 	if st == nil {
 		st = &repoState{}
 		c.repos[key] = st
 	}
-	st.paused = paused
+	return st
+}
+
+// SetPaused pauses or resumes a repo: a paused repo is checked but not deployed.
+func (c *Controller) SetPaused(key config.Key, paused bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stateOf(key).paused = paused
 }
 
 // Seed tells the controller what the history says was deployed last for key, before Run:
@@ -214,12 +220,7 @@ func (c *Controller) SetPaused(key config.Key, paused bool) {
 func (c *Controller) Seed(key config.Key, deployedTree string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.repos[key]
-	if st == nil {
-		st = &repoState{}
-		c.repos[key] = st
-	}
-	st.deployedTree = deployedTree
+	c.stateOf(key).deployedTree = deployedTree
 }
 
 // SeedFailed tells the controller, before Run, that key's manifests tree failed for good
@@ -228,12 +229,7 @@ func (c *Controller) Seed(key config.Key, deployedTree string) {
 func (c *Controller) SeedFailed(key config.Key, tree string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.repos[key]
-	if st == nil {
-		st = &repoState{}
-		c.repos[key] = st
-	}
-	st.failedTree = tree
+	c.stateOf(key).failedTree = tree
 }
 
 // New returns a controller; call SetConfig, then Run.
@@ -366,12 +362,7 @@ func (c *Controller) take(key config.Key) (config.Repo, Request, *repoState, boo
 		req = Request{Trigger: TriggerPoll}
 	}
 	delete(c.pending, key)
-	st := c.repos[key]
-	if st == nil {
-		st = &repoState{}
-		c.repos[key] = st
-	}
-	return repo, req, st, true
+	return repo, req, c.stateOf(key), true
 }
 
 func (c *Controller) process(ctx context.Context, key config.Key) {

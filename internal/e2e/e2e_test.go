@@ -162,26 +162,8 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-const app = `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: "nginx:1.27"}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec: {selector: {app: web}, ports: [{port: 80}]}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: web-config}
-data: {greeting: hello}
-`
+// app is the sample app every e2e test deploys.
+const app = gittest.SampleApp
 
 // TestShippedRBAC applies k8s/, runs the deployd binary with its ServiceAccount's token,
 // and sees a sample app (with a Secret, which deployd may write but not read cluster-wide)
