@@ -86,7 +86,12 @@ func TestInstall(t *testing.T) {
 	repo := git.NewRepo(t, "haraldsk/an-application")
 	repo.Commit("main", "first", map[string]string{"deploy/manifests/app.yaml": app("version one")})
 	unready := git.NewRepo(t, "haraldsk/an-other-application")
-	unready.Commit("main", "never ready", map[string]string{"deploy/manifests/app.yaml": app("never", "--never-ready")})
+	// A kustomization: kustomize renders in deployd's confined worker process (seccomp,
+	// rlimits), so this proves the worker runs inside deployd's own Pod as well.
+	unready.Commit("main", "never ready", map[string]string{
+		"deploy/manifests/kustomization.yaml": "resources: [app.yaml]\n",
+		"deploy/manifests/app.yaml":           app("never", "--never-ready"),
+	})
 
 	// README's steps: kubectl apply -f k8s/, the Secrets, the repos ConfigMap edited.
 	applied := time.Now()
