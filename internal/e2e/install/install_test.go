@@ -3,15 +3,18 @@ package install
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -183,6 +186,50 @@ func TestInstall(t *testing.T) {
 		t.Logf("push → the app's Service answers the new version in %s", time.Since(pushed).Round(10*time.Millisecond))
 	})
 
+	t.Run("deployd's root filesystem is read-only as the container runs, and it misses nothing", func(t *testing.T) {
+		pods, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods.Items {
+			if len(p.Status.ContainerStatuses) != 1 {
+				t.Fatalf("pod %s: container statuses %v", p.Name, p.Status.ContainerStatuses)
+			}
+			raw, err := n.ContainerSpec(p.Status.ContainerStatuses[0].ContainerID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var spec ociSpec
+			if err := json.Unmarshal(raw, &spec); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]any{"root read-only": spec.Root.Readonly, "uid": spec.Process.User.UID,
+				"no new privileges": spec.Process.NoNewPrivileges, "capabilities": len(spec.Process.Capabilities.Bounding)}
+			for _, m := range spec.Mounts {
+				if strings.HasPrefix(m.Destination, "/etc/deployd/") || m.Destination == "/tmp" || m.Destination == "/var/cache/deployd" {
+					got[m.Destination+" read-only"] = slices.Contains(m.Options, "ro")
+				}
+			}
+			want := map[string]any{"root read-only": true, "uid": uint32(65532), "no new privileges": true, "capabilities": 0,
+				"/tmp read-only": false, "/var/cache/deployd read-only": false,
+				"/etc/deployd/config read-only": true, "/etc/deployd/webhook read-only": true, "/etc/deployd/api read-only": true,
+				"/etc/deployd/github read-only": true, "/etc/deployd/git read-only": true}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("pod %s runs with (-want +got):\n%s", p.Name, diff)
+			}
+			// Both deployed and served: had it needed to write outside its volumes, its log says so.
+			log, err := cs.CoreV1().Pods("deployd").GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, bad := range []string{"read-only file system", "permission denied"} {
+				if bytes.Contains(bytes.ToLower(log), []byte(bad)) {
+					t.Errorf("pod %s logs %q:\n%s", p.Name, bad, log)
+				}
+			}
+		}
+	})
+
 	t.Run("a container that never turns ready ends as failed, with the reason", func(t *testing.T) {
 		var reason string
 		waitFor(t, 2*time.Minute, "an-other-application failed", func(ctx context.Context) (bool, error) {
@@ -236,6 +283,20 @@ func TestInstall(t *testing.T) {
 		}
 		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version three\n", podStates(cs, "an-application"))
 	})
+}
+
+// ociSpec is what the test reads of a container's OCI runtime spec.
+type ociSpec struct {
+	Root    struct{ Readonly bool }
+	Process struct {
+		User            struct{ UID uint32 }
+		NoNewPrivileges bool
+		Capabilities    struct{ Bounding []string }
+	}
+	Mounts []struct {
+		Destination string
+		Options     []string
+	}
 }
 
 // holder returns the name of the deployd Pod that holds the leader lease, or "".
