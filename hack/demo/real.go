@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/deployd/deployd/internal/gittest"
@@ -72,12 +76,19 @@ func runReal(ctx context.Context, work string) (err error) {
 	if err := n.WaitDeployd(ctx); err != nil {
 		return err
 	}
-	const logs = "kubectl -n deployd logs -l app.kubernetes.io/name=deployd"
-	if err := waitDeployed(ctx, in.URL, nil, logs); err != nil {
-		return err
-	}
 	cs, err := kubernetes.NewForConfig(n.Cluster.Config)
 	if err != nil {
+		return err
+	}
+	// A replica that started before the ConfigMap was edited has the old repos.yaml until
+	// the kubelet refreshes its volume (within about a minute): until then it would ignore
+	// the sample apps' webhooks.
+	say("waiting for both replicas to read the edited deployd-repos ConfigMap (the kubelet refreshes a mounted ConfigMap within about a minute)")
+	if err := replicasServe(ctx, cs, "demo/"+apps[0]); err != nil {
+		return err
+	}
+	const logs = "kubectl -n deployd logs -l app.kubernetes.io/name=deployd"
+	if err := waitDeployed(ctx, in.URL, nil, logs); err != nil {
 		return err
 	}
 	for _, app := range apps {
@@ -118,4 +129,31 @@ API docs: %[1]s/docs    deployd's log: %[6]s    Ctrl-C stops everything and rest
 	<-ctx.Done()
 	say("stopping")
 	return nil
+}
+
+// replicasServe waits until every deployd Pod lists repo in its API, asking each Pod at
+// its own address.
+func replicasServe(ctx context.Context, cs kubernetes.Interface, repo string) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	return wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+		if err != nil || len(pods.Items) == 0 {
+			return false, nil
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil {
+				continue
+			}
+			resp, err := c.Get("http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/deployments")
+			if err != nil {
+				return false, nil
+			}
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			if !strings.Contains(string(b), `"repo":"`+repo+`"`) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }
