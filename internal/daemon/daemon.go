@@ -308,6 +308,7 @@ func Run(ctx context.Context, opts Options) error {
 		stopNow()
 		return err
 	}
+	health.stopping.Store(true) // not ready: in-flight requests finish, new ones go elsewhere
 	log.Info("shutting down", "timeout", opts.ShutdownTimeout.String())
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.ShutdownTimeout)
 	defer cancel()

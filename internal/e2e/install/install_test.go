@@ -283,6 +283,133 @@ func TestInstall(t *testing.T) {
 		}
 		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version three\n", podStates(cs, "an-application"))
 	})
+
+	t.Run("a rolling restart of both replicas loses no webhook", func(t *testing.T) {
+		appSvc, err := cs.CoreV1().Services("an-application").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		restarted := make(chan error, 1)
+		began := time.Now()
+		go func() { restarted <- rollingRestart(ctx, cs, pods.Items) }()
+
+		// 200 deliveries, a new commit every 20, at most 3 at a time (all come from one
+		// address through the ClusterIP, and deployd reads 2 per address at once), each
+		// retried on 503 as GitHub redelivers; a refused or cut connection is a loss.
+		const deliveries, perCommit = 200, 20
+		sem := make(chan struct{}, 3)
+		results := make(chan delivery, deliveries)
+		last := ""
+		for i := 0; i < deliveries; i++ {
+			if i%perCommit == 0 {
+				last = fmt.Sprintf("storm %d", i/perCommit)
+				repo.Commit("main", last, map[string]string{"deploy/manifests/app.yaml": app(last)})
+			}
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				results <- deliver(ctx, in.URL, secret)
+			}()
+			select {
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			case <-time.After(100 * time.Millisecond): // paced over the restart, as pushes arrive
+			}
+		}
+		var retried, failed int
+		for i := 0; i < deliveries; i++ {
+			d := <-results
+			retried += d.retries
+			if d.err != nil {
+				failed++
+				t.Errorf("delivery lost: %v", d.err)
+			}
+		}
+		if err := <-restarted; err != nil {
+			t.Fatalf("rolling restart: %v\n%s", err, podStates(cs, "deployd")())
+		}
+		t.Logf("rolling restart of both replicas took %s; %d deliveries, %d lost, %d 503s retried", time.Since(began).Round(100*time.Millisecond), deliveries, failed, retried)
+		get(t, "http://"+appSvc.Spec.ClusterIP+"/", last+"\n", podStates(cs, "an-application"))
+	})
+}
+
+// delivery is the outcome of one webhook delivery: err when it was lost.
+type delivery struct {
+	retries int
+	err     error
+}
+
+// deliver sends one signed push delivery on a new connection, retrying 503 (up to 10
+// times, 1 s apart) as GitHub would redeliver it.
+func deliver(ctx context.Context, url, secret string) delivery {
+	body := []byte(`{"ref":"refs/heads/main","repository":{"full_name":"haraldsk/an-application"}}`)
+	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var d delivery
+	for ; d.retries <= 10; d.retries++ {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/webhooks/github", bytes.NewReader(body))
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Hub-Signature-256", webhook.Signature([]byte(secret), body))
+		resp, err := c.Do(req)
+		if err != nil {
+			d.err = err
+			return d
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode/100 == 2:
+			return d
+		case resp.StatusCode != http.StatusServiceUnavailable:
+			d.err = fmt.Errorf("answered %d: %s", resp.StatusCode, answer)
+			return d
+		}
+		select {
+		case <-ctx.Done():
+			d.err = ctx.Err()
+			return d
+		case <-time.After(time.Second): // a redelivery's pause
+		}
+	}
+	d.err = fmt.Errorf("503 %d times", d.retries)
+	return d
+}
+
+// rollingRestart deletes the given deployd Pods one after the other, each once a
+// replacement is Ready, and returns when the Deployment is whole again.
+func rollingRestart(ctx context.Context, cs kubernetes.Interface, pods []corev1.Pod) error {
+	old := map[string]bool{}
+	for _, p := range pods {
+		old[p.Name] = true
+	}
+	readyNew := func(want int) wait.ConditionWithContextFunc {
+		return func(ctx context.Context) (bool, error) {
+			list, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+			if err != nil {
+				return false, nil
+			}
+			n := 0
+			for _, p := range list.Items {
+				if !old[p.Name] && p.DeletionTimestamp == nil && ready(p) {
+					n++
+				}
+			}
+			return n >= want, nil
+		}
+	}
+	for i, p := range pods {
+		if err := cs.CoreV1().Pods("deployd").Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+			return err
+		}
+		if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, readyNew(i+1)); err != nil {
+			return fmt.Errorf("waiting for %d new replicas Ready: %w", i+1, err)
+		}
+	}
+	return nil
 }
 
 // ociSpec is what the test reads of a container's OCI runtime spec.
