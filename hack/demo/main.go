@@ -88,8 +88,8 @@ func run() error {
 	} else {
 		err = runReal(ctx, work)
 	}
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		return nil // Ctrl-C
+	if err != nil && ctx.Err() != nil {
+		return nil // Ctrl-C: a step cut short fails in its own way
 	}
 	return err
 }
