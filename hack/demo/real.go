@@ -83,7 +83,7 @@ func runReal(ctx context.Context, work string) (err error) {
 	// A replica that started before the ConfigMap was edited has the old repos.yaml until
 	// the kubelet refreshes its volume (within about a minute): until then it would ignore
 	// the sample apps' webhooks.
-	say("waiting for both replicas to read the edited deployd-repos ConfigMap (the kubelet refreshes a mounted ConfigMap within about a minute)")
+	say("waiting for both replicas to serve the sample repos from the edited deployd-repos ConfigMap")
 	if err := replicasServe(ctx, cs, "demo/"+apps[0]); err != nil {
 		return err
 	}
