@@ -236,7 +236,7 @@ func sendPush(st state, app string) (int, error) {
 		}
 		return resp.StatusCode, nil
 	}
-	return 0, fmt.Errorf("sending the push webhook to %s: %w", st.URL, last)
+	return 0, fmt.Errorf("sending the push webhook to %s (is make demo still running?): %w", st.URL, last)
 }
 
 // answers GETs url with new connections until it answers want, for up to timeout.
