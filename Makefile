@@ -44,10 +44,13 @@ cluster: simcluster cluster-tool
 cluster-real: simcluster realnode cluster-tool
 	$(BIN)/cluster run --real-node
 
-## demo: deployd on a fresh simulated cluster, deploying two sample apps from a local git server
+## demo: deployd installed from k8s/ on a real node (root, Linux) deploying two sample apps in real
+## containers from a local git server; elsewhere, or with DEMO=simulated, deployd on the host
+## against a simulated cluster
+DEMO ?=
 demo: build simcluster
 	@$(GO) build -o $(BIN)/deployd-demo ./hack/demo
-	DEMO_LISTEN=$(DEMO_LISTEN) $(BIN)/deployd-demo
+	DEMO=$(DEMO) DEMO_LISTEN=$(DEMO_LISTEN) $(BIN)/deployd-demo
 
 ## demo-push: commit a change to a sample app of the running demo and send the push webhook
 demo-push:

@@ -149,6 +149,8 @@ type Outcome struct {
 	Duration time.Duration
 	// RetryIn is the backoff before the next attempt, after a failure.
 	RetryIn time.Duration
+	// Failures counts the key's failures in a row, this one included; 0 after a success.
+	Failures int
 }
 
 // Options configure a Controller.
@@ -375,6 +377,9 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	out := Outcome{Key: key, Request: req}
 	defer func() {
 		out.Duration = time.Since(start)
+		if out.Err != nil {
+			out.Failures = c.limiter.NumRequeues(key)
+		}
 		if c.opts.Observe != nil {
 			c.opts.Observe(out)
 		}

@@ -119,6 +119,7 @@ func (d *Daemon) Close() {
 
 // shutdown ends the HTTP requests, then the background work, within ShutdownTimeout.
 func (d *Daemon) shutdown() {
+	d.health.stopping.Store(true) // not ready: in-flight requests finish, new ones go elsewhere
 	d.log.Info("shutting down", "timeout", d.opts.ShutdownTimeout.String())
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.work), d.opts.ShutdownTimeout)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -62,4 +63,19 @@ func (n *Node) importSandboxImage(ctx context.Context) error {
 		return fmt.Errorf("the Pod sandbox image: %w", err)
 	}
 	return n.LoadImage(ctx, img, SandboxImage)
+}
+
+// ContainerSpec returns the OCI runtime spec (config.json) the node's containerd gave runc
+// for a running container, named as a Pod's status names it ("containerd://<id>"): what
+// the container really runs with (read-only root, user, mounts), as applied.
+func (n *Node) ContainerSpec(containerID string) ([]byte, error) {
+	id, ok := strings.CutPrefix(containerID, "containerd://")
+	if !ok || id == "" || strings.ContainsAny(id, "/.") {
+		return nil, fmt.Errorf("container %q: not a containerd container ID", containerID)
+	}
+	b, err := os.ReadFile(n.path("containerd", "state", "io.containerd.runtime.v2.task", "k8s.io", id, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("the runtime spec of container %s (is it running?): %w", id, err)
+	}
+	return b, nil
 }

@@ -43,8 +43,9 @@ func (n *Node) LoadDeployd(ctx context.Context, repo string, output io.Writer) e
 // Install installs deployd the way README.md's "Install on a cluster" tells users, with
 // the repository at repo as the working directory: `kubectl apply --server-side -f k8s/`,
 // `kubectl create secret` of the webhook secret and API token, and the deployd-repos
-// ConfigMap edited to hold reposYAML (applied by the same field manager, as an edit).
-// Load the image first (LoadDeployd); Install does not wait for the Pods (WaitDeployd).
+// ConfigMap edited to hold reposYAML (applied by the same field manager, as an edit), or
+// left as k8s/ has it when reposYAML is empty. Load the image first (LoadDeployd); Install
+// does not wait for the Pods (WaitDeployd).
 func (n *Node) Install(ctx context.Context, repo, reposYAML string) (*Installation, error) {
 	in := &Installation{WebhookSecret: randomHex(20), APIToken: randomHex(20)}
 	indented := "    " + strings.ReplaceAll(strings.TrimRight(reposYAML, "\n"), "\n", "\n    ") + "\n"
@@ -57,6 +58,9 @@ func (n *Node) Install(ctx context.Context, repo, reposYAML string) (*Installati
 		{"", []string{"-n", "deployd", "create", "secret", "generic", "deployd-api-token", "--from-literal=token=" + in.APIToken}},
 		{"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deployd-repos, namespace: deployd}\ndata:\n  repos.yaml: |\n" + indented,
 			[]string{"apply", "--server-side", "-f", "-"}},
+	}
+	if reposYAML == "" {
+		steps = steps[:3]
 	}
 	for _, s := range steps {
 		if err := n.Kubectl(ctx, repo, s.stdin, s.args...); err != nil {

@@ -3,15 +3,18 @@ package install
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -188,6 +191,50 @@ func TestInstall(t *testing.T) {
 		t.Logf("push → the app's Service answers the new version in %s", time.Since(pushed).Round(10*time.Millisecond))
 	})
 
+	t.Run("deployd's root filesystem is read-only as the container runs, and it misses nothing", func(t *testing.T) {
+		pods, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods.Items {
+			if len(p.Status.ContainerStatuses) != 1 {
+				t.Fatalf("pod %s: container statuses %v", p.Name, p.Status.ContainerStatuses)
+			}
+			raw, err := n.ContainerSpec(p.Status.ContainerStatuses[0].ContainerID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var spec ociSpec
+			if err := json.Unmarshal(raw, &spec); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]any{"root read-only": spec.Root.Readonly, "uid": spec.Process.User.UID,
+				"no new privileges": spec.Process.NoNewPrivileges, "capabilities": len(spec.Process.Capabilities.Bounding)}
+			for _, m := range spec.Mounts {
+				if strings.HasPrefix(m.Destination, "/etc/deployd/") || m.Destination == "/tmp" || m.Destination == "/var/cache/deployd" {
+					got[m.Destination+" read-only"] = slices.Contains(m.Options, "ro")
+				}
+			}
+			want := map[string]any{"root read-only": true, "uid": uint32(65532), "no new privileges": true, "capabilities": 0,
+				"/tmp read-only": false, "/var/cache/deployd read-only": false,
+				"/etc/deployd/config read-only": true, "/etc/deployd/webhook read-only": true, "/etc/deployd/api read-only": true,
+				"/etc/deployd/github read-only": true, "/etc/deployd/git read-only": true}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("pod %s runs with (-want +got):\n%s", p.Name, diff)
+			}
+			// Both deployed and served: had it needed to write outside its volumes, its log says so.
+			log, err := cs.CoreV1().Pods("deployd").GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, bad := range []string{"read-only file system", "permission denied"} {
+				if bytes.Contains(bytes.ToLower(log), []byte(bad)) {
+					t.Errorf("pod %s logs %q:\n%s", p.Name, bad, log)
+				}
+			}
+		}
+	})
+
 	t.Run("a container that never turns ready ends as failed, with the reason", func(t *testing.T) {
 		var reason string
 		waitFor(t, 2*time.Minute, "an-other-application failed", func(ctx context.Context) (bool, error) {
@@ -241,6 +288,147 @@ func TestInstall(t *testing.T) {
 		}
 		get(t, "http://"+appSvc.Spec.ClusterIP+"/", "version three\n", podStates(cs, "an-application"))
 	})
+
+	t.Run("a rolling restart of both replicas loses no webhook", func(t *testing.T) {
+		appSvc, err := cs.CoreV1().Services("an-application").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		restarted := make(chan error, 1)
+		began := time.Now()
+		go func() { restarted <- rollingRestart(ctx, cs, pods.Items) }()
+
+		// 200 deliveries, a new commit every 20, at most 3 at a time (all come from one
+		// address through the ClusterIP, and deployd reads 2 per address at once), each
+		// retried on 503 as GitHub redelivers; a refused or cut connection is a loss.
+		const deliveries, perCommit = 200, 20
+		sem := make(chan struct{}, 3)
+		results := make(chan delivery, deliveries)
+		last := ""
+		for i := 0; i < deliveries; i++ {
+			if i%perCommit == 0 {
+				last = fmt.Sprintf("storm %d", i/perCommit)
+				repo.Commit("main", last, map[string]string{"deploy/manifests/app.yaml": app(last)})
+			}
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				results <- deliver(ctx, in.URL, secret)
+			}()
+			select {
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			case <-time.After(100 * time.Millisecond): // paced over the restart, as pushes arrive
+			}
+		}
+		var retried, failed int
+		for i := 0; i < deliveries; i++ {
+			d := <-results
+			retried += d.retries
+			if d.err != nil {
+				failed++
+				t.Errorf("delivery lost: %v", d.err)
+			}
+		}
+		if err := <-restarted; err != nil {
+			t.Fatalf("rolling restart: %v\n%s", err, podStates(cs, "deployd")())
+		}
+		t.Logf("rolling restart of both replicas took %s; %d deliveries, %d lost, %d 503s retried", time.Since(began).Round(100*time.Millisecond), deliveries, failed, retried)
+		get(t, "http://"+appSvc.Spec.ClusterIP+"/", last+"\n", podStates(cs, "an-application"))
+	})
+}
+
+// delivery is the outcome of one webhook delivery: err when it was lost.
+type delivery struct {
+	retries int
+	err     error
+}
+
+// deliver sends one signed push delivery on a new connection, retrying 503 (up to 10
+// times, 1 s apart) as GitHub would redeliver it.
+func deliver(ctx context.Context, url, secret string) delivery {
+	body := []byte(`{"ref":"refs/heads/main","repository":{"full_name":"haraldsk/an-application"}}`)
+	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var d delivery
+	for ; d.retries <= 10; d.retries++ {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/webhooks/github", bytes.NewReader(body))
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Hub-Signature-256", webhook.Signature([]byte(secret), body))
+		resp, err := c.Do(req)
+		if err != nil {
+			d.err = err
+			return d
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode/100 == 2:
+			return d
+		case resp.StatusCode != http.StatusServiceUnavailable:
+			d.err = fmt.Errorf("answered %d: %s", resp.StatusCode, answer)
+			return d
+		}
+		select {
+		case <-ctx.Done():
+			d.err = ctx.Err()
+			return d
+		case <-time.After(time.Second): // a redelivery's pause
+		}
+	}
+	d.err = fmt.Errorf("503 %d times", d.retries)
+	return d
+}
+
+// rollingRestart deletes the given deployd Pods one after the other, each once a
+// replacement is Ready, and returns when the Deployment is whole again.
+func rollingRestart(ctx context.Context, cs kubernetes.Interface, pods []corev1.Pod) error {
+	old := map[string]bool{}
+	for _, p := range pods {
+		old[p.Name] = true
+	}
+	readyNew := func(want int) wait.ConditionWithContextFunc {
+		return func(ctx context.Context) (bool, error) {
+			list, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+			if err != nil {
+				return false, nil
+			}
+			n := 0
+			for _, p := range list.Items {
+				if !old[p.Name] && p.DeletionTimestamp == nil && ready(p) {
+					n++
+				}
+			}
+			return n >= want, nil
+		}
+	}
+	for i, p := range pods {
+		if err := cs.CoreV1().Pods("deployd").Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+			return err
+		}
+		if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, readyNew(i+1)); err != nil {
+			return fmt.Errorf("waiting for %d new replicas Ready: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// ociSpec is what the test reads of a container's OCI runtime spec.
+type ociSpec struct {
+	Root    struct{ Readonly bool }
+	Process struct {
+		User            struct{ UID uint32 }
+		NoNewPrivileges bool
+		Capabilities    struct{ Bounding []string }
+	}
+	Mounts []struct {
+		Destination string
+		Options     []string
+	}
 }
 
 // holder returns the name of the deployd Pod that holds the leader lease, or "".
