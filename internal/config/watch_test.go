@@ -194,3 +194,35 @@ func waitWatching(t *testing.T, w *Watcher) {
 		t.Fatal("watcher did not start")
 	}
 }
+
+// TestNewestChangeWins feeds the watcher from the file and from another source (a
+// ConfigMap watched through the API): the file still showing its old content (a
+// kubelet not yet synced) does not undo the newer offer; its own change does.
+func TestNewestChangeWins(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "repos.yaml")
+	write(t, path, repoYAML("a/one"))
+	w, err := NewWatcher(path, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cm = "configmap deployd/deployd-repos repos.yaml"
+	steps := []struct {
+		source, data string
+		wantChanged  bool
+		wantRepos    string
+	}{
+		{cm, repoYAML("a/one", "a/two"), true, "a/one,a/two"},
+		{path, repoYAML("a/one"), false, "a/one,a/two"}, // the file, unchanged since read
+		{cm, repoYAML("a/one", "a/two"), false, "a/one,a/two"},
+		{path, repoYAML("a/one", "a/two"), false, "a/one,a/two"}, // the kubelet caught up
+		{path, repoYAML("a/three"), true, "a/three"},             // the file's own change
+		{cm, repoYAML("a/one", "a/two"), false, "a/three"},       // the ConfigMap did not change
+		{cm, repoYAML("a/four"), true, "a/four"},
+	}
+	for i, s := range steps {
+		_, changed := w.take(s.source, []byte(s.data), nil)
+		if changed != s.wantChanged || names(w.State().Config) != s.wantRepos {
+			t.Errorf("step %d (%s): changed %v, repos %s; want %v, %s", i, s.source, changed, names(w.State().Config), s.wantChanged, s.wantRepos)
+		}
+	}
+}
