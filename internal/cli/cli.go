@@ -72,6 +72,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.SetOutput(stderr)
 	o := &f.opts
 	fs.StringVar(&o.ConfigPath, "config", o.ConfigPath, "path to repos.yaml")
+	fs.StringVar(&o.ConfigConfigMap, "config-configmap", "", "also watch repos.yaml in this ConfigMap (NAMESPACE/NAME, key repos.yaml) through the API: edits act at once; off when empty")
 	fs.StringVar(&o.Kube.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
 	fs.StringVar(&o.Kube.Context, "context", "", "kubeconfig context (default: its current context)")
 	fs.StringVar(&o.Listen, "listen", o.Listen, "HTTP listen address")

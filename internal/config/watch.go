@@ -40,20 +40,34 @@ type Reload struct {
 
 // Watcher holds the current config and reloads it when its file changes: an in-place
 // write, an editor's replace-by-rename, or a Kubernetes ConfigMap volume's ..data swap.
+// Other sources (a ConfigMap watched through the API) Offer their content too: each
+// source's change is validated the same way, and the newest change wins.
 type Watcher struct {
 	path string
 	opts Options
 
 	ready chan struct{}
+	// offered wakes Run when Offer left content in pending.
+	offered chan struct{}
 
 	mu    sync.Mutex
 	state State
 	data  []byte
+	// seen is each source's last content: a source that did not change (the file still
+	// showing what a ConfigMap's watch already brought) does not undo a newer change.
+	seen    map[string][]byte
+	pending map[string]offer
+}
+
+// offer is a source's newest content, or why it has none.
+type offer struct {
+	data []byte
+	err  error
 }
 
 // NewWatcher reads the config at path, failing if it is not valid.
 func NewWatcher(path string, opts Options) (*Watcher, error) {
-	w := &Watcher{path: path, opts: opts, ready: make(chan struct{})}
+	w := &Watcher{path: path, opts: opts, ready: make(chan struct{}), offered: make(chan struct{}, 1), pending: map[string]offer{}}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
@@ -64,7 +78,24 @@ func NewWatcher(path string, opts Options) (*Watcher, error) {
 	}
 	w.state = State{Config: cfg, LoadedAt: time.Now()}
 	w.data = data
+	w.seen = map[string][]byte{path: data}
 	return w, nil
+}
+
+// Offer gives the watcher a source's content (name is how errors cite it, e.g.
+// "configmap deployd/deployd-repos, repos.yaml"), or err when the source has none (the
+// ConfigMap was deleted): Run validates it like the file's and, when it differs from
+// what the source offered last, puts it in force or refuses it, keeping the last good
+// config. Offer does not block; a newer offer from the same source replaces one not
+// yet read.
+func (w *Watcher) Offer(name string, data []byte, err error) {
+	w.mu.Lock()
+	w.pending[name] = offer{data: data, err: err}
+	w.mu.Unlock()
+	select {
+	case w.offered <- struct{}{}:
+	default:
+	}
 }
 
 // State returns the config in force and the last reload's outcome.
@@ -110,10 +141,21 @@ func (w *Watcher) Run(ctx context.Context, onReload func(Reload)) error {
 			}
 			w.fail(fmt.Errorf("watching %s: %w", w.path, err))
 		case <-timer.C:
-			if r, changed := w.reload(); changed && onReload != nil {
+			data, err := os.ReadFile(w.path)
+			if r, changed := w.take(w.path, data, err); changed && onReload != nil {
 				onReload(r)
 			}
 			w.watchDirs(fw, watched)
+		case <-w.offered:
+			w.mu.Lock()
+			pending := w.pending
+			w.pending = map[string]offer{}
+			w.mu.Unlock()
+			for name, o := range pending {
+				if r, changed := w.take(name, o.data, o.err); changed && onReload != nil {
+					onReload(r)
+				}
+			}
 		}
 	}
 }
@@ -136,30 +178,36 @@ func (w *Watcher) watchDirs(fw *fsnotify.Watcher, watched map[string]bool) {
 	}
 }
 
-// Reload reads the file now; changed is false when its content is what is in force.
-func (w *Watcher) reload() (r Reload, changed bool) {
-	data, err := os.ReadFile(w.path)
+// take validates a source's content and puts it in force; changed is false when
+// nothing changed: the source offers what it offered last, or what is in force.
+func (w *Watcher) take(name string, data []byte, readErr error) (r Reload, changed bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r.Previous = w.state.Config
-	if err != nil {
-		r.Err = fmt.Errorf("reading config: %w", err)
+	if readErr != nil {
+		delete(w.seen, name) // the source's next content is a change, whatever it is
+		r.Err = fmt.Errorf("reading config: %w", readErr)
 		w.state.Err, w.state.ErrAt = r.Err, time.Now()
 		return r, true
 	}
+	if last, ok := w.seen[name]; ok && bytes.Equal(data, last) {
+		r.Config = w.state.Config
+		return r, false
+	}
+	w.seen[name] = data
 	if bytes.Equal(data, w.data) {
 		changed = w.state.Err != nil
 		w.state.Err = nil
 		r.Config = w.state.Config
 		return r, changed
 	}
-	w.data = data
-	cfg, err := Parse(w.path, data, w.opts)
+	cfg, err := Parse(name, data, w.opts)
 	if err != nil {
 		r.Err = err
 		w.state.Err, w.state.ErrAt = err, time.Now()
 		return r, true
 	}
+	w.data = data
 	r.Config = cfg
 	w.state = State{Config: cfg, LoadedAt: time.Now()}
 	return r, true

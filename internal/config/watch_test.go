@@ -164,18 +164,17 @@ func TestFailedReloadKeepsTheLastGoodConfig(t *testing.T) {
 	waitWatching(t, w)
 
 	write(t, path, "repos:\n  - {name: a/one, url: 'https://h/a', namespace: Not_Valid}\n")
+	// os.WriteFile truncates, then writes: a read between the two sees an empty file,
+	// refused too. Wait for the refusal of the whole file, with its line.
 	deadline := time.After(reloadWithin)
-	for w.State().Err == nil {
+	for err := w.State().Err; err == nil || !strings.Contains(err.Error(), "repos.yaml:2: repos[0].namespace"); err = w.State().Err {
 		select {
 		case <-reloads:
 		case <-deadline:
-			t.Fatal("the invalid file was not reported")
+			t.Fatalf("the invalid file was not reported with its line; State().Err = %v", err)
 		}
 	}
 	st := w.State()
-	if !strings.Contains(st.Err.Error(), "repos.yaml:2: repos[0].namespace") {
-		t.Errorf("State().Err = %v, want the problem with its line", st.Err)
-	}
 	if names(st.Config) != "a/one" {
 		t.Errorf("config in force = %s, want the last good one", names(st.Config))
 	}
@@ -192,5 +191,37 @@ func waitWatching(t *testing.T, w *Watcher) {
 	case <-w.Watching():
 	case <-time.After(reloadWithin):
 		t.Fatal("watcher did not start")
+	}
+}
+
+// TestNewestChangeWins feeds the watcher from the file and from another source (a
+// ConfigMap watched through the API): the file still showing its old content (a
+// kubelet not yet synced) does not undo the newer offer; its own change does.
+func TestNewestChangeWins(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "repos.yaml")
+	write(t, path, repoYAML("a/one"))
+	w, err := NewWatcher(path, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cm = "configmap deployd/deployd-repos repos.yaml"
+	steps := []struct {
+		source, data string
+		wantChanged  bool
+		wantRepos    string
+	}{
+		{cm, repoYAML("a/one", "a/two"), true, "a/one,a/two"},
+		{path, repoYAML("a/one"), false, "a/one,a/two"}, // the file, unchanged since read
+		{cm, repoYAML("a/one", "a/two"), false, "a/one,a/two"},
+		{path, repoYAML("a/one", "a/two"), false, "a/one,a/two"}, // the kubelet caught up
+		{path, repoYAML("a/three"), true, "a/three"},             // the file's own change
+		{cm, repoYAML("a/one", "a/two"), false, "a/three"},       // the ConfigMap did not change
+		{cm, repoYAML("a/four"), true, "a/four"},
+	}
+	for i, s := range steps {
+		_, changed := w.take(s.source, []byte(s.data), nil)
+		if changed != s.wantChanged || names(w.State().Config) != s.wantRepos {
+			t.Errorf("step %d (%s): changed %v, repos %s; want %v, %s", i, s.source, changed, names(w.State().Config), s.wantChanged, s.wantRepos)
+		}
 	}
 }

@@ -30,19 +30,21 @@ type Daemon struct {
 	log  *slog.Logger
 
 	watcher *config.Watcher
-	restCfg *rest.Config
-	meter   *metrics.Metrics
-	prober  *kube.Prober
-	ln      net.Listener
-	debugLn net.Listener // nil without --debug-listen
-	src     *source.Source
-	view    *view.View
-	parts   *parts
-	ctl     *controller.Controller
-	router  *leader.Router
-	api     *api.Server
-	srv     *http.Server
-	health  *health
+	// configMap, when set, is repos.yaml's ConfigMap, watched through the API.
+	configMap *configMapRef
+	restCfg   *rest.Config
+	meter     *metrics.Metrics
+	prober    *kube.Prober
+	ln        net.Listener
+	debugLn   net.Listener // nil without --debug-listen
+	src       *source.Source
+	view      *view.View
+	parts     *parts
+	ctl       *controller.Controller
+	router    *leader.Router
+	api       *api.Server
+	srv       *http.Server
+	health    *health
 
 	// work is the background work's context: it outlives Run's ctx until Close, so
 	// in-flight work ends within the shutdown deadline rather than at the signal.
@@ -80,6 +82,13 @@ func (d *Daemon) buildConfig(context.Context) error {
 		return fmt.Errorf("%s: %w", d.opts.ConfigPath, err)
 	}
 	d.watcher = watcher
+	if d.opts.ConfigConfigMap != "" {
+		ref, err := parseConfigMapRef(d.opts.ConfigConfigMap)
+		if err != nil {
+			return err
+		}
+		d.configMap = &ref
+	}
 	if err := os.MkdirAll(d.opts.CacheDir, 0o700); err != nil {
 		return fmt.Errorf("creating the git cache directory: %w", err)
 	}
@@ -110,7 +119,7 @@ func (d *Daemon) buildListeners(context.Context) (err error) {
 // the view the API serves.
 func (d *Daemon) buildSource(context.Context) error {
 	cfg := d.watcher.State().Config
-	d.log.Info("deployd started", "config", d.opts.ConfigPath, "repos", len(cfg.Repos), "cluster", d.restCfg.Host, "listen", d.ln.Addr().String())
+	d.log.Info("deployd started", "config", d.opts.ConfigPath, "configmap", d.opts.ConfigConfigMap, "repos", len(cfg.Repos), "cluster", d.restCfg.Host, "listen", d.ln.Addr().String())
 	srcOpts := source.DefaultOptions()
 	srcOpts.CacheDir, srcOpts.Timeout = d.opts.CacheDir, d.opts.GitTimeout
 	srcOpts.MaxFetchBytes, srcOpts.MaxObjectBytes = int64(d.opts.GitMaxFetchMiB)<<20, int64(d.opts.GitMaxObjectMiB)<<20

@@ -37,6 +37,9 @@ type Options struct {
 	ConfigPath string
 	// Config controls how repos.yaml is read.
 	Config config.Options
+	// ConfigConfigMap, when set (NAMESPACE/NAME), is a ConfigMap whose key repos.yaml is
+	// watched through the API besides the file at ConfigPath; the newest change wins.
+	ConfigConfigMap string
 	// Kube says where the cluster credentials come from.
 	Kube kube.ConfigOptions
 	// Listen is the HTTP address, e.g. ":8080" or "127.0.0.1:0".

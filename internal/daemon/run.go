@@ -60,6 +60,13 @@ func (d *Daemon) start(ctx context.Context) error {
 	d.wg.Go(func() { d.health.probeLoop(d.work, d.prober, d.opts.ProbeInterval, d.log) })
 	d.lost, d.stopElection = elect(d.work, &d.wg, d.restCfg, d.opts, d.log, d.lead)
 	d.wg.Go(d.watchConfig)
+	if d.configMap != nil {
+		d.wg.Go(func() {
+			if err := watchConfigMap(d.work, d.parts.kube, *d.configMap, d.watcher); err != nil {
+				d.log.Error("config ConfigMap watch stopped: its edits act when the file changes", "err", err)
+			}
+		})
+	}
 	return nil
 }
 

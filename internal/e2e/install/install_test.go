@@ -98,9 +98,10 @@ func TestInstall(t *testing.T) {
 
 	// README's steps: kubectl apply -f k8s/, the Secrets, the repos ConfigMap edited.
 	applied := time.Now()
-	in, err := n.Install(ctx, root, "repos:\n"+
-		"  - {name: haraldsk/an-application, url: '"+git.RepoURL("haraldsk/an-application")+"', namespace: an-application, environment: dev, interval: 0}\n"+
-		"  - {name: haraldsk/an-other-application, url: '"+git.RepoURL("haraldsk/an-other-application")+"', namespace: an-other-application, environment: dev, interval: 0, timeout: 15s}\n")
+	reposYAML := "repos:\n" +
+		"  - {name: haraldsk/an-application, url: '" + git.RepoURL("haraldsk/an-application") + "', namespace: an-application, environment: dev, interval: 0}\n" +
+		"  - {name: haraldsk/an-other-application, url: '" + git.RepoURL("haraldsk/an-other-application") + "', namespace: an-other-application, environment: dev, interval: 0, timeout: 15s}\n"
+	in, err := n.Install(ctx, root, reposYAML)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,6 +340,57 @@ func TestInstall(t *testing.T) {
 		}
 		t.Logf("rolling restart of both replicas took %s; %d deliveries, %d lost, %d 503s retried", time.Since(began).Round(100*time.Millisecond), deliveries, failed, retried)
 		get(t, "http://"+appSvc.Spec.ClusterIP+"/", last+"\n", podStates(cs, "an-application"))
+	})
+
+	t.Run("kubectl apply of the repos ConfigMap acts on every replica within seconds", func(t *testing.T) {
+		third := git.NewRepo(t, "haraldsk/a-third-application")
+		third.Commit("main", "first", map[string]string{"deploy/manifests/app.yaml": app("third")})
+		const added = "haraldsk/a-third-application"
+		edited := reposYAML + "  - {name: " + added + ", url: '" + git.RepoURL(added) + "', namespace: a-third-application, environment: dev, interval: 0}\n"
+		pods, err := cs.CoreV1().Pods("deployd").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=deployd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var replicas []*client.ClientWithResponses
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil || !ready(p) {
+				continue
+			}
+			c, err := client.NewClientWithResponses("http://" + p.Status.PodIP + ":8080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			replicas = append(replicas, c)
+		}
+		if len(replicas) != 2 {
+			t.Fatalf("%d deployd replicas Ready, want 2\n%s", len(replicas), podStates(cs, "deployd")())
+		}
+		lists := func(ctx context.Context, c *client.ClientWithResponses) bool {
+			res, err := c.ListDeploymentsWithResponse(ctx, &client.ListDeploymentsParams{})
+			if err != nil || res.JSON200 == nil {
+				return false
+			}
+			return slices.ContainsFunc(res.JSON200.Deployments, func(s client.Summary) bool { return s.Repo == added })
+		}
+		indented := "    " + strings.ReplaceAll(strings.TrimRight(edited, "\n"), "\n", "\n    ") + "\n"
+		applied := time.Now()
+		if err := n.Kubectl(ctx, root, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deployd-repos, namespace: deployd}\ndata:\n  repos.yaml: |\n"+indented,
+			"apply", "--server-side", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		// Polled finely: the figure is the latency. The kubelet's own refresh of the
+		// mounted file waits for its sync period (here 5 s; a minute by default).
+		if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			for _, c := range replicas {
+				if !lists(ctx, c) {
+					return false, nil
+				}
+			}
+			return true, nil
+		}); err != nil {
+			t.Fatalf("waiting for both replicas to list %s: %v\n%s", added, err, podStates(cs, "deployd")())
+		}
+		t.Logf("kubectl apply of the repos ConfigMap → both replicas list the added repo in %s", time.Since(applied).Round(10*time.Millisecond))
 	})
 }
 
