@@ -14,7 +14,8 @@
 //     event streams: every calm repo deploys, deployd never restarts, each hostile repo
 //     gets an error record, RSS stays under the pod's limit;
 //  9. on the real node (root, Linux): start, kubectl apply -f k8s/ → deployd Ready, push →
-//     the app's real Pods serve the new version, deployd's Pod memory at rest.
+//     the app's real Pods serve the new version, deployd's Pod memory at rest;
+//  10. a hand edit of an applied object until deployd's drift correction puts it back.
 //
 // It writes bench/results/<date>.json and the table in bench/RESULTS.md, and prints it.
 package main
@@ -76,7 +77,7 @@ func main() {
 	flag.DurationVar(&o.hooksFor, "hooks-for", 60*time.Second, "how long scenario 7 delivers webhooks")
 	flag.IntVar(&o.hooksReads, "hooks-reads", 200, "status API reads per second during scenario 7, over 4 clients (0: as fast as they go)")
 	flag.IntVar(&o.hostileRepos, "hostile-repos", 200, "calm repos deploying beside the hostile ones in scenario 8")
-	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8,9", "scenarios to run, e.g. 1,2 (9 needs root on Linux: the real node)")
+	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8,9,10", "scenarios to run, e.g. 1,2 (9 needs root on Linux: the real node)")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
@@ -103,8 +104,8 @@ func run1(ctx context.Context, o options) error {
 	want := map[int]bool{}
 	for _, s := range strings.Split(o.only, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 9 {
-			return fmt.Errorf("-only %q: want scenario numbers from 1 to 9", o.only)
+		if err != nil || n < 1 || n > 10 {
+			return fmt.Errorf("-only %q: want scenario numbers from 1 to 10", o.only)
 		}
 		want[n] = true
 	}
@@ -122,7 +123,7 @@ func run1(ctx context.Context, o options) error {
 		}
 	}
 	e := &env{}
-	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] || want[8] {
+	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] || want[8] || want[10] {
 		var err error
 		if e, err = newEnv(ctx, o); err != nil {
 			return err
@@ -154,6 +155,11 @@ func run1(ctx context.Context, o options) error {
 			r.fail("scenario 8", errors.New("-hostile-repos must be positive"))
 		} else if err := e.hostileLoad(ctx, r); err != nil {
 			r.fail("scenario 8", err)
+		}
+	}
+	if want[10] {
+		if err := e.driftCorrected(ctx, r); err != nil {
+			r.fail("scenario 10", err)
 		}
 	}
 	if err := r.write(o.out, o.readme); err != nil {
