@@ -68,8 +68,8 @@ func (e *env) driftCorrected(ctx context.Context, r *results) error {
 		}
 		progress("hand edit → corrected %d/%d: %s", i, len(entries)-1, ms(at.Sub(start)))
 	}
-	p99 := percentile(took, 0.99)
+	p99 := percentile(took, 99)
 	r.add(10, "hand edit → corrected (value back, seen by a watch)", series(took), "≤ 1 s", median(took) <= time.Second)
-	r.add(10, "hand edit → corrected, p99", value(float64(p99.Microseconds())/1000, "ms"), "", nil)
+	r.add(10, "hand edit → corrected, p99", single(p99), "", nil)
 	return nil
 }
