@@ -17,6 +17,7 @@ const (
 	DefaultInterval = time.Minute
 	DefaultTimeout  = 5 * time.Minute
 	DefaultPrune    = true
+	DefaultDrift    = DriftCorrect
 )
 
 // Config is a validated repos.yaml.
@@ -41,6 +42,27 @@ type Settings struct {
 	Timeout time.Duration `json:"timeout"`
 	// Prune deletes objects deployd applied earlier that are no longer in the manifests.
 	Prune bool `json:"prune"`
+	// Drift is what deployd does when the cluster no longer matches what it applied:
+	// correct it (re-apply), report it only, or ignore it. Empty means DefaultDrift.
+	Drift Drift `json:"drift"`
+}
+
+// Drift is a repo's drift policy.
+type Drift string
+
+// The drift policies.
+const (
+	DriftCorrect Drift = "correct"
+	DriftReport  Drift = "report"
+	DriftIgnore  Drift = "ignore"
+)
+
+// DriftPolicy is the repo's drift policy, DefaultDrift when unset.
+func (s Settings) DriftPolicy() Drift {
+	if s.Drift == "" {
+		return DefaultDrift
+	}
+	return s.Drift
 }
 
 // Repo is one app repository and where it is deployed.

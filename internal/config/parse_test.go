@@ -78,7 +78,7 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
 		want: []string{
 			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
-			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
 		},
 	}, {
 		name: "unknown top-level and defaults fields",
@@ -230,6 +230,32 @@ func TestPathsOutsideTheRepoAreRefused(t *testing.T) {
 		cfg, err := Parse("repos.yaml", []byte("repos:\n  - {name: a/b, url: 'https://h/a/b', namespace: x, path: '"+path+"'}\n"), DefaultOptions())
 		if err != nil || cfg.Repos[0].Path != want {
 			t.Errorf("path %q: %v, %v; want it kept as %q", path, cfg, err, want)
+		}
+	}
+}
+
+func TestDriftPolicy(t *testing.T) {
+	tests := []struct {
+		yaml, want, problem string
+	}{
+		{yaml: "", want: "correct"},
+		{yaml: "    drift: report\n", want: "report"},
+		{yaml: "    drift: ignore\n", want: "ignore"},
+		{yaml: "    drift: fix\n", problem: `repos.yaml:5: repos[0].drift: "fix" is not a drift policy: use correct, report or ignore`},
+	}
+	for _, tt := range tests {
+		cfg, err := Parse("repos.yaml", []byte("repos:\n  - name: a/b\n    url: https://h/a/b\n    namespace: x\n"+tt.yaml), DefaultOptions())
+		if tt.problem != "" {
+			if err == nil || err.Error() != tt.problem {
+				t.Errorf("%q: error %v, want %s", tt.yaml, err, tt.problem)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(cfg.Repos[0].DriftPolicy()); got != tt.want {
+			t.Errorf("%q: policy %s, want %s", tt.yaml, got, tt.want)
 		}
 	}
 }

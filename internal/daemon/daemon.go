@@ -27,6 +27,7 @@ import (
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/dashboard"
+	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/kube"
 	"github.com/deployd/deployd/internal/leader"
 	"github.com/deployd/deployd/internal/metrics"
@@ -74,6 +75,8 @@ type Options struct {
 	GitHub report.ClientOptions
 	// HistoryLimit is how many deployment records are kept per repo and environment.
 	HistoryLimit int
+	// Drift configures drift detection and correction (back-off of fighting writers).
+	Drift drift.Options
 	// Deployer receives each revision to deploy; the default renders, applies and waits.
 	Deployer controller.Deployer
 	// LeaderElect makes this replica one of several: only the elected leader checks and
@@ -103,6 +106,7 @@ func DefaultOptions() Options {
 		ProbeInterval:   10 * time.Second,
 		Namespace:       ownNamespace(),
 		HistoryLimit:    50,
+		Drift:           drift.DefaultOptions(),
 		Controller:      controller.DefaultOptions(),
 		GitTimeout:      source.DefaultOptions().Timeout,
 		GitMaxFetchMiB:  source.DefaultMaxFetchBytes >> 20,
@@ -179,6 +183,7 @@ func Run(ctx context.Context, opts Options) error {
 	ctlOpts.Observe = func(o controller.Outcome) { observe(o); meter.Outcome(o) }
 	if p != nil {
 		p.meter = meter
+		meter.Drift(p.drift.Counts)
 		if err := p.startReporting(work, opts, meter, log); err != nil {
 			return err
 		}
@@ -195,6 +200,7 @@ func Run(ctx context.Context, opts Options) error {
 	} = ctl
 	if p != nil {
 		rs = newRoles(ctl, p, p.kube, opts.Namespace, log)
+		p.leading = rs.leading.Load
 		rs.setConfig(cfg)
 		p.ctl = ctl
 		p.tracker.Start(work)

@@ -16,6 +16,7 @@ import (
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/deploy"
+	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/metrics"
 	"github.com/deployd/deployd/internal/report"
@@ -37,6 +38,8 @@ type parts struct {
 	ctl     *controller.Controller
 	meter   *metrics.Metrics // set once the controller exists
 	report  *report.Reporter // nil when reporting to GitHub is off
+	drift   *drift.Detector
+	leading func() bool // set once roles exist: only the leader corrects drift
 }
 
 // startReporting sets up GitHub reporting, or says once that it is off.
@@ -98,7 +101,8 @@ func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Optio
 		return nil, err
 	}
 	p := &parts{kube: kube, applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state}
-	p.runner = deploy.New(src, applier, tracker, p.store, func(e deploy.Event) {
+	p.drift = newDrift(p, opts.Drift)
+	p.runner = deploy.New(src, drift.Applier{Next: applier, Detector: p.drift}, tracker, p.store, func(e deploy.Event) {
 		logEvent(log, e)
 		state.Record(e.Repo.Key(), e.Record)
 		if p.meter != nil {
@@ -182,6 +186,7 @@ func (p *parts) watchDeployed(ctx context.Context, repo config.Repo, log *slog.L
 			refs = append(refs, api.RefOf(o))
 		}
 	}
+	p.drift.Expect(repo, dep.Commit.SHA, refs)
 	go func() {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
@@ -206,7 +211,7 @@ func (p *parts) SetPause(ctx context.Context, repo config.Repo, pause view.Pause
 func (p *parts) apiDeps(state *view.View, queue api.Queue, cfg api.ConfigState) api.Deps {
 	d := api.Deps{View: state, Queue: queue, Config: cfg, Statuses: noStatuses{}, Objects: noObjects{}, Pauser: noPauser{}}
 	if p != nil {
-		d.Statuses, d.Objects, d.Pauser = p.tracker, p.applier, p
+		d.Statuses, d.Objects, d.Pauser, d.Drift = p.tracker, p.applier, p, p.drift
 	}
 	return d
 }
@@ -231,4 +236,23 @@ type noPauser struct{}
 
 func (noPauser) SetPause(context.Context, config.Repo, view.Pause) error {
 	return errors.New("pausing needs the deployment path")
+}
+
+// newDrift makes the drift detector: it sees what the tracker's watches see, and
+// corrects through the work queue, on the leader, when the repo is not paused.
+func newDrift(p *parts, opts drift.Options) *drift.Detector {
+	opts.Changed = p.tracker.Touch
+	opts.Paused = func(key config.Key) bool {
+		e, ok := p.view.Entry(key)
+		return ok && e.Pause.Paused
+	}
+	opts.Correct = func(repo config.Repo, commit, note string) bool {
+		if p.ctl == nil || p.leading == nil || !p.leading() {
+			return false
+		}
+		return p.ctl.Enqueue(repo.Key(), controller.Request{Trigger: controller.TriggerDrift, Commit: commit, Note: note})
+	}
+	d := drift.New(opts)
+	p.tracker.Observe(d.Observe)
+	return d
 }

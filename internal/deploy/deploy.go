@@ -232,7 +232,7 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int)
 // note says what is unusual about a deployment, for its record.
 func note(d controller.Deployment) string {
 	if d.GitHubDeploymentID == 0 {
-		return ""
+		return d.Note
 	}
 	n := fmt.Sprintf("from GitHub deployment %d", d.GitHubDeploymentID)
 	if d.Ref != "" && d.Ref != d.Repo.Branch && d.Ref != d.Revision.Commit {
