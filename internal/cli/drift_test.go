@@ -241,6 +241,12 @@ func TestDriftReportOnly(t *testing.T) {
 			t.Errorf("%s drifted: %+v", o.Name, o.Drift)
 		}
 	}
+	code, out, _ := runCLI(t, "status", "shop/web", "--server", base)
+	for _, want := range []string{"OUT OF SYNC: the cluster drifted from the applied manifests\n", "drifted: .spec.replicas by kubectl\n", "drifted: deleted\n"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("deployd status exits %d without %q:\n%s", code, want, out)
+		}
+	}
 	if got := replicasOf(t, appNS, "web"); got != 5 {
 		t.Errorf("web has %d replicas, want the hand-set 5 left alone", got)
 	}
