@@ -20,8 +20,8 @@ import (
 
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
-	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/version"
