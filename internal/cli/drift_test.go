@@ -49,7 +49,7 @@ spec:
 
 // driftDaemon deploys driftManifests with the given drift policy and fast back-off,
 // and waits for the first deployment to succeed.
-func driftDaemon(t *testing.T, policy string, opts func(*daemon.Options)) (base, appNS, stateNS string, repo config.Repo, logs *syncBuffer) {
+func driftDaemon(t *testing.T, policy string, opts func(*daemon.Options), args ...string) (base, appNS, stateNS string, repo config.Repo, logs *syncBuffer) {
 	t.Helper()
 	srv := gittest.NewServer(t)
 	srv.NewRepo(t, "shop/web").Commit("main", "one", driftManifests)
@@ -61,7 +61,7 @@ func driftDaemon(t *testing.T, policy string, opts func(*daemon.Options)) (base,
 		if opts != nil {
 			opts(o)
 		}
-	}, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", stateNS, "--log-format", "json")
+	}, append([]string{"--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", stateNS, "--log-format", "json"}, args...)...)
 	repo = config.Repo{Name: "shop/web", Environment: "production"}
 	waitRecords(t, stateNS, repo, "the first deployment succeeds", func(recs []history.Record) bool {
 		return len(recs) == 1 && recs[0].Phase == history.Succeeded
@@ -296,4 +296,50 @@ func TestDriftFight(t *testing.T) {
 	}
 	waitFor(t, "the fighter gone, web is corrected", func(context.Context) bool { return replicasOf(t, appNS, "web") == 2 })
 	waitFor(t, "the API shows the repo in sync", func(context.Context) bool { return envStatus(t, base).InSync })
+}
+
+// TestDriftPausedAndIgnored: an object annotated deployd.dev/drift: ignore is not
+// drift; a paused repo shows its drift and the reason, and corrects it once resumed.
+func TestDriftPausedAndIgnored(t *testing.T) {
+	token := writeFile(t, t.TempDir(), "token", "s3cret\n")
+	base, appNS, stateNS, repo, _ := driftDaemon(t, "correct", nil, "--api-token-file", token)
+	c, err := env.Client.CoreV1().ConfigMaps(appNS).Get(context.Background(), "settings", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Annotations["deployd.dev/drift"] = "ignore"
+	c.Data["value"] = "by hand"
+	if _, err := env.Client.CoreV1().ConfigMaps(appNS).Update(context.Background(), c, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCLI(t, "pause", "shop/web", "--server", base, "--token-file", token, "--reason", "incident"); code != 0 {
+		t.Fatalf("pause exits %d: %s %s", code, out, errOut)
+	}
+	scale(t, appNS, "web", 5, "kubectl")
+	var e api.Environment
+	waitFor(t, "the API shows the paused repo's drift", func(context.Context) bool {
+		e = envStatus(t, base)
+		return !e.InSync && e.DriftReason == "paused: drift is not corrected"
+	})
+	for _, o := range e.Objects {
+		if (o.Drift != nil) != (o.Name == "web") {
+			t.Errorf("%s's drift: %+v", o.Name, o.Drift)
+		}
+	}
+	if got := replicasOf(t, appNS, "web"); got != 5 {
+		t.Errorf("paused, web has %d replicas: it was corrected", got)
+	}
+	if n := len(driftRecords(records(t, stateNS, repo))); n != 0 {
+		t.Errorf("%d drift records while paused", n)
+	}
+	if code, out, errOut := runCLI(t, "resume", "shop/web", "--server", base, "--token-file", token); code != 0 {
+		t.Fatalf("resume exits %d: %s %s", code, out, errOut)
+	}
+	waitRecords(t, stateNS, repo, "resumed, the drift is corrected", func(recs []history.Record) bool {
+		d := driftRecords(recs)
+		return len(d) == 1 && d[0].Phase == history.Succeeded
+	})
+	if got := replicasOf(t, appNS, "web"); got != 2 {
+		t.Errorf("resumed, web has %d replicas, want 2", got)
+	}
 }

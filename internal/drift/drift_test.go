@@ -1,0 +1,83 @@
+package drift
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/deployd/deployd/internal/apply"
+)
+
+func entry(manager string, op metav1.ManagedFieldsOperationType, fields string, at time.Time) metav1.ManagedFieldsEntry {
+	return metav1.ManagedFieldsEntry{Manager: manager, Operation: op, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(fields)}, Time: &metav1.Time{Time: at}}
+}
+
+func TestCompare(t *testing.T) {
+	const applied = `{"f:spec":{"f:replicas":{},"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{".":{},"f:image":{},"f:name":{}}}}}}}`
+	const withoutReplicas = `{"f:spec":{"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{".":{},"f:image":{},"f:name":{}}}}}}}`
+	t0 := time.Unix(1000, 0)
+	ref := apply.Ref{Version: "v1", Kind: "Deployment", Namespace: "shop", Name: "web"}
+	tests := []struct {
+		name     string
+		baseline string
+		live     []metav1.ManagedFieldsEntry
+		want     *Object
+	}{{
+		name:     "unchanged",
+		baseline: applied,
+		live:     []metav1.ManagedFieldsEntry{entry("deployd", metav1.ManagedFieldsOperationApply, applied, t0)},
+	}, {
+		name:     "replicas scaled by kubectl",
+		baseline: applied,
+		live: []metav1.ManagedFieldsEntry{entry("deployd", metav1.ManagedFieldsOperationApply, withoutReplicas, t0),
+			entry("kubectl", metav1.ManagedFieldsOperationUpdate, `{"f:spec":{"f:replicas":{}}}`, t0)},
+		want: &Object{Ref: ref, Fields: []Field{{Path: ".spec.replicas", Manager: "kubectl"}}},
+	}, {
+		name:     "replicas an autoscaler owns, never applied, are not drift",
+		baseline: withoutReplicas,
+		live: []metav1.ManagedFieldsEntry{entry("deployd", metav1.ManagedFieldsOperationApply, withoutReplicas, t0),
+			entry("hpa-controller", metav1.ManagedFieldsOperationUpdate, `{"f:spec":{"f:replicas":{}}}`, t0)},
+	}, {
+		name:     "a container's image removed: the latest other writer is named",
+		baseline: applied,
+		live: []metav1.ManagedFieldsEntry{
+			entry("deployd", metav1.ManagedFieldsOperationApply, `{"f:spec":{"f:replicas":{},"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{".":{},"f:name":{}}}}}}}`, t0),
+			entry("old", metav1.ManagedFieldsOperationUpdate, `{"f:metadata":{"f:labels":{}}}`, t0),
+			entry("editor", metav1.ManagedFieldsOperationUpdate, `{"f:metadata":{"f:annotations":{}}}`, t0.Add(time.Second))},
+		want: &Object{Ref: ref, Fields: []Field{{Path: `.spec.template.spec.containers[name="web"].image`, Manager: "editor"}}},
+	}, {
+		name:     "fields taken by another applier with force",
+		baseline: applied,
+		live: []metav1.ManagedFieldsEntry{entry("deployd", metav1.ManagedFieldsOperationApply, `{"f:spec":{"f:replicas":{}}}`, t0),
+			entry("other", metav1.ManagedFieldsOperationApply, withoutReplicas, t0)},
+		want: &Object{Ref: ref, Fields: []Field{
+			{Path: `.spec.template.spec.containers[name="web"].image`, Manager: "other"},
+			{Path: `.spec.template.spec.containers[name="web"].name`, Manager: "other"}}},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Compare(ref, []byte(tt.baseline), tt.live, "deployd")
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("drift (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestFieldsAreBounded: an object with every field taken lists MaxFields of them.
+func TestFieldsAreBounded(t *testing.T) {
+	fields := `{"f:data":{`
+	for i := range MaxFields + 1 {
+		if i > 0 {
+			fields += ","
+		}
+		fields += `"f:k` + string(rune('a'+i)) + `":{}`
+	}
+	fields += `}}`
+	got := Compare(apply.Ref{Kind: "ConfigMap", Name: "c"}, []byte(fields), []metav1.ManagedFieldsEntry{entry("kubectl", metav1.ManagedFieldsOperationUpdate, fields, time.Unix(0, 0))}, "deployd")
+	if got == nil || len(got.Fields) != MaxFields {
+		t.Fatalf("drift %+v, want %d fields", got, MaxFields)
+	}
+}
