@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -307,7 +308,7 @@ func (a *Applier) waitEstablished(ctx context.Context, crds []*item) error {
 func (a *Applier) owned(obj *unstructured.Unstructured) []byte {
 	for _, mf := range obj.GetManagedFields() {
 		if mf.Manager == a.opts.FieldManager && mf.Operation == metav1.ManagedFieldsOperationApply && mf.FieldsV1 != nil && mf.Subresource == "" {
-			return mf.FieldsV1.Raw
+			return bytes.Clone(mf.FieldsV1.GetRawBytes())
 		}
 	}
 	return nil

@@ -291,7 +291,7 @@ func (d *Detector) Observe(u *unstructured.Unstructured, deleted bool) {
 func Owned(mfs []metav1.ManagedFieldsEntry, manager string) []byte {
 	for _, mf := range mfs {
 		if mf.Manager == manager && mf.Operation == metav1.ManagedFieldsOperationApply && mf.Subresource == "" && mf.FieldsV1 != nil {
-			return bytes.Clone(mf.FieldsV1.Raw)
+			return bytes.Clone(mf.FieldsV1.GetRawBytes())
 		}
 	}
 	return nil
@@ -319,7 +319,7 @@ func Compare(ref apply.Ref, baseline []byte, mfs []metav1.ManagedFieldsEntry, ma
 			continue
 		}
 		s := &fieldpath.Set{}
-		if s.FromJSON(bytes.NewReader(mf.FieldsV1.Raw)) != nil {
+		if s.FromJSON(mf.FieldsV1.GetRawReader()) != nil {
 			continue
 		}
 		if mf.Manager == manager && mf.Operation == metav1.ManagedFieldsOperationApply {
