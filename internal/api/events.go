@@ -143,7 +143,7 @@ func (s *Server) events(ctx context.Context, sc scope, all bool, changes <-chan 
 	for _, e := range entries {
 		names[e.Repo.Key()] = e.Repo.Name
 		for _, o := range s.environment(e, time.Now()).Objects {
-			last[objectKey(e, o)] = o.Status + o.Message
+			last[objectKey(e, o)] = sentKey(o)
 		}
 	}
 	tick := time.NewTicker(keepalive)
@@ -185,6 +185,15 @@ func objectKey(e view.Entry, o Object) string {
 	return e.Repo.Name + "@" + e.Repo.Environment + "/" + o.Kind + "/" + o.Namespace + "/" + o.Name
 }
 
+// sentKey is what an object event tells: a change of it sends one (its status, or its drift).
+func sentKey(o Object) string {
+	k := o.Status + "\x00" + o.Message
+	if o.Drift != nil {
+		k += fmt.Sprintf("\x00%v", *o.Drift)
+	}
+	return k
+}
+
 // sendObjects sends an event for each object in scope whose status changed.
 func (s *Server) sendObjects(sc scope, last map[string]string, send sender) bool {
 	entries, err := sc()
@@ -195,10 +204,10 @@ func (s *Server) sendObjects(sc scope, last map[string]string, send sender) bool
 	for _, e := range entries {
 		for _, o := range s.environment(e, now).Objects {
 			k := objectKey(e, o)
-			if last[k] == o.Status+o.Message {
+			if last[k] == sentKey(o) {
 				continue
 			}
-			last[k] = o.Status + o.Message
+			last[k] = sentKey(o)
 			if send("object", ObjectEvent{Repo: e.Repo.Name, Environment: e.Repo.Environment, Object: o}) != nil {
 				return false
 			}

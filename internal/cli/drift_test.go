@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -216,7 +217,24 @@ func TestDriftIsCorrected(t *testing.T) {
 // its manager, and nothing is changed.
 func TestDriftReportOnly(t *testing.T) {
 	base, appNS, stateNS, repo, _ := driftDaemon(t, "report", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/deployment/shop/web/events", nil)
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
 	scale(t, appNS, "web", 5, "kubectl")
+	sc := bufio.NewScanner(stream.Body)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "data: ") && strings.Contains(line, `"drift":{"deleted":false,"fields":[{"path":".spec.replicas","manager":"kubectl"}]}`) {
+			break
+		}
+	}
+	if sc.Err() != nil || ctx.Err() != nil {
+		t.Errorf("no object event tells of web's drift: %v %v", sc.Err(), ctx.Err())
+	}
 	if err := env.Client.CoreV1().Services(appNS).Delete(context.Background(), "svc", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -246,13 +246,18 @@ func newDrift(p *parts, opts drift.Options) *drift.Detector {
 		e, ok := p.view.Entry(key)
 		return ok && e.Pause.Paused
 	}
+	var d *drift.Detector
 	opts.Correct = func(repo config.Repo, commit, note string) bool {
 		if p.ctl == nil || p.leading == nil || !p.leading() {
 			return false
 		}
-		return p.ctl.Enqueue(repo.Key(), controller.Request{Trigger: controller.TriggerDrift, Commit: commit, Note: note})
+		if !p.ctl.Enqueue(repo.Key(), controller.Request{Trigger: controller.TriggerDrift, Commit: commit, Note: note}) {
+			d.Forget(repo.Key()) // no longer configured
+			return false
+		}
+		return true
 	}
-	d := drift.New(opts)
+	d = drift.New(opts)
 	p.tracker.Observe(d.Observe)
 	return d
 }
