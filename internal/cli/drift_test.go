@@ -361,3 +361,52 @@ func TestDriftPausedAndIgnored(t *testing.T) {
 		t.Errorf("resumed, web has %d replicas, want 2", got)
 	}
 }
+
+// TestDriftWhileDown: drift made while deployd was stopped, which no watch saw, is found
+// by the dry-run check after the next start and corrected.
+func TestDriftWhileDown(t *testing.T) {
+	srv := gittest.NewServer(t)
+	srv.NewRepo(t, "shop/web").Commit("main", "one", driftManifests)
+	appNS, stateNS := env.Namespace(t), env.Namespace(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+appNS+", interval: 0, driftInterval: 1h}\n")
+	args := []string{"--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", stateNS, "--log-format", "json"}
+	hook := func(o *daemon.Options) { o.Drift.Settle, o.Drift.FirstCheck = 20*time.Millisecond, 300*time.Millisecond }
+	_, _, stop := startDaemonWith(t, hook, args...)
+	repo := config.Repo{Name: "shop/web", Environment: "production"}
+	waitRecords(t, stateNS, repo, "the first deployment succeeds", func(recs []history.Record) bool {
+		return len(recs) == 1 && recs[0].Phase == history.Succeeded
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	scale(t, appNS, "web", 5, "kubectl")
+	c, err := env.Client.CoreV1().ConfigMaps(appNS).Get(context.Background(), "settings", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Data["value"] = "by hand"
+	if _, err := env.Client.CoreV1().ConfigMaps(appNS).Update(context.Background(), c, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+
+	_, logs, _ := startDaemonWith(t, hook, args...)
+	recs := waitRecords(t, stateNS, repo, "the drift found after the start is corrected", func(recs []history.Record) bool {
+		d := driftRecords(recs)
+		return len(d) == 1 && d[0].Phase == history.Succeeded
+	})
+	want := "drift: ConfigMap/" + appNS + "/settings .data.value by another writer; Deployment/" + appNS + "/web .spec.replicas by another writer"
+	if got := driftRecords(recs)[0].Note; got != want {
+		t.Errorf("the drift record's note is %q, want %q", got, want)
+	}
+	if got := replicasOf(t, appNS, "web"); got != 2 {
+		t.Errorf("web has %d replicas, want 2", got)
+	}
+	if c, err := env.Client.CoreV1().ConfigMaps(appNS).Get(context.Background(), "settings", metav1.GetOptions{}); err != nil || c.Data["value"] != "one" {
+		t.Errorf("the ConfigMap is %v (%v), want its value one", c.Data, err)
+	}
+	if t.Failed() {
+		t.Log(logs)
+	}
+}

@@ -18,6 +18,8 @@ const (
 	DefaultTimeout  = 5 * time.Minute
 	DefaultPrune    = true
 	DefaultDrift    = DriftCorrect
+	// DefaultDriftInterval is how often the applied commit is dry-run applied.
+	DefaultDriftInterval = 10 * time.Minute
 )
 
 // Config is a validated repos.yaml.
@@ -45,6 +47,9 @@ type Settings struct {
 	// Drift is what deployd does when the cluster no longer matches what it applied:
 	// correct it (re-apply), report it only, or ignore it. Empty means DefaultDrift.
 	Drift Drift `json:"drift"`
+	// DriftInterval is how often the applied commit is dry-run applied to find drift the
+	// watches cannot see (while deployd was down); 0 turns it off.
+	DriftInterval time.Duration `json:"driftInterval"`
 }
 
 // Drift is a repo's drift policy.

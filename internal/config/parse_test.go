@@ -38,13 +38,13 @@ repos:
 	want := []Repo{{
 		Name: "Shop/Web", URL: "https://github.com/shop/web.git", Namespace: "shop", Environment: "prod", CreateNamespace: true,
 		Auth:     Auth{TokenFile: "/etc/deployd/token"},
-		Settings: Settings{Branch: "release", Path: "deploy/manifests", Interval: 30 * time.Second, Timeout: 5 * time.Minute, Prune: true},
+		Settings: Settings{Branch: "release", Path: "deploy/manifests", Interval: 30 * time.Second, Timeout: 5 * time.Minute, Prune: true, DriftInterval: DefaultDriftInterval},
 		Line:     6,
 	}, {
 		Name: "shop/web", URL: "git@github.com:shop/web.git", Namespace: "shop-dev", Environment: "dev",
 		AllowClusterScoped: true, ServiceAccount: "deployer",
 		Auth:     Auth{SSHKeyFile: "/keys/id", KnownHostsFile: "/keys/known_hosts"},
-		Settings: Settings{Branch: "release", Path: "deploy/overlays/{environment}", Interval: 0, Timeout: 90 * time.Second, Prune: false},
+		Settings: Settings{Branch: "release", Path: "deploy/overlays/{environment}", Interval: 0, Timeout: 90 * time.Second, Prune: false, DriftInterval: DefaultDriftInterval},
 		Line:     10,
 	}}
 	if diff := cmp.Diff(want, cfg.Repos); diff != "" {
@@ -78,7 +78,7 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
 		want: []string{
 			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
-			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
 		},
 	}, {
 		name: "unknown top-level and defaults fields",

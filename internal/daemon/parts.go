@@ -257,6 +257,21 @@ func newDrift(p *parts, opts drift.Options) *drift.Detector {
 		}
 		return true
 	}
+	opts.Check = func(ctx context.Context, repo config.Repo, commit string) ([]drift.Object, error) {
+		objs, err := p.runner.Objects(ctx, repo, commit)
+		if err != nil {
+			return nil, err
+		}
+		found, err := p.applier.Drifted(ctx, apply.Request{Repo: repo, Commit: commit, Objects: objs})
+		out := make([]drift.Object, len(found))
+		for i, f := range found {
+			out[i] = drift.Object{Ref: f.Object, Deleted: f.Deleted}
+			for _, path := range f.Paths {
+				out[i].Fields = append(out[i].Fields, drift.Field{Path: path})
+			}
+		}
+		return out, err
+	}
 	d = drift.New(opts)
 	p.tracker.Observe(d.Observe)
 	return d

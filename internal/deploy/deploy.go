@@ -190,21 +190,41 @@ func (r *Runner) takeRedo(key config.Key, commit string) int {
 }
 
 func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int) (apply.Result, error) {
-	repo, rev := d.Repo, d.Revision
-	files, err := r.files.Files(repo, rev.Commit, repo.ManifestPath(), r.Limits)
-	var over *source.LimitError
-	if errors.As(err, &over) {
-		return apply.Result{}, controller.Permanent(err)
-	}
+	objs, err := r.render(ctx, d.Repo, d.Revision.Commit)
 	if err != nil {
 		return apply.Result{}, err
+	}
+	res, err := r.applier.Apply(ctx, apply.Request{Repo: d.Repo, Commit: d.Revision.Commit, Number: number, Objects: objs})
+	var invalid *apply.ValidationError
+	if errors.As(err, &invalid) {
+		return res, controller.Permanent(err)
+	}
+	return res, err
+}
+
+// Objects renders repo's manifests at commit, within the Runner's limits (for drift's
+// dry run of the applied commit).
+func (r *Runner) Objects(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
+	return r.render(ctx, repo, commit)
+}
+
+// render reads and renders repo's manifests at commit; what the commit is to blame for
+// is a controller.Permanent error.
+func (r *Runner) render(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
+	files, err := r.files.Files(repo, commit, repo.ManifestPath(), r.Limits)
+	var over *source.LimitError
+	if errors.As(err, &over) {
+		return nil, controller.Permanent(err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if render.IsKustomization(files, repo.ManifestPath()) {
 		// An overlay may reach ../base anywhere in the repo, next to the app's own code.
 		lim := r.Limits
 		lim.MaxFiles *= repoFiles
-		if files, err = r.files.Files(repo, rev.Commit, ".", lim); err != nil {
-			return apply.Result{}, controller.Permanent(err)
+		if files, err = r.files.Files(repo, commit, ".", lim); err != nil {
+			return nil, controller.Permanent(err)
 		}
 	}
 	lim := render.DefaultLimits()
@@ -215,17 +235,12 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int)
 	var bad *render.Error
 	if err != nil && (ctx.Err() != nil || !errors.As(err, &bad)) {
 		// Stopped or superseded, or a worker that could not start: not the commit's fault.
-		return apply.Result{}, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
+		return nil, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
 	}
 	if err != nil {
-		return apply.Result{}, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
+		return nil, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
 	}
-	res, err := r.applier.Apply(ctx, apply.Request{Repo: repo, Commit: rev.Commit, Number: number, Objects: objs})
-	var invalid *apply.ValidationError
-	if errors.As(err, &invalid) {
-		return res, controller.Permanent(err)
-	}
-	return res, err
+	return objs, nil
 }
 
 // startWait waits for the rollout in its own goroutine and records the outcome.

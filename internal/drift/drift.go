@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/panics"
 )
 
 // AnnotationDrift set to "ignore" on an applied object leaves its drift alone.
@@ -79,11 +81,19 @@ type Options struct {
 	Paused func(config.Key) bool
 	// Changed is told after every change of any repo's drift.
 	Changed func()
+	// Check dry-run applies repo's commit and returns what an apply would change (nil: no
+	// periodic check). It runs every repo's DriftInterval, jittered, and first within
+	// FirstCheck of a start, to find what the watches cannot see: drift while deployd was down.
+	Check      func(ctx context.Context, repo config.Repo, commit string) ([]Object, error)
+	FirstCheck time.Duration
 }
+
+// checkTimeout bounds one repo's dry-run check.
+const checkTimeout = 2 * time.Minute
 
 // DefaultOptions settle for 100ms and back off from 1s to 5m within a 5m window.
 func DefaultOptions() Options {
-	return Options{FieldManager: "deployd", Settle: 100 * time.Millisecond, Base: time.Second, Max: 5 * time.Minute, Window: 5 * time.Minute}
+	return Options{FieldManager: "deployd", Settle: 100 * time.Millisecond, Base: time.Second, Max: 5 * time.Minute, Window: 5 * time.Minute, FirstCheck: time.Minute}
 }
 
 // Detector keeps, per applied object, the fields deployd's last apply owned, and
@@ -105,6 +115,9 @@ type tracked struct {
 	tooBig bool
 	ignore bool
 	drift  *Object
+	// checked: drift was found by the dry-run check; only an apply clears it (the
+	// managed fields need not show it).
+	checked bool
 }
 
 type repoState struct {
@@ -114,6 +127,7 @@ type repoState struct {
 	objects  map[string]*tracked
 
 	timer       *time.Timer
+	check       *time.Timer
 	last        time.Time
 	streak      int
 	reason      string
@@ -197,6 +211,7 @@ func (d *Detector) End(repo config.Repo, commit string, res apply.Result, err er
 	rs.objects = next
 	if err == nil {
 		rs.commit = commit
+		d.armCheck(repo.Key(), rs, false)
 	}
 	if rs.drifted() {
 		d.schedule(repo.Key(), rs) // a failed correction is asked again, backing off
@@ -220,6 +235,7 @@ func (d *Detector) Expect(repo config.Repo, commit string, refs []apply.Ref) {
 			d.byObj[k] = repo.Key()
 		}
 	}
+	d.armCheck(repo.Key(), rs, true)
 }
 
 // Forget drops a repo (removed from the config).
@@ -232,6 +248,9 @@ func (d *Detector) Forget(key config.Key) {
 	}
 	if rs.timer != nil {
 		rs.timer.Stop()
+	}
+	if rs.check != nil {
+		rs.check.Stop()
 	}
 	for k := range rs.objects {
 		delete(d.byObj, k)
@@ -276,6 +295,11 @@ func (d *Detector) Observe(u *unstructured.Unstructured, deleted bool) {
 	default:
 		next = Compare(t.ref, t.fields, u.GetManagedFields(), d.opts.FieldManager)
 	}
+	if next == nil && t.checked && !t.ignore && rs.repo.DriftPolicy() != config.DriftIgnore {
+		next = t.drift
+	} else {
+		t.checked = false
+	}
 	changed := !same(t.drift, next)
 	t.drift = next
 	if changed && next != nil {
@@ -285,6 +309,68 @@ func (d *Detector) Observe(u *unstructured.Unstructured, deleted bool) {
 	if changed {
 		d.opts.Changed()
 	}
+}
+
+// armCheck arms the repo's periodic dry-run check, unless armed or off: after its
+// DriftInterval ±10 %, or, first after a start, within FirstCheck. Called with d.mu held.
+func (d *Detector) armCheck(key config.Key, rs *repoState, first bool) {
+	every := rs.repo.DriftInterval
+	if rs.check != nil || d.opts.Check == nil || every <= 0 {
+		return
+	}
+	delay := time.Duration(float64(every) * (0.9 + 0.2*rand.Float64()))
+	if first {
+		delay = time.Duration(float64(min(every, d.opts.FirstCheck)) * rand.Float64())
+	}
+	rs.check = time.AfterFunc(delay, func() { d.runCheck(key, rs) })
+}
+
+// runCheck dry-runs the repo's applied commit and takes what it finds as drift.
+func (d *Detector) runCheck(key config.Key, rs *repoState) {
+	d.mu.Lock()
+	if d.repos[key] != rs {
+		d.mu.Unlock()
+		return
+	}
+	rs.check = nil
+	skip := rs.applying > 0 || rs.commit == "" || rs.repo.DriftPolicy() == config.DriftIgnore
+	repo, commit := rs.repo, rs.commit
+	d.mu.Unlock()
+	var found []Object
+	var err error
+	if !skip {
+		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+		found, err = d.checkSafely(ctx, repo, commit)
+		cancel()
+	}
+	d.mu.Lock()
+	changed := false
+	if d.repos[key] == rs && err == nil && rs.applying == 0 && rs.commit == commit {
+		for _, o := range found {
+			t := rs.objects[refKey(o.Ref)]
+			if t == nil || t.ignore || t.drift != nil {
+				continue
+			}
+			o.Fields = o.Fields[:min(len(o.Fields), MaxFields)]
+			t.drift, t.checked, changed = &o, true, true
+		}
+		if changed {
+			d.schedule(key, rs)
+		}
+	}
+	if d.repos[key] == rs {
+		d.armCheck(key, rs, false)
+	}
+	d.mu.Unlock()
+	if changed {
+		d.opts.Changed()
+	}
+}
+
+// checkSafely is Check behind a recover: it runs in a timer's goroutine.
+func (d *Detector) checkSafely(ctx context.Context, repo config.Repo, commit string) (found []Object, err error) {
+	defer panics.Recover(&err)
+	return d.opts.Check(ctx, repo, commit)
 }
 
 // Owned returns the fields manager's apply owns among mfs (FieldsV1 JSON), or nil.
