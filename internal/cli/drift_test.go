@@ -371,7 +371,9 @@ func TestDriftWhileDown(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+appNS+", interval: 0, driftInterval: 1h}\n")
 	args := []string{"--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", stateNS, "--log-format", "json"}
-	hook := func(o *daemon.Options) { o.Drift.Settle, o.Drift.FirstCheck = 20*time.Millisecond, 300*time.Millisecond }
+	hook := func(o *daemon.Options) {
+		o.Drift.Settle, o.Drift.FirstCheck = 20*time.Millisecond, 300*time.Millisecond
+	}
 	_, _, stop := startDaemonWith(t, hook, args...)
 	repo := config.Repo{Name: "shop/web", Environment: "production"}
 	waitRecords(t, stateNS, repo, "the first deployment succeeds", func(recs []history.Record) bool {
