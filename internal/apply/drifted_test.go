@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 )
 
 // TestDrifted dry-runs an applied commit: nothing drifted at first; then an edited
@@ -32,13 +33,17 @@ func TestDrifted(t *testing.T) {
 	if _, err := env.Client.CoreV1().ConfigMaps(repo.Namespace).Update(ctx, cm, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
 		t.Fatal(err)
 	}
-	web, err := env.Client.AppsV1().Deployments(repo.Namespace).Get(ctx, "web", metav1.GetOptions{})
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error { // the Deployment controller writes too
+		web, err := env.Client.AppsV1().Deployments(repo.Namespace).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		five := int32(5)
+		web.Spec.Replicas = &five
+		_, err = env.Client.AppsV1().Deployments(repo.Namespace).Update(ctx, web, metav1.UpdateOptions{FieldManager: "kubectl"})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	five := int32(5)
-	web.Spec.Replicas = &five
-	if _, err := env.Client.AppsV1().Deployments(repo.Namespace).Update(ctx, web, metav1.UpdateOptions{FieldManager: "kubectl"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.Client.AppsV1().Deployments(repo.Namespace).Delete(ctx, "api", metav1.DeleteOptions{}); err != nil {
