@@ -86,6 +86,8 @@ type Options struct {
 	// FirstCheck of a start, to find what the watches cannot see: drift while deployd was down.
 	Check      func(ctx context.Context, repo config.Repo, commit string) ([]Object, error)
 	FirstCheck time.Duration
+	// MaxBytes bounds the owned-fields baselines kept for all objects together (0: 256 MiB).
+	MaxBytes int
 }
 
 // checkTimeout bounds one repo's dry-run check.
@@ -105,13 +107,15 @@ type Detector struct {
 	mu    sync.Mutex
 	repos map[config.Key]*repoState
 	byObj map[string]config.Key
+	// bytes are the baselines' bytes kept, at most opts.MaxBytes.
+	bytes int
 }
 
 type tracked struct {
 	ref apply.Ref
 	// fields are what deployd's apply owned (FieldsV1 JSON); nil until known.
 	fields []byte
-	// tooBig: the owned fields were over MaxBaseline; only deletion is seen.
+	// tooBig: the owned fields were over a bound (MaxBaseline, MaxBytes); only deletion is seen.
 	tooBig bool
 	ignore bool
 	drift  *Object
@@ -144,6 +148,9 @@ func New(opts Options) *Detector {
 	}
 	if opts.Changed == nil {
 		opts.Changed = func() {}
+	}
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = 256 << 20
 	}
 	return &Detector{opts: opts, repos: map[config.Key]*repoState{}, byObj: map[string]config.Key{}}
 }
@@ -187,22 +194,26 @@ func (d *Detector) End(repo config.Repo, commit string, res apply.Result, err er
 	}
 	for _, c := range res.Changes {
 		k := refKey(c.Object)
+		old := rs.objects[k]
+		if old != nil {
+			d.release(old)
+		}
 		if c.Action == apply.Pruned || c.Action == apply.PruneSkipped {
 			delete(next, k)
+			delete(d.byObj, k)
 			continue
 		}
-		t := &tracked{ref: c.Object, fields: c.Fields, tooBig: len(c.Fields) > MaxBaseline}
-		if t.tooBig {
-			t.fields = nil
-		}
-		if old := rs.objects[k]; old != nil {
+		t := &tracked{ref: c.Object}
+		d.keep(t, c.Fields)
+		if old != nil {
 			t.ignore = old.ignore
 		}
 		next[k] = t
 	}
-	for k := range rs.objects {
+	for k, old := range rs.objects {
 		if _, ok := next[k]; !ok {
 			delete(d.byObj, k)
+			d.release(old)
 		}
 	}
 	for k := range next {
@@ -252,8 +263,9 @@ func (d *Detector) Forget(key config.Key) {
 	if rs.check != nil {
 		rs.check.Stop()
 	}
-	for k := range rs.objects {
+	for k, t := range rs.objects {
 		delete(d.byObj, k)
+		d.release(t)
 	}
 	delete(d.repos, key)
 }
@@ -288,10 +300,7 @@ func (d *Detector) Observe(u *unstructured.Unstructured, deleted bool) {
 		next = &Object{Ref: t.ref, Deleted: true}
 	case t.tooBig:
 	case t.fields == nil:
-		t.fields = Owned(u.GetManagedFields(), d.opts.FieldManager)
-		if len(t.fields) > MaxBaseline {
-			t.fields, t.tooBig = nil, true
-		}
+		d.keep(t, Owned(u.GetManagedFields(), d.opts.FieldManager))
 	default:
 		next = Compare(t.ref, t.fields, u.GetManagedFields(), d.opts.FieldManager)
 	}
@@ -371,6 +380,24 @@ func (d *Detector) runCheck(key config.Key, rs *repoState) {
 func (d *Detector) checkSafely(ctx context.Context, repo config.Repo, commit string) (found []Object, err error) {
 	defer panics.Recover(&err)
 	return d.opts.Check(ctx, repo, commit)
+}
+
+// keep makes fields t's baseline, within the bounds: over MaxBaseline for the object,
+// or over MaxBytes for all objects, t is watched for deletion (and dry-run checked) only.
+// Called with d.mu held.
+func (d *Detector) keep(t *tracked, fields []byte) {
+	d.release(t)
+	t.tooBig = len(fields) > MaxBaseline || d.bytes+len(fields) > d.opts.MaxBytes
+	if !t.tooBig {
+		t.fields = fields
+		d.bytes += len(fields)
+	}
+}
+
+// release gives t's baseline back to the budget. Called with d.mu held.
+func (d *Detector) release(t *tracked) {
+	d.bytes -= len(t.fields)
+	t.fields = nil
 }
 
 // Owned returns the fields manager's apply owns among mfs (FieldsV1 JSON), or nil.

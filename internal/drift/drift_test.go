@@ -6,8 +6,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/deployd/deployd/internal/apply"
+	"github.com/deployd/deployd/internal/config"
 )
 
 func entry(manager string, op metav1.ManagedFieldsOperationType, fields string, at time.Time) metav1.ManagedFieldsEntry {
@@ -79,5 +81,47 @@ func TestFieldsAreBounded(t *testing.T) {
 	got := Compare(apply.Ref{Kind: "ConfigMap", Name: "c"}, []byte(fields), []metav1.ManagedFieldsEntry{entry("kubectl", metav1.ManagedFieldsOperationUpdate, fields, time.Unix(0, 0))}, "deployd")
 	if got == nil || len(got.Fields) != MaxFields {
 		t.Fatalf("drift %+v, want %d fields", got, MaxFields)
+	}
+}
+
+func live(name string, mfs ...metav1.ManagedFieldsEntry) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("v1")
+	u.SetKind("ConfigMap")
+	u.SetNamespace("shop")
+	u.SetName(name)
+	u.SetManagedFields(mfs)
+	return u
+}
+
+// TestBaselinesAreBounded: past MaxBytes an object keeps no baseline (its field drift
+// is not seen, its deletion is), and forgetting a repo gives the bytes back.
+func TestBaselinesAreBounded(t *testing.T) {
+	const owned = `{"f:data":{"f:value":{}}}`
+	t0 := time.Unix(0, 0)
+	opts := DefaultOptions()
+	opts.MaxBytes = len(owned) + 1 // one object's baseline
+	d := New(opts)
+	repo := config.Repo{Name: "shop/web", Namespace: "shop", Environment: "dev", Settings: config.Settings{Drift: config.DriftReport}}
+	ref := func(name string) apply.Ref { return apply.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "shop", Name: name} }
+	d.Begin(repo)
+	d.End(repo, "c1", apply.Result{Changes: []apply.Change{{Object: ref("a"), Action: apply.Created, Fields: []byte(owned)}, {Object: ref("b"), Action: apply.Created, Fields: []byte(owned)}}}, nil)
+	if d.bytes != len(owned) {
+		t.Fatalf("%d bytes kept, want %d", d.bytes, len(owned))
+	}
+	edited := []metav1.ManagedFieldsEntry{entry("deployd", metav1.ManagedFieldsOperationApply, `{"f:metadata":{}}`, t0), entry("kubectl", metav1.ManagedFieldsOperationUpdate, owned, t0)}
+	d.Observe(live("a", edited...), false)
+	d.Observe(live("b", edited...), false)
+	want := []Object{{Ref: ref("a"), Fields: []Field{{Path: ".data.value", Manager: "kubectl"}}}}
+	if diff := cmp.Diff(want, d.Repo(repo.Key()).Objects); diff != "" {
+		t.Errorf("drift (-want +got):\n%s", diff)
+	}
+	d.Observe(live("b"), true)
+	if got := d.Repo(repo.Key()).Objects; len(got) != 2 || !got[1].Deleted {
+		t.Errorf("b's deletion is not drift: %+v", got)
+	}
+	d.Forget(repo.Key())
+	if d.bytes != 0 {
+		t.Errorf("%d bytes kept after forgetting the repo", d.bytes)
 	}
 }
