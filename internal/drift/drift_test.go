@@ -103,7 +103,9 @@ func TestBaselinesAreBounded(t *testing.T) {
 	opts.MaxBytes = len(owned) + 1 // one object's baseline
 	d := New(opts)
 	repo := config.Repo{Name: "shop/web", Namespace: "shop", Environment: "dev", Settings: config.Settings{Drift: config.DriftReport}}
-	ref := func(name string) apply.Ref { return apply.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "shop", Name: name} }
+	ref := func(name string) apply.Ref {
+		return apply.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "shop", Name: name}
+	}
 	d.Begin(repo)
 	d.End(repo, "c1", apply.Result{Changes: []apply.Change{{Object: ref("a"), Action: apply.Created, Fields: []byte(owned)}, {Object: ref("b"), Action: apply.Created, Fields: []byte(owned)}}}, nil)
 	if d.bytes != len(owned) {
