@@ -166,6 +166,8 @@ type Change struct {
 	// Fields are the fields deployd owns after the apply (its managed fields entry,
 	// FieldsV1 JSON): what drift detection compares the live object with.
 	Fields []byte `json:"-"`
+	// ResourceVersion is the object's after the apply, so a watcher can tell older events.
+	ResourceVersion string `json:"-"`
 }
 
 // Result lists every object's change, applied ones first, then pruned ones.

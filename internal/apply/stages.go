@@ -220,7 +220,7 @@ func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item)
 	if err != nil {
 		return Change{}, err
 	}
-	c := Change{Object: it.ref(), Action: Configured, Generation: after.GetGeneration(), Fields: a.owned(after)}
+	c := Change{Object: it.ref(), Action: Configured, Generation: after.GetGeneration(), Fields: a.owned(after), ResourceVersion: after.GetResourceVersion()}
 	switch {
 	case before == nil:
 		c.Action = Created
@@ -269,7 +269,7 @@ func (a *Applier) recreate(ctx context.Context, dyn dynamic.Interface, it *item,
 	if err != nil {
 		return Change{}, fmt.Errorf("creating after deletion: %w", err)
 	}
-	return Change{Object: it.ref(), Action: Recreated, Generation: after.GetGeneration(), Fields: a.owned(after)}, nil
+	return Change{Object: it.ref(), Action: Recreated, Generation: after.GetGeneration(), Fields: a.owned(after), ResourceVersion: after.GetResourceVersion()}, nil
 }
 
 // waitEstablished waits until every applied CRD is Established, so its kinds can be applied.

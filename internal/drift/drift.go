@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -122,6 +123,16 @@ type tracked struct {
 	// checked: drift was found by the dry-run check; only an apply clears it (the
 	// managed fields need not show it).
 	checked bool
+	// seen is the last event seen while the repo was being applied, judged when the
+	// apply ends.
+	seen *seen
+}
+
+// seen is an event seen while an apply ran.
+type seen struct {
+	deleted bool
+	rv      string
+	mfs     []metav1.ManagedFieldsEntry
 }
 
 type repoState struct {
@@ -207,8 +218,14 @@ func (d *Detector) End(repo config.Repo, commit string, res apply.Result, err er
 		d.keep(t, c.Fields)
 		if old != nil {
 			t.ignore = old.ignore
+			d.judge(rs, t, old.seen, c.ResourceVersion)
 		}
 		next[k] = t
+	}
+	for _, t := range next {
+		if t.seen != nil { // not in this apply's changes (it failed before them)
+			d.judge(rs, t, t.seen, "")
+		}
 	}
 	for k, old := range rs.objects {
 		if _, ok := next[k]; !ok {
@@ -290,6 +307,11 @@ func (d *Detector) Observe(u *unstructured.Unstructured, deleted bool) {
 		t.ignore = u.GetAnnotations()[AnnotationDrift] == "ignore"
 	}
 	if rs.applying > 0 {
+		// The apply's doing, or a change made meanwhile: told apart when it ends.
+		t.seen = &seen{deleted: deleted, rv: u.GetResourceVersion()}
+		if !deleted {
+			t.seen.mfs = u.GetManagedFields()
+		}
 		d.mu.Unlock()
 		return
 	}
@@ -380,6 +402,30 @@ func (d *Detector) runCheck(key config.Key, rs *repoState) {
 func (d *Detector) checkSafely(ctx context.Context, repo config.Repo, commit string) (found []Object, err error) {
 	defer panics.Recover(&err)
 	return d.opts.Check(ctx, repo, commit)
+}
+
+// judge takes an event seen during an apply as drift when it is not older than the
+// apply's result of the object (resource version appliedRV): the object deleted, or its
+// owned fields changed, after deployd applied it. Called with d.mu held.
+func (d *Detector) judge(rs *repoState, t *tracked, s *seen, appliedRV string) {
+	t.seen = nil
+	if s == nil || t.ignore || rs.repo.DriftPolicy() == config.DriftIgnore || !notOlder(s.rv, appliedRV) {
+		return
+	}
+	switch {
+	case s.deleted:
+		t.drift = &Object{Ref: t.ref, Deleted: true}
+	case t.fields != nil:
+		t.drift = Compare(t.ref, t.fields, s.mfs, d.opts.FieldManager)
+	}
+}
+
+// notOlder compares resource versions as the API server's etcd revisions they are;
+// one that is not a number is taken as newer.
+func notOlder(rv, than string) bool {
+	a, err1 := strconv.ParseUint(rv, 10, 64)
+	b, err2 := strconv.ParseUint(than, 10, 64)
+	return err1 != nil || err2 != nil || a >= b
 }
 
 // keep makes fields t's baseline, within the bounds: over MaxBaseline for the object,

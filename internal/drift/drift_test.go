@@ -127,3 +127,32 @@ func TestBaselinesAreBounded(t *testing.T) {
 		t.Errorf("%d bytes kept after forgetting the repo", d.bytes)
 	}
 }
+
+// TestChangesDuringAnApply: an event seen while the repo is applied is drift when it is
+// newer than the apply's result (a deletion after the object was applied), and not when
+// older (the apply then overwrote it).
+func TestChangesDuringAnApply(t *testing.T) {
+	const owned = `{"f:data":{"f:value":{}}}`
+	d := New(DefaultOptions())
+	repo := config.Repo{Name: "shop/web", Namespace: "shop", Environment: "dev", Settings: config.Settings{Drift: config.DriftReport}}
+	ref := func(name string) apply.Ref { return apply.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "shop", Name: name} }
+	changes := []apply.Change{{Object: ref("a"), Action: apply.Created, Fields: []byte(owned), ResourceVersion: "10"},
+		{Object: ref("b"), Action: apply.Created, Fields: []byte(owned), ResourceVersion: "20"}}
+	d.Begin(repo)
+	d.End(repo, "c1", apply.Result{Changes: changes}, nil)
+
+	d.Begin(repo)
+	gone := func(name, rv string) *unstructured.Unstructured {
+		u := live(name)
+		u.SetResourceVersion(rv)
+		return u
+	}
+	d.Observe(gone("a", "12"), true) // deleted after its apply (rv 11)
+	d.Observe(gone("b", "15"), true) // deleted before its apply (rv 21) recreated it
+	changes[0].ResourceVersion, changes[1].ResourceVersion = "11", "21"
+	d.End(repo, "c2", apply.Result{Changes: changes}, nil)
+	want := []Object{{Ref: ref("a"), Deleted: true}}
+	if diff := cmp.Diff(want, d.Repo(repo.Key()).Objects); diff != "" {
+		t.Errorf("drift (-want +got):\n%s", diff)
+	}
+}
