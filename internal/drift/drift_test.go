@@ -135,7 +135,9 @@ func TestChangesDuringAnApply(t *testing.T) {
 	const owned = `{"f:data":{"f:value":{}}}`
 	d := New(DefaultOptions())
 	repo := config.Repo{Name: "shop/web", Namespace: "shop", Environment: "dev", Settings: config.Settings{Drift: config.DriftReport}}
-	ref := func(name string) apply.Ref { return apply.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "shop", Name: name} }
+	ref := func(name string) apply.Ref {
+		return apply.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "shop", Name: name}
+	}
 	changes := []apply.Change{{Object: ref("a"), Action: apply.Created, Fields: []byte(owned), ResourceVersion: "10"},
 		{Object: ref("b"), Action: apply.Created, Fields: []byte(owned), ResourceVersion: "20"}}
 	d.Begin(repo)
