@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: deps fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster cluster-tool image image-tar openapi
+.PHONY: deps fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster realnode cluster-real cluster-tool image image-tar openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 build:
@@ -19,6 +19,10 @@ build:
 ## simcluster: build the simulated cluster's binaries once (minutes the first time, then cached)
 simcluster:
 	@bash hack/simcluster/build.sh >/dev/null
+
+## realnode: build the real node's parts once (kubelet, kube-proxy, containerd; minutes the first time)
+realnode:
+	@bash hack/realnode/build.sh >/dev/null
 
 cluster-tool:
 	@$(GO) build -o $(BIN)/cluster ./hack/cluster
@@ -36,10 +40,17 @@ test: deps simcluster cluster-tool
 cluster: simcluster cluster-tool
 	$(BIN)/cluster run
 
-## demo: deployd on a fresh simulated cluster, deploying two sample apps from a local git server
+## cluster-real: the same with a real node beside the simulated one (root, Linux); Ctrl-C restores the machine
+cluster-real: simcluster realnode cluster-tool
+	$(BIN)/cluster run --real-node
+
+## demo: deployd installed from k8s/ on a real node (root, Linux) deploying two sample apps in real
+## containers from a local git server; elsewhere, or with DEMO=simulated, deployd on the host
+## against a simulated cluster
+DEMO ?=
 demo: build simcluster
 	@$(GO) build -o $(BIN)/deployd-demo ./hack/demo
-	DEMO_LISTEN=$(DEMO_LISTEN) $(BIN)/deployd-demo
+	DEMO=$(DEMO) DEMO_LISTEN=$(DEMO_LISTEN) $(BIN)/deployd-demo
 
 ## demo-push: commit a change to a sample app of the running demo and send the push webhook
 demo-push:
@@ -53,6 +64,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDelivery$$' -fuzztime $(FUZZTIME) ./internal/webhook
 	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./internal/render
 	$(GO) test -run '^$$' -fuzz '^FuzzParams$$' -fuzztime $(FUZZTIME) ./internal/api
+	$(GO) test -run '^$$' -fuzz '^FuzzFanout$$' -fuzztime $(FUZZTIME) ./internal/api
 
 ## openapi: write the OpenAPI documents into openapi/ and regenerate the Go client in pkg/client
 openapi:

@@ -278,9 +278,14 @@ type deploymentEvent struct {
 // follow reads a repo's Server-Sent Events until ctx ends, sending deployment events
 // stamped with when they arrived.
 func (d *daemon) follow(ctx context.Context, repo string) (<-chan deploymentEvent, error) {
+	return d.followWith(ctx, http.DefaultClient, repo)
+}
+
+// followWith is follow through client c (one with its own source address, say).
+func (d *daemon) followWith(ctx context.Context, c *http.Client, repo string) (<-chan deploymentEvent, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.addr+"/deployment/"+repo+"/events", nil)
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}

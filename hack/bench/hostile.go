@@ -181,11 +181,14 @@ func (e *env) pushHostile(ctx context.Context, d *daemon, repos map[string]*gitt
 }
 
 // holdStreams opens n event streams over repos and reads them until ctx ends; it
-// returns how many were served.
+// returns how many were served. Each stream comes from a loopback address of its own
+// (127.0.1.x), as n clients would: deployd limits the streams of one client.
 func holdStreams(ctx context.Context, d *daemon, repos []*hookRepo, n int) int {
 	held := 0
 	for i := range n {
-		events, err := d.follow(ctx, repos[i%len(repos)].name)
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%250))}}
+		c := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+		events, err := d.followWith(ctx, c, repos[i%len(repos)].name)
 		if err != nil {
 			continue
 		}

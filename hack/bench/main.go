@@ -12,7 +12,9 @@
 //     status API: none lost, no error answers, memory flat;
 //  8. 200 repos pushed while 5 repos push hostile inputs (issue 17) and 50 clients hold
 //     event streams: every calm repo deploys, deployd never restarts, each hostile repo
-//     gets an error record, RSS stays under the pod's limit.
+//     gets an error record, RSS stays under the pod's limit;
+//  9. on the real node (root, Linux): start, kubectl apply -f k8s/ → deployd Ready, push →
+//     the app's real Pods serve the new version, deployd's Pod memory at rest.
 //
 // It writes bench/results/<date>.json and the table in bench/RESULTS.md, and prints it.
 package main
@@ -32,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deployd/deployd/internal/realnode"
 	"github.com/deployd/deployd/pkg/client"
 )
 
@@ -73,7 +76,7 @@ func main() {
 	flag.DurationVar(&o.hooksFor, "hooks-for", 60*time.Second, "how long scenario 7 delivers webhooks")
 	flag.IntVar(&o.hooksReads, "hooks-reads", 200, "status API reads per second during scenario 7, over 4 clients (0: as fast as they go)")
 	flag.IntVar(&o.hostileRepos, "hostile-repos", 200, "calm repos deploying beside the hostile ones in scenario 8")
-	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8", "scenarios to run, e.g. 1,2")
+	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8,9", "scenarios to run, e.g. 1,2 (9 needs root on Linux: the real node)")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
@@ -100,8 +103,8 @@ func run1(ctx context.Context, o options) error {
 	want := map[int]bool{}
 	for _, s := range strings.Split(o.only, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 8 {
-			return fmt.Errorf("-only %q: want scenario numbers from 1 to 8", o.only)
+		if err != nil || n < 1 || n > 9 {
+			return fmt.Errorf("-only %q: want scenario numbers from 1 to 9", o.only)
 		}
 		want[n] = true
 	}
@@ -109,12 +112,23 @@ func run1(ctx context.Context, o options) error {
 		return fmt.Errorf("-hooks-repos, -hooks-rate and -hooks-for must be positive, -hooks-reads not negative")
 	}
 	began := time.Now()
-	e, err := newEnv(ctx, o)
-	if err != nil {
-		return err
-	}
-	defer e.close()
 	r := &results{Date: time.Now().UTC(), Machine: machineInfo(), Commit: describe()}
+	if want[9] {
+		// First, alone: the simulated scenarios' cluster and load would skew its timings.
+		if err := realnode.Available(); err != nil {
+			progress("scenario 9 left out: %v", err)
+		} else if err := realNode(ctx, o, r); err != nil {
+			r.fail("scenario 9", err)
+		}
+	}
+	e := &env{}
+	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] || want[8] {
+		var err error
+		if e, err = newEnv(ctx, o); err != nil {
+			return err
+		}
+		defer e.close()
+	}
 	if want[1] || want[2] || want[4] {
 		if err := e.smallScenarios(ctx, want, r); err != nil {
 			r.fail("scenarios 1, 2, 4", err)

@@ -6,7 +6,10 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -28,9 +31,12 @@ import (
 	"github.com/deployd/deployd/internal/view"
 )
 
-// Queue takes sync requests (controller.Controller).
+// Queue takes sync requests: the controller's (controller.Local), or a follower's,
+// which hands them to the leader and can fail.
 type Queue interface {
-	Enqueue(key config.Key, req controller.Request) bool
+	// Enqueue queues req; controller.ErrNotConfigured says the repo left the config,
+	// any other error that the request could not be queued.
+	Enqueue(ctx context.Context, key config.Key, req controller.Request) error
 }
 
 // Statuses gives live object statuses (rollout.Tracker).
@@ -66,6 +72,11 @@ type Options struct {
 	ReadAuth bool
 	// PublicURL is the base of links the API hands out.
 	PublicURL string
+	// Streams bound the event streams; zero fields take DefaultStreamOptions' values.
+	Streams StreamOptions
+	// Log receives the causes of 502 answers (the API server's words may name deployd's
+	// rights, so the client gets what failed and the log why); nil discards them.
+	Log *slog.Logger
 }
 
 // Deps are what the API reads and acts through.
@@ -96,6 +107,7 @@ type Server struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	cache     statusCache
+	hub       *hub
 }
 
 // CloseStreams ends every event stream (http.Server.RegisterOnShutdown).
@@ -110,8 +122,14 @@ func New(deps Deps, opts Options) *Server {
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
 		"bearer": {Type: "http", Scheme: "bearer", Description: "The token in deployd's --api-token-file."},
 	}
+	opts.Streams = opts.Streams.orDefaults()
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
 	s := &Server{deps: deps, opts: opts, api: humago.New(mux, cfg), mux: mux, closing: make(chan struct{}),
 		cache: statusCache{answers: map[string]*cachedStatus{}}}
+	s.hub = newHub(s, opts.Streams)
+	s.api.UseMiddleware(s.authorizeOperation) // before the operations: huma binds middleware at registration
 	s.register()
 	s.registerEvents()
 	return s
@@ -134,21 +152,73 @@ func (s *Server) Handler() http.Handler {
 		if s.serveStatus(w, r) {
 			return
 		}
+		if isStream(r) {
+			release, err := s.hub.admit(clientOf(r))
+			if err != nil {
+				w.Header().Set("Retry-After", "30")
+				problem(w, huma.NewError(http.StatusServiceUnavailable, err.Error()))
+				return
+			}
+			defer release()
+		}
 		s.mux.ServeHTTP(w, r)
 	})
 }
 
+// isStream tells an event stream's request: GET /events or /deployment/{owner}/{repo}/events.
+func isStream(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	if r.URL.Path == "/events" {
+		return true
+	}
+	parts := strings.Split(r.URL.Path, "/")
+	return len(parts) == 5 && parts[1] == "deployment" && parts[4] == "events"
+}
+
+// clientOf is the client's address, without its port.
+func clientOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// problem writes err in huma's error format.
+func problem(w http.ResponseWriter, err huma.StatusError) {
+	body, _ := encode(err)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(err.GetStatus())
+	_, _ = w.Write(body)
+}
+
 // refuseBody answers 413 in huma's error format.
 func refuseBody(w http.ResponseWriter) {
-	body, _ := encode(huma.NewError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d MiB: the API's operations take their input in the path and query", MaxBody>>20)))
-	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Connection", "close")
-	w.WriteHeader(http.StatusRequestEntityTooLarge)
-	_, _ = w.Write(body)
+	problem(w, huma.NewError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d MiB: the API's operations take their input in the path and query", MaxBody>>20)))
 }
 
 // OpenAPI returns the API's OpenAPI document.
 func (s *Server) OpenAPI() *huma.OpenAPI { return s.api.OpenAPI() }
+
+// authorizeOperation checks the bearer token of every operation before its input is read:
+// an operation with a security requirement (the write endpoints) needs it, the others
+// only with --api-read-auth.
+func (s *Server) authorizeOperation(ctx huma.Context, next func(huma.Context)) {
+	write := len(ctx.Operation().Security) > 0
+	if err := s.authorize(ctx.Header("Authorization"), write); err != nil {
+		var e *huma.ErrorModel
+		if errors.As(err, &e) {
+			_ = huma.WriteErr(s.api, ctx, e.Status, e.Detail)
+			return
+		}
+		_ = huma.WriteErr(s.api, ctx, http.StatusUnauthorized, err.Error())
+		return
+	}
+	next(ctx)
+}
 
 // authorize checks the bearer token in constant time.
 func (s *Server) authorize(header string, write bool) error {

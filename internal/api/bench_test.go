@@ -84,3 +84,31 @@ func TestLoadedServerAnswers(t *testing.T) {
 		t.Errorf("%d %s", rec.Code, rec.Body)
 	}
 }
+
+// BenchmarkFanout is one status change of every object, at 1,000 repos of 10 objects,
+// fanned out to 50 streams of every repo: the changes are found and encoded once.
+func BenchmarkFanout(b *testing.B) {
+	s := loaded(b, 1000, 10)
+	statuses := &changingStatuses{message: "first"}
+	s.deps.Statuses = statuses
+	h := newHub(s, StreamOptions{}.orDefaults())
+	h.once.Do(func() {})
+	h.last = map[string]string{}
+	h.diffObjects(false)
+	subs := make([]*sub, 50)
+	for i := range subs {
+		subs[i] = h.subscribe(nil)
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n++
+		statuses.set(fmt.Sprint("change ", n))
+		h.diffObjects(true)
+		for _, sb := range subs {
+			for len(sb.ch) > 0 {
+				<-sb.ch
+			}
+		}
+	}
+}

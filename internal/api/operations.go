@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -10,8 +11,10 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/view"
 )
 
@@ -151,14 +154,14 @@ func (s *Server) register() {
 	huma.Register(s.api, huma.Operation{OperationID: "get-history-record", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}/history/{number}",
 		Summary: "One deployment", Tags: tags, Errors: append(readErrors, http.StatusBadRequest)}, s.getRecord)
 	huma.Register(s.api, huma.Operation{OperationID: "get-object", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}/objects/{kind}/{name}",
-		Summary: "A live object", Description: "An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.",
+		Summary: "A live object", Description: "An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>; so are ConfigMap data and binaryData values and containers' env values, unless the request carries the API token.",
 		Tags: tags, Errors: append(readErrors, http.StatusBadRequest, http.StatusBadGateway)}, s.getObject)
 	huma.Register(s.api, huma.Operation{OperationID: "list-deployments", Method: http.MethodGet, Path: "/deployments",
 		Summary: "Every repo and environment", Tags: tags, Errors: []int{http.StatusUnauthorized}}, s.listDeployments)
 	write := []map[string][]string{{"bearer": {}}}
 	huma.Register(s.api, huma.Operation{OperationID: "sync", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/sync", DefaultStatus: http.StatusAccepted,
 		Summary: "Check and deploy a repo now", Description: "Queues a check of the repo; with force, deploys even unchanged manifests.",
-		Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict}}, s.sync)
+		Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable}}, s.sync)
 	huma.Register(s.api, huma.Operation{OperationID: "pause", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/pause",
 		Summary: "Pause a repo", Description: "A paused repo is still watched and its status served, but nothing is deployed until it is resumed. Survives restarts.",
 		Tags: tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound}}, s.pause(true))
@@ -167,15 +170,12 @@ func (s *Server) register() {
 	huma.Register(s.api, huma.Operation{OperationID: "rollback", Method: http.MethodPost, Path: "/deployment/{owner}/{repo}/rollback", DefaultStatus: http.StatusAccepted,
 		Summary:     "Deploy an earlier commit again",
 		Description: "Deploys the commit of an earlier successful deployment as a new one (trigger rollback), and pauses the repo so the next push does not undo it.",
-		Tags:        tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict}}, s.rollback)
+		Tags:        tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable}}, s.rollback)
 	huma.Register(s.api, huma.Operation{OperationID: "get-config", Method: http.MethodGet, Path: "/config",
 		Summary: "The config in force", Description: "The effective repos.yaml, with the error of the last refused reload.", Tags: []string{"deployd"}, Errors: []int{http.StatusUnauthorized}}, s.getConfig)
 }
 
 func (s *Server) getDeployment(ctx context.Context, in *statusInput) (*statusOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	es, err := s.entries(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -193,9 +193,6 @@ func (s *Server) status(es []view.Entry, now time.Time) RepoStatus {
 }
 
 func (s *Server) listHistory(ctx context.Context, in *historyInput) (*historyOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -210,9 +207,6 @@ func (s *Server) listHistory(ctx context.Context, in *historyInput) (*historyOut
 }
 
 func (s *Server) getRecord(ctx context.Context, in *recordInput) (*recordOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -228,9 +222,6 @@ func (s *Server) getRecord(ctx context.Context, in *recordInput) (*recordOutput,
 func historyName(n int) string { return history.Record{Number: n}.Name() }
 
 func (s *Server) getObject(ctx context.Context, in *objectInput) (*objectOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -246,18 +237,18 @@ func (s *Server) getObject(ctx context.Context, in *objectInput) (*objectOutput,
 				return nil, huma.Error404NotFound(o.Object + " is in the deployment but not in the cluster")
 			}
 			if err != nil {
-				return nil, huma.Error502BadGateway("reading " + o.Object + " from the cluster failed")
+				return nil, s.badGateway(e.Repo, "reading "+o.Object+" from the cluster", err)
 			}
-			return &objectOutput{Body: Redact(live.Object)}, nil
+			// The token's holder may see configuration values; anyone who may only read,
+			// which is anyone unless --api-read-auth, sees their names.
+			values := s.authorize(in.Authorization, true) == nil
+			return &objectOutput{Body: Redact(live.Object, values)}, nil
 		}
 	}
 	return nil, huma.Error404NotFound("deployd applied no " + in.Kind + " named " + in.Name + " for " + e.Repo.Name + " (" + e.Repo.Environment + ")")
 }
 
 func (s *Server) listDeployments(ctx context.Context, in *listInput) (*listOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	out := &listOutput{}
 	out.Body.Deployments = []Summary{}
 	now := time.Now()
@@ -277,9 +268,6 @@ func (s *Server) listDeployments(ctx context.Context, in *listInput) (*listOutpu
 }
 
 func (s *Server) sync(ctx context.Context, in *syncInput) (*syncOutput, error) {
-	if err := s.authorize(in.Authorization, true); err != nil {
-		return nil, err
-	}
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -287,8 +275,8 @@ func (s *Server) sync(ctx context.Context, in *syncInput) (*syncOutput, error) {
 	if e.Pause.Paused {
 		return nil, huma.Error409Conflict(e.Repo.Name + " (" + e.Repo.Environment + ") is paused (" + e.Pause.Reason + "): resume it first")
 	}
-	if !s.deps.Queue.Enqueue(e.Repo.Key(), controller.Request{Trigger: controller.TriggerAPI, Force: in.Force}) {
-		return nil, huma.Error404NotFound("repo " + e.Repo.Name + " left the config")
+	if err := s.enqueue(ctx, e, controller.Request{Trigger: controller.TriggerAPI, Force: in.Force}); err != nil {
+		return nil, err
 	}
 	out := &syncOutput{Status: http.StatusAccepted}
 	out.Body.Number = 1
@@ -304,9 +292,6 @@ func (s *Server) sync(ctx context.Context, in *syncInput) (*syncOutput, error) {
 
 func (s *Server) pause(paused bool) func(context.Context, *pauseInput) (*pauseOutput, error) {
 	return func(ctx context.Context, in *pauseInput) (*pauseOutput, error) {
-		if err := s.authorize(in.Authorization, true); err != nil {
-			return nil, err
-		}
 		e, err := s.one(in.Owner, in.Repo, in.Environment)
 		if err != nil {
 			return nil, err
@@ -319,7 +304,7 @@ func (s *Server) pause(paused bool) func(context.Context, *pauseInput) (*pauseOu
 			}
 		}
 		if err := s.deps.Pauser.SetPause(ctx, e.Repo, p); err != nil {
-			return nil, huma.Error502BadGateway("storing the pause state in the cluster failed")
+			return nil, s.badGateway(e.Repo, "storing the pause state in the cluster", err)
 		}
 		out := &pauseOutput{}
 		out.Body.Environment, out.Body.Paused, out.Body.Reason = e.Repo.Environment, p.Paused, p.Reason
@@ -328,9 +313,6 @@ func (s *Server) pause(paused bool) func(context.Context, *pauseInput) (*pauseOu
 }
 
 func (s *Server) getConfig(ctx context.Context, in *configInput) (*configOutput, error) {
-	if err := s.authorize(in.Authorization, false); err != nil {
-		return nil, err
-	}
 	st := s.deps.Config.State()
 	out := &configOutput{}
 	out.Body.File, out.Body.LoadedAt, out.Body.Repos = st.Config.File, st.LoadedAt, []ConfigRepo{}
@@ -352,34 +334,81 @@ func (s *Server) getConfig(ctx context.Context, in *configInput) (*configOutput,
 	return out, nil
 }
 
-// Redact drops managedFields and replaces every Secret value with "<redacted>".
-func Redact(obj map[string]any) map[string]any {
+// redacted replaces a value the reader may not see.
+const redacted = "<redacted>"
+
+// Redact returns a copy of obj without managedFields and kubectl's last-applied copy
+// (which holds every value in clear), with every Secret value replaced by "<redacted>";
+// unless values is set, ConfigMap data and binaryData values and the env values of every
+// container (init and ephemeral ones too, in any pod template, custom resources
+// included) are replaced as well.
+func Redact(obj map[string]any, values bool) map[string]any {
 	b, _ := json.Marshal(obj)
 	var out map[string]any
 	_ = json.Unmarshal(b, &out)
 	if md, ok := out["metadata"].(map[string]any); ok {
 		delete(md, "managedFields")
 		if ann, ok := md["annotations"].(map[string]any); ok {
-			// kubectl's last-applied copy of a Secret holds its values in clear.
 			delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
 		}
 	}
-	if out["kind"] == "Secret" && (out["apiVersion"] == "v1") {
-		for _, field := range []string{"data", "stringData"} {
-			if m, ok := out[field].(map[string]any); ok {
-				for k := range m {
-					m[k] = "<redacted>"
-				}
-			}
-		}
+	core := out["apiVersion"] == "v1"
+	switch {
+	case core && out["kind"] == "Secret":
+		redactValues(out, "data", "stringData")
+	case core && out["kind"] == "ConfigMap" && !values:
+		redactValues(out, "data", "binaryData")
+	}
+	if !values {
+		redactEnv(out)
 	}
 	return out
 }
 
-func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutput, error) {
-	if err := s.authorize(in.Authorization, true); err != nil {
-		return nil, err
+// redactValues replaces the values of the maps at fields.
+func redactValues(obj map[string]any, fields ...string) {
+	for _, field := range fields {
+		if m, ok := obj[field].(map[string]any); ok {
+			for k := range m {
+				m[k] = redacted
+			}
+		}
 	}
+}
+
+// redactEnv replaces env[].value in every list of containers under v, wherever it is.
+func redactEnv(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, child := range v {
+			if k == "containers" || k == "initContainers" || k == "ephemeralContainers" {
+				for _, c := range asList(child) {
+					if c, ok := c.(map[string]any); ok {
+						for _, e := range asList(c["env"]) {
+							if e, ok := e.(map[string]any); ok {
+								if _, has := e["value"]; has {
+									e["value"] = redacted
+								}
+							}
+						}
+					}
+				}
+			}
+			redactEnv(child)
+		}
+	case []any:
+		for _, child := range v {
+			redactEnv(child)
+		}
+	}
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
+func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutput, error) {
 	e, err := s.one(in.Owner, in.Repo, in.Environment)
 	if err != nil {
 		return nil, err
@@ -396,12 +425,12 @@ func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutp
 	case target.Phase != history.Succeeded:
 		return nil, huma.Error409Conflict(target.Name() + " " + string(target.Phase) + "; only a succeeded deployment can be rolled back to")
 	}
-	p := view.Pause{Paused: true, Reason: "rolled back to " + target.Name() + " (" + shortSHA(target.Commit.SHA) + ")", Since: time.Now().UTC()}
+	p := view.Pause{Paused: true, Reason: "rolled back to " + target.Name() + " (" + source.ShortSHA(target.Commit.SHA) + ")", Since: time.Now().UTC()}
 	if err := s.deps.Pauser.SetPause(ctx, e.Repo, p); err != nil {
-		return nil, huma.Error502BadGateway("storing the pause state in the cluster failed")
+		return nil, s.badGateway(e.Repo, "storing the rollback's pause state in the cluster", err)
 	}
-	if !s.deps.Queue.Enqueue(e.Repo.Key(), controller.Request{Trigger: controller.TriggerRollback, Commit: target.Commit.SHA, Force: true}) {
-		return nil, huma.Error404NotFound("repo " + e.Repo.Name + " left the config")
+	if err := s.enqueue(ctx, e, controller.Request{Trigger: controller.TriggerRollback, Commit: target.Commit.SHA, Force: true}); err != nil {
+		return nil, err
 	}
 	out := &rollbackOutput{Status: http.StatusAccepted}
 	out.Body.Number = 1
@@ -413,9 +442,21 @@ func (s *Server) rollback(ctx context.Context, in *rollbackInput) (*rollbackOutp
 	return out, nil
 }
 
-func shortSHA(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
+// enqueue queues req for e's repo; the error is the answer when it could not be.
+func (s *Server) enqueue(ctx context.Context, e view.Entry, req controller.Request) error {
+	err := s.deps.Queue.Enqueue(ctx, e.Repo.Key(), req)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, controller.ErrNotConfigured):
+		return huma.Error404NotFound("repo " + e.Repo.Name + " left the config")
 	}
-	return sha
+	return huma.Error503ServiceUnavailable("the request for " + e.Repo.Name + " (" + e.Repo.Environment + ") was not queued, try again: " + err.Error())
+}
+
+// badGateway answers 502 for what deployd was doing in the cluster on repo's behalf, and
+// logs the cause.
+func (s *Server) badGateway(repo config.Repo, doing string, err error) error {
+	s.opts.Log.Error("API: "+doing+" failed", "repo", repo.Name, "env", repo.Environment, "err", err)
+	return huma.Error502BadGateway(doing + " failed (the cause is in deployd's log)")
 }

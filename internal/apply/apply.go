@@ -274,9 +274,13 @@ func (a *Applier) ensureNamespace(ctx context.Context, repo config.Repo) (bool, 
 	if !repo.CreateNamespace {
 		return false, fmt.Errorf("namespace %s does not exist, and the repo sets createNamespace: false: create it first", repo.Namespace)
 	}
+	labels := map[string]any{LabelManagedBy: ManagedByValue, LabelCreatedNamespace: "true", LabelRepo: repoLabel(repo)}
+	for k, v := range podSecurityLabels(repo) {
+		labels[k] = v
+	}
 	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{
 		"name":   repo.Namespace,
-		"labels": map[string]any{LabelManagedBy: ManagedByValue, LabelCreatedNamespace: "true", LabelRepo: repoLabel(repo)},
+		"labels": labels,
 	}}}
 	_, err = a.own.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{FieldManager: a.opts.FieldManager})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
@@ -286,6 +290,20 @@ func (a *Applier) ensureNamespace(ctx context.Context, repo config.Repo) (bool, 
 }
 
 func repoLabel(repo config.Repo) string { return repo.LabelValue() }
+
+// podSecurityLabels are the Pod Security Admission labels of a namespace deployd creates:
+// the "restricted" profile warns (kubectl shows it) and audits, and enforces when the repo
+// opts in with enforcePodSecurity. https://kubernetes.io/docs/concepts/security/pod-security-admission/
+func podSecurityLabels(repo config.Repo) map[string]string {
+	l := map[string]string{
+		"pod-security.kubernetes.io/warn":  "restricted",
+		"pod-security.kubernetes.io/audit": "restricted",
+	}
+	if repo.EnforcePodSecurity {
+		l["pod-security.kubernetes.io/enforce"] = "restricted"
+	}
+	return l
+}
 
 // labelled sets deployd's labels and annotations on obj.
 func labelled(obj *unstructured.Unstructured, req Request) {

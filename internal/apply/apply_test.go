@@ -218,8 +218,22 @@ func TestCreatesTheNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns, err := env.Client.CoreV1().Namespaces().Get(context.Background(), repo.Namespace, metav1.GetOptions{})
-	if err != nil || !res.NamespaceCreated || ns.Labels[LabelCreatedNamespace] != "true" {
+	if err != nil || !res.NamespaceCreated || ns.Labels[LabelCreatedNamespace] != "true" ||
+		ns.Labels["pod-security.kubernetes.io/warn"] != "restricted" || ns.Labels["pod-security.kubernetes.io/audit"] != "restricted" ||
+		ns.Labels["pod-security.kubernetes.io/enforce"] != "" {
 		t.Errorf("namespace %v (created %v), err %v", ns.Labels, res.NamespaceCreated, err)
+	}
+	enforced := repo
+	enforced.Namespace, enforced.EnforcePodSecurity = "enforced-"+repo.Namespace, true
+	t.Cleanup(func() {
+		_ = env.Client.CoreV1().Namespaces().Delete(context.Background(), enforced.Namespace, metav1.DeleteOptions{})
+	})
+	if _, err := a.Apply(context.Background(), Request{Repo: enforced, Commit: "c", Objects: objects(t, map[string]string{"a.yaml": configMap("x", "1")})}); err != nil {
+		t.Fatal(err)
+	}
+	ns, err = env.Client.CoreV1().Namespaces().Get(context.Background(), enforced.Namespace, metav1.GetOptions{})
+	if err != nil || ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("with enforcePodSecurity: namespace %v, err %v", ns.Labels, err)
 	}
 	repo.Namespace, repo.CreateNamespace = "absent-"+repo.Namespace, false
 	_, err = a.Apply(context.Background(), Request{Repo: repo, Commit: "c", Objects: objects(t, map[string]string{"a.yaml": configMap("x", "1")})})

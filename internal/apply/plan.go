@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/deployd/deployd/internal/kube"
 	"github.com/deployd/deployd/internal/render"
 )
 
@@ -156,11 +157,7 @@ var errNoMapping = errors.New("no REST mapping")
 // mapping resolves gvk, refreshing discovery once on a miss so new CRDs are found. It
 // never returns a nil mapping (or one without a scope) without an error.
 func (a *Applier) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
-	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if meta.IsNoMatchError(err) {
-		a.mapper.Reset()
-		m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	}
+	m, err := kube.Mapping(a.mapper, gvk.GroupKind(), gvk.Version)
 	if err == nil && (m == nil || m.Scope == nil) {
 		return nil, fmt.Errorf("kind %s: %w: it cannot be applied", gvkString(gvk), errNoMapping)
 	}

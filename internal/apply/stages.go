@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -134,22 +135,45 @@ func (a *Applier) patch(ctx context.Context, dyn dynamic.Interface, it *item, dr
 	return a.resource(dyn, it.mapping, it.obj.GetNamespace()).Patch(ctx, it.obj.GetName(), types.ApplyPatchType, data, a.patchOptions(dryRun))
 }
 
+// stage is one step of an apply, in order: CRDs (waited for until Established), then
+// Namespaces, then the rest, whose kinds the new CRDs may define.
+type stage int
+
+const (
+	stageCRDs stage = iota
+	stageNamespaces
+	stageRest
+)
+
+// items returns the plan's objects applied in stage s.
+func (p *plan) items(s stage) []*item {
+	switch s {
+	case stageCRDs:
+		return p.crds
+	case stageNamespaces:
+		return p.namespaces
+	default:
+		return p.rest
+	}
+}
+
 // applyStages applies CRDs (and waits for them), then Namespaces, then the rest.
 func (a *Applier) applyStages(ctx context.Context, dyn dynamic.Interface, p *plan) ([]Change, error) {
 	var changes []Change
-	for i, stage := range [][]*item{p.crds, p.namespaces, p.rest} {
-		if i == 2 {
-			if err := a.resolveDeferred(p.rest); err != nil {
+	for _, s := range []stage{stageCRDs, stageNamespaces, stageRest} {
+		items := p.items(s)
+		if s == stageRest {
+			if err := a.resolveDeferred(items); err != nil {
 				return changes, err
 			}
 		}
-		got, err := a.applyAll(ctx, dyn, stage)
+		got, err := a.applyAll(ctx, dyn, items)
 		changes = append(changes, got...)
 		if err != nil {
 			return changes, err
 		}
-		if i == 0 && len(stage) > 0 {
-			if err := a.waitEstablished(ctx, stage); err != nil {
+		if s == stageCRDs && len(items) > 0 {
+			if err := a.waitEstablished(ctx, items); err != nil {
 				return changes, err
 			}
 		}
@@ -273,30 +297,32 @@ func (a *Applier) recreate(ctx context.Context, dyn dynamic.Interface, it *item,
 }
 
 // waitEstablished waits until every applied CRD is Established, so its kinds can be applied.
+// A read the API server refuses (Forbidden, Unauthorized) ends the wait at once; other
+// read errors are retried, and the last one is told if the wait times out.
 func (a *Applier) waitEstablished(ctx context.Context, crds []*item) error {
-	ctx, cancel := context.WithTimeout(ctx, a.opts.CRDTimeout)
+	wctx, cancel := context.WithTimeout(ctx, a.opts.CRDTimeout)
 	defer cancel()
 	for _, it := range crds {
 		if it.mapping == nil {
 			return fmt.Errorf("%s: no REST mapping", it.ref())
 		}
 		res := a.resource(a.own.dyn, it.mapping, "")
-		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		var lastErr error
+		err := wait.PollUntilContextCancel(wctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			cur, err := res.Get(ctx, it.obj.GetName(), metav1.GetOptions{})
+			if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+				return false, err
+			}
 			if err != nil {
+				if told(ctx, err) {
+					lastErr = err
+				}
 				return false, nil
 			}
-			conds, _, _ := unstructured.NestedSlice(cur.Object, "status", "conditions")
-			for _, c := range conds {
-				m, _ := c.(map[string]any)
-				if m["type"] == "Established" && m["status"] == "True" {
-					return true, nil
-				}
-			}
-			return false, nil
+			return established(cur), nil
 		})
 		if err != nil {
-			return fmt.Errorf("%s: not Established within %v", it.ref(), a.opts.CRDTimeout)
+			return establishedErr(ctx, it, a.opts.CRDTimeout, err, lastErr)
 		}
 	}
 	a.mapper.Reset()
@@ -312,4 +338,40 @@ func (a *Applier) owned(obj *unstructured.Unstructured) []byte {
 		}
 	}
 	return nil
+}
+
+// established reports whether a CRD's Established condition is True.
+func established(crd *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+// told reports whether a failed read's error is worth telling if the wait times out: the
+// API server's answer, or a transport error, but not the wait's own deadline (or the
+// client's rate limiter foreseeing it) cutting the read short.
+func told(ctx context.Context, err error) bool {
+	var status apierrors.APIStatus
+	var transport *url.Error
+	return errors.As(err, &status) || (errors.As(err, &transport) && ctx.Err() == nil)
+}
+
+// establishedErr says why waiting for it to be Established ended: the caller's cancel, a
+// refused read, or the timeout (with the last read error, if the reads failed).
+func establishedErr(ctx context.Context, it *item, timeout time.Duration, err, lastErr error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: waiting until Established: %w", it.ref(), context.Cause(ctx))
+	case !wait.Interrupted(err):
+		return fmt.Errorf("%s: reading it while waiting until Established: %w", it.ref(), err)
+	case lastErr != nil:
+		return fmt.Errorf("%s: not Established within %v; the last read failed: %w", it.ref(), timeout, lastErr)
+	default:
+		return fmt.Errorf("%s: not Established within %v", it.ref(), timeout)
+	}
 }

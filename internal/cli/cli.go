@@ -84,6 +84,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "deployd's own namespace, where it keeps its state (default: its pod's, else deployd)")
 	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token for the API's write endpoints (sync, pause, resume)")
 	fs.BoolVar(&o.APIReadAuth, "api-read-auth", false, "require the API token on read endpoints too")
+	fs.IntVar(&o.APIStreams.Max, "api-max-streams", o.APIStreams.Max, "event streams (GET /events, /deployment/OWNER/REPO/events) served at once; more are answered 503")
+	fs.IntVar(&o.APIStreams.PerClient, "api-max-streams-per-client", o.APIStreams.PerClient, "event streams one client address may hold at once")
 	fs.StringVar(&o.GitHub.TokenFile, "github-token-file", "", "file holding a GitHub token for reporting deployments (re-read when it changes)")
 	fs.Int64Var(&o.GitHub.AppID, "github-app-id", 0, "GitHub App id, to report as an app installation instead of with a token")
 	fs.StringVar(&o.GitHub.AppKeyFile, "github-app-key-file", "", "the GitHub App's private key (PEM)")
@@ -91,6 +93,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&o.GitHub.APIURL, "github-api-url", "", "GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3/); default https://api.github.com/")
 	fs.IntVar(&o.HistoryLimit, "history-limit", o.HistoryLimit, "deployment records kept per repo and environment")
 	fs.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the GitHub webhook secret (webhooks are refused without it)")
+	fs.IntVar(&o.Webhook.MaxReadsPerClient, "webhook-reads-per-client", o.Webhook.MaxReadsPerClient, "webhook payloads one client address may send at once (of 8); behind a proxy, every delivery is the proxy's: raise it to 8")
 	fs.IntVar(&o.Controller.Concurrency, "concurrency", o.Controller.Concurrency, "how many repos are checked or deployed at once")
 	fs.DurationVar(&o.GitTimeout, "git-timeout", o.GitTimeout, "timeout of each git network operation")
 	fs.IntVar(&o.GitMaxFetchMiB, "git-max-fetch-mib", o.GitMaxFetchMiB, "MiB one git fetch may bring, counted as received; a commit over it is refused (0: no limit)")
@@ -171,6 +174,12 @@ func (f *serveFlags) validate() error {
 	}
 	if f.opts.HistoryLimit < 1 {
 		return fmt.Errorf("--history-limit must be 1 or more")
+	}
+	if f.opts.Webhook.MaxReadsPerClient < 1 {
+		return fmt.Errorf("--webhook-reads-per-client must be 1 or more")
+	}
+	if f.opts.APIStreams.Max < 1 || f.opts.APIStreams.PerClient < 1 {
+		return fmt.Errorf("--api-max-streams and --api-max-streams-per-client must be 1 or more")
 	}
 	if f.opts.Controller.Concurrency < 1 {
 		return fmt.Errorf("--concurrency must be 1 or more")

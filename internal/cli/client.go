@@ -15,6 +15,7 @@ import (
 
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/pkg/client"
 )
 
@@ -209,7 +210,7 @@ func statusTable(w io.Writer, st *client.RepoStatus, color bool) error {
 	for _, e := range st.Environments {
 		commit := "-"
 		if e.DeployedCommit != nil {
-			commit = short(*e.DeployedCommit)
+			commit = source.ShortSHA(*e.DeployedCommit)
 		}
 		paused := ""
 		if e.Paused {
@@ -261,13 +262,6 @@ func driftText(d client.ObjectDrift) string {
 		parts = append(parts, f.Path+" by "+by)
 	}
 	return strings.Join(parts, ", ")
-}
-
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
 }
 
 // action runs sync, pause, resume or rollback.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/logtest"
 )
 
 // TestClientCommands drives the pipeline commands against a running deployd.
@@ -24,7 +26,7 @@ func TestClientCommands(t *testing.T) {
 		"  - {name: shop/crash, url: '"+srv.RepoURL("shop/crash")+"', namespace: "+env.Namespace(t)+", interval: 0}\n")
 	token := writeFile(t, dir, "token", "cli-token\n")
 	base, _, _ := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"),
-		"--namespace", env.Namespace(t), "--api-token-file", token)
+		"--namespace", env.Namespace(t), "--api-token-file", token, "--api-max-streams-per-client", "1")
 	server := "--server=" + base
 
 	t.Run("wait exits 0 when the commit rolled out", func(t *testing.T) {
@@ -46,6 +48,20 @@ func TestClientCommands(t *testing.T) {
 		code, _, errOut := runCLI(t, "wait", "shop/web", "--commit", good, "--server", gone, "--timeout", "2s")
 		if code != 3 || !strings.Contains(errOut, "could not reach") {
 			t.Errorf("exit %d: %s", code, errOut)
+		}
+	})
+	t.Run("wait tries again while deployd serves as many streams as it may", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/events", nil)
+		held, err := http.DefaultClient.Do(req) // this client's one stream
+		if err != nil || held.StatusCode != http.StatusOK {
+			t.Fatalf("holding a stream: %v %v", err, held)
+		}
+		defer held.Body.Close()
+		code, out, errOut := runCLI(t, "wait", "shop/web", "--commit", strings.Repeat("0", 40), server, "--timeout", "2s")
+		if code == 0 || !strings.Contains(out, "503") || !strings.Contains(out, "reconnecting") {
+			t.Errorf("exit %d\n%s\n%s", code, out, errOut)
 		}
 	})
 	t.Run("status prints a table", func(t *testing.T) {
@@ -92,7 +108,7 @@ func TestWaitWhenDeploydGoesAway(t *testing.T) {
 		out, err string
 	}
 	done := make(chan result, 1)
-	var out syncBuffer
+	var out logtest.Buffer
 	go func() {
 		var errOut strings.Builder
 		err := Run(context.Background(), []string{"wait", "shop/slow", "--commit", sha, "--server", base, "--timeout", "8s"}, &out, &errOut)

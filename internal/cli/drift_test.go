@@ -20,6 +20,7 @@ import (
 	"github.com/deployd/deployd/internal/daemon"
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/logtest"
 )
 
 // driftManifests are a Deployment of 2 replicas, one that leaves its replicas to an
@@ -50,7 +51,7 @@ spec:
 
 // driftDaemon deploys driftManifests with the given drift policy and fast back-off,
 // and waits for the first deployment to succeed.
-func driftDaemon(t *testing.T, policy string, opts func(*daemon.Options), args ...string) (base, appNS, stateNS string, repo config.Repo, logs *syncBuffer) {
+func driftDaemon(t *testing.T, policy string, opts func(*daemon.Options), args ...string) (base, appNS, stateNS string, repo config.Repo, logs *logtest.Buffer) {
 	t.Helper()
 	srv := gittest.NewServer(t)
 	srv.NewRepo(t, "shop/web").Commit("main", "one", driftManifests)

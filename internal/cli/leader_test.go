@@ -18,6 +18,7 @@ import (
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/logtest"
 	"github.com/deployd/deployd/internal/simcluster"
 	"github.com/deployd/deployd/pkg/client"
 )
@@ -26,7 +27,7 @@ import (
 type replica struct {
 	cmd  *exec.Cmd
 	base string
-	logs *syncBuffer
+	logs *logtest.Buffer
 	id   string // its identity in the Lease, from its log
 }
 
@@ -45,7 +46,7 @@ func freeAddr(t *testing.T) string {
 func startReplica(t *testing.T, args string) *replica {
 	t.Helper()
 	addr := freeAddr(t)
-	r := &replica{base: "http://" + addr, logs: &syncBuffer{}}
+	r := &replica{base: "http://" + addr, logs: &logtest.Buffer{}}
 	r.cmd = startChild(t, args+" --listen "+addr, r.logs)
 	waitLog(t, r.logs, func(rec map[string]any) bool {
 		id, _ := rec["identity"].(string)

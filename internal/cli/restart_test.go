@@ -21,6 +21,7 @@ import (
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/logtest"
 )
 
 // records reads the repo's history straight from its state ConfigMap.
@@ -170,7 +171,7 @@ func TestSIGKILLMidPrune(t *testing.T) {
 		kept[name] = string(cm.UID)
 	}
 
-	childLogs := &syncBuffer{}
+	childLogs := &logtest.Buffer{}
 	child := startChild(t, strings.Join(append(args, "--listen", "127.0.0.1:0", "--kube-qps", "5", "--kube-burst", "5"), " "), childLogs)
 	removed := map[string]string{}
 	for i := keep; i < total; i++ {

@@ -20,38 +20,21 @@ import (
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/daemon"
 	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/logtest"
 )
 
 const childEnv = "DEPLOYD_CLI_TEST_CHILD_ARGS"
 
-// syncBuffer is a log sink tests can read while deployd writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startDaemon runs the daemon on a free port until the test ends.
-func startDaemon(t *testing.T, args ...string) (base string, logs *syncBuffer, stop func() error) {
+func startDaemon(t *testing.T, args ...string) (base string, logs *logtest.Buffer, stop func() error) {
 	t.Helper()
 	return startDaemonWith(t, nil, args...)
 }
 
 // startDaemonWith is startDaemon with a hook that changes the daemon's options.
-func startDaemonWith(t *testing.T, hook func(*daemon.Options), args ...string) (base string, logs *syncBuffer, stop func() error) {
+func startDaemonWith(t *testing.T, hook func(*daemon.Options), args ...string) (base string, logs *logtest.Buffer, stop func() error) {
 	t.Helper()
-	logs = &syncBuffer{}
+	logs = &logtest.Buffer{}
 	addr := make(chan net.Addr, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -144,7 +127,7 @@ func TestServeHealthAndReadiness(t *testing.T) {
 	}
 }
 
-func waitLog(t *testing.T, logs *syncBuffer, match func(map[string]any) bool) {
+func waitLog(t *testing.T, logs *logtest.Buffer, match func(map[string]any) bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -242,37 +225,27 @@ func TestSIGTERMExitsZero(t *testing.T) {
 }
 
 // TestWebhookThroughTheDaemon sends a signed push to a running deployd and sees the
-// new commit handed to the deployer.
+// new commit deployed, by the webhook.
 func TestWebhookThroughTheDaemon(t *testing.T) {
 	srv := gittest.NewServer(t)
 	repo := srv.NewRepo(t, "shop/web")
-	repo.Commit("main", "one", map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\n"})
+	repo.Commit("main", "one", map[string]string{"deploy/manifests/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n"})
 	dir := t.TempDir()
-	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: web, interval: 0}\n")
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", interval: 0}\n")
 	secret := writeFile(t, dir, "secret", "hook-secret\n")
-	deployed := make(chan controller.Deployment, 10)
-	base, logs, _ := startDaemonWith(t, func(o *daemon.Options) {
-		o.Deployer = controller.DeployFunc(func(ctx context.Context, d controller.Deployment) error {
-			deployed <- d
-			return nil
-		})
-	}, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--webhook-secret-file", secret, "--log-format", "json")
+	base, logs, _ := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"),
+		"--namespace", env.Namespace(t), "--webhook-secret-file", secret, "--log-format", "json")
 
 	want := func(trigger controller.Trigger, sha string) {
 		t.Helper()
-		select {
-		case d := <-deployed:
-			if d.Trigger != trigger || d.Revision.Commit != sha {
-				t.Errorf("deployed %s by %s, want %s by %s", d.Revision.Commit, d.Trigger, sha, trigger)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no deploy by %s:\n%s", trigger, logs)
-		}
+		waitLog(t, logs, func(rec map[string]any) bool {
+			return rec["msg"] == "deployment" && rec["phase"] == "queued" && rec["trigger"] == string(trigger) && rec["commit"] == sha
+		})
 	}
 	first, _ := exec.Command("git", "--git-dir", repo.Bare, "rev-parse", "main").Output()
 	want(controller.TriggerStartup, strings.TrimSpace(string(first)))
 
-	sha := repo.Commit("main", "two", map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\ndata: {a: b}\n"})
+	sha := repo.Commit("main", "two", map[string]string{"deploy/manifests/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {a: b}\n"})
 	pushHook(t, base, "hook-secret", "shop/web")
 	want(controller.TriggerWebhook, sha)
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/pkg/client"
 )
 
@@ -47,7 +48,7 @@ func waitCmd(args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stderr, "deployd: could not reach %s within %s: %v\n", cf.server, *timeout, err)
 				return &ExitError{Code: exitUsage}
 			}
-			fmt.Fprintf(stderr, "deployd: the deployment of %s did not end within %s\n", short(w.commit), *timeout)
+			fmt.Fprintf(stderr, "deployd: the deployment of %s did not end within %s\n", source.ShortSHA(w.commit), *timeout)
 			return &ExitError{Code: exitTimeout}
 		}
 		if err != nil {
@@ -99,7 +100,7 @@ func (w *waiter) once(ctx context.Context) (phase, msg string, done bool, err er
 func (w *waiter) show(r client.Record) (string, string, bool) {
 	phase := string(r.Phase)
 	if phase != w.lastPhase {
-		fmt.Fprintf(w.out, "%s %s: %s\n", r.Name, short(r.Commit.Sha), phase)
+		fmt.Fprintf(w.out, "%s %s: %s\n", r.Name, source.ShortSHA(r.Commit.Sha), phase)
 		w.lastPhase = phase
 	}
 	w.started = true
@@ -129,6 +130,10 @@ func (w *waiter) follow(ctx context.Context) (string, string, bool, error) {
 		return "", "", false, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusServiceUnavailable { // deployd serves as many streams as it may: try again
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return "", "", false, apiError(resp.StatusCode, b)
+	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
 		return "", apiError(resp.StatusCode, b).Error(), true, nil

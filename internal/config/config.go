@@ -84,8 +84,12 @@ type Repo struct {
 	Auth Auth `json:"auth"`
 	// AllowClusterScoped lets the repo apply cluster-scoped objects (Namespace, ClusterRole, CRD, ...).
 	AllowClusterScoped bool `json:"allowClusterScoped"`
-	// CreateNamespace creates Namespace when it does not exist (default true).
+	// CreateNamespace creates Namespace when it does not exist (default true). deployd
+	// labels a namespace it creates with Pod Security "restricted" in warn and audit mode.
 	CreateNamespace bool `json:"createNamespace"`
+	// EnforcePodSecurity also enforces Pod Security "restricted" in a namespace deployd
+	// creates: pods that are not restricted are refused (default false).
+	EnforcePodSecurity bool `json:"enforcePodSecurity,omitempty"`
 	// ServiceAccount, when set, is impersonated for applying: the API server enforces its RBAC.
 	ServiceAccount string `json:"serviceAccount,omitempty"`
 	// EnvironmentURL is where the deployed environment can be seen, for GitHub's environment_url.

@@ -30,6 +30,7 @@ repos:
     auth: {sshKeyFile: /keys/id, knownHostsFile: /keys/known_hosts}
     allowClusterScoped: true
     createNamespace: false
+    enforcePodSecurity: true
     serviceAccount: deployer
 `), Options{DefaultEnvironment: "prod"})
 	if err != nil {
@@ -42,7 +43,7 @@ repos:
 		Line:     6,
 	}, {
 		Name: "shop/web", URL: "git@github.com:shop/web.git", Namespace: "shop-dev", Environment: "dev",
-		AllowClusterScoped: true, ServiceAccount: "deployer",
+		AllowClusterScoped: true, EnforcePodSecurity: true, ServiceAccount: "deployer",
 		Auth:     Auth{SSHKeyFile: "/keys/id", KnownHostsFile: "/keys/known_hosts"},
 		Settings: Settings{Branch: "release", Path: "deploy/overlays/{environment}", Interval: 0, Timeout: 90 * time.Second, Prune: false, DriftInterval: DefaultDriftInterval},
 		Line:     10,
@@ -78,7 +79,7 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
 		want: []string{
 			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
-			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
 		},
 	}, {
 		name: "unknown top-level and defaults fields",
@@ -100,7 +101,7 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - {name: a/b, url: 'ftp://h/a/b', namespace: x}\n  - {name: a/c, url: 'https://me:s3cret@h/a/c', namespace: x}\n  - {name: a/d, url: 'not a url', namespace: x}\n  - {name: a/e, url: 'file://relative', namespace: x}\n",
 		want: []string{
 			`repos.yaml:2: repos[0].url: scheme "ftp" is not supported: use https, http, ssh, git or file`,
-			`repos.yaml:3: repos[1].url: https://me:xxxxx@h/a/c has a password or token in it: remove it and put the token in a file named by auth.tokenFile`,
+			`repos.yaml:3: repos[1].url: https://xxxxx@h/a/c has a user name, password or token in it: remove it and put the token in a file named by auth.tokenFile`,
 			`repos.yaml:4: repos[2].url: "not a url" is not a URL deployd can fetch: use https://host/owner/repo.git, ssh://git@host/owner/repo.git, git@host:owner/repo.git or file:///path`,
 			`repos.yaml:5: repos[3].url: "file://relative" needs an absolute path: file:///srv/git/app.git`,
 		},
@@ -127,6 +128,21 @@ func TestParseErrors(t *testing.T) {
 		want: []string{
 			`repos.yaml:5: repos[0].prune: must be true or false, not "yes please"`,
 			`repos.yaml:6: repos[0].branch: must be a branch name such as main, not a list`,
+		},
+	}, {
+		name: "a token in the user name, or sent over http, and never in the message",
+		yaml: "repos:\n" +
+			"  - {name: a/b, url: 'https://ghp_t0ken@h/a/b', namespace: x}\n" +
+			"  - {name: a/c, url: 'ssh://git:t0ken@h/a/c', namespace: x}\n" +
+			"  - {name: a/d, url: 'http://git.example/a/d', namespace: x, auth: {tokenFile: t}}\n" +
+			"  - {name: a/e, url: 'https://t0ken@h/%zz', namespace: x}\n" +
+			"  - {name: a/f, url: 'git://t0ken@h/a/f', namespace: x}\n",
+		want: []string{
+			`repos.yaml:2: repos[0].url: https://xxxxx@h/a/b has a user name, password or token in it: remove it and put the token in a file named by auth.tokenFile`,
+			`repos.yaml:3: repos[1].url: ssh://xxxxx@h/a/c has a user name, password or token in it: remove it and put the token in a file named by auth.tokenFile`,
+			`repos.yaml:4: repos[2].auth.tokenFile: a token is sent only over https, but the url is http: use the https URL`,
+			`repos.yaml:5: repos[3].url: is not a valid URL: invalid URL escape "%zz"`,
+			`repos.yaml:6: repos[4].url: git://xxxxx@h/a/f has a user name, password or token in it: remove it and put the token in a file named by auth.tokenFile`,
 		},
 	}, {
 		name: "credentials that do not fit the url",
@@ -167,6 +183,17 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("problems (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestURLsWithUsersThatAreNotTokens(t *testing.T) {
+	yaml := "repos:\n" +
+		"  - {name: a/b, url: 'ssh://git@h/a/b.git', namespace: x}\n" +
+		"  - {name: a/c, url: 'git@h:a/c.git', namespace: x}\n" +
+		"  - {name: a/d, url: 'http://127.0.0.1:8080/a/d.git', namespace: x, auth: {tokenFile: t}}\n" +
+		"  - {name: a/e, url: 'http://localhost/a/e.git', namespace: x, auth: {tokenFile: t}}\n"
+	if _, err := Parse("repos.yaml", []byte(yaml), DefaultOptions()); err != nil {
+		t.Errorf("an SSH user, and a token over http to this machine, are refused: %v", err)
 	}
 }
 

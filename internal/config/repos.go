@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"path"
 	"path/filepath"
@@ -107,8 +109,11 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 			p.boolean(v, join(field, "allowClusterScoped"), &r.AllowClusterScoped)
 		},
 		"createNamespace": func(k, v *yaml.Node) { p.boolean(v, join(field, "createNamespace"), &r.CreateNamespace) },
-		"serviceAccount":  str("serviceAccount", "a ServiceAccount name in the repo's namespace", checkServiceAccount, &r.ServiceAccount),
-		"environmentUrl":  str("environmentUrl", "an http(s) URL", checkHTTPURL, &r.EnvironmentURL),
+		"enforcePodSecurity": func(k, v *yaml.Node) {
+			p.boolean(v, join(field, "enforcePodSecurity"), &r.EnforcePodSecurity)
+		},
+		"serviceAccount": str("serviceAccount", "a ServiceAccount name in the repo's namespace", checkServiceAccount, &r.ServiceAccount),
+		"environmentUrl": str("environmentUrl", "an http(s) URL", checkHTTPURL, &r.EnvironmentURL),
 		"productionEnvironment": func(k, v *yaml.Node) {
 			p.boolean(v, join(field, "productionEnvironment"), &r.ProductionEnvironment)
 		},
@@ -174,6 +179,8 @@ func (p *parser) checkAuth(r Repo, field string, urlNode, authNode *yaml.Node) {
 		p.add(at, join(field, "auth"), "set tokenFile or sshKeyFile, not both")
 	case a.TokenFile != "" && scheme != "" && scheme != "https" && scheme != "http":
 		p.add(at, join(field, "auth.tokenFile"), "a token works with https URLs, but the url is %s: use an https URL or auth.sshKeyFile", scheme)
+	case a.TokenFile != "" && scheme == "http" && !loopback(r.URL):
+		p.add(at, join(field, "auth.tokenFile"), "a token is sent only over https, but the url is http: use the https URL")
 	case a.SSHKeyFile != "" && scheme != "" && scheme != "ssh":
 		p.add(at, join(field, "auth.sshKeyFile"), "an SSH key works with ssh URLs (ssh://… or git@host:owner/repo.git), but the url is %s", scheme)
 	}
@@ -224,6 +231,20 @@ func urlScheme(s string) string {
 	return u.Scheme
 }
 
+// loopback tells a URL whose host is this machine (a local git server in tests): a token
+// sent there over http does not cross the network.
+func loopback(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil {
+		return false
+	}
+	if u.Hostname() == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.IsLoopback()
+}
+
 func checkURL(s string) string {
 	if !strings.Contains(s, "://") {
 		if scpRE.MatchString(s) {
@@ -233,10 +254,18 @@ func checkURL(s string) string {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "is not a valid URL: " + strings.TrimPrefix(err.Error(), "parse ")
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold a token
+		}
+		return "is not a valid URL: " + err.Error()
 	}
-	if _, hasPassword := u.User.Password(); hasPassword {
-		return fmt.Sprintf("%s has a password or token in it: remove it and put the token in a file named by auth.tokenFile", u.Redacted())
+	if u.User != nil {
+		// An ssh URL names the SSH user (git@); anywhere else a user name is a token.
+		if _, hasPassword := u.User.Password(); hasPassword || u.Scheme != "ssh" {
+			u.User = url.User("xxxxx")
+			return fmt.Sprintf("%s has a user name, password or token in it: remove it and put the token in a file named by auth.tokenFile", u.Redacted())
+		}
 	}
 	switch u.Scheme {
 	case "https", "http", "ssh", "git":

@@ -92,8 +92,9 @@ func (w *Watcher) Run(ctx context.Context, onReload func(Reload)) error {
 	}
 	close(w.ready)
 
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	// A change between NewWatcher's read and the watches above sent no event (a Pod's
+	// ConfigMap volume updated as its container starts): read the file once more now.
+	timer := time.NewTimer(0)
 	for {
 		select {
 		case <-ctx.Done():

@@ -136,6 +136,27 @@ func TestReloadAfterConfigMapSwap(t *testing.T) {
 	}, "a/swapped")
 }
 
+// TestReloadOfAChangeBeforeRun: the file changed after NewWatcher read it and before Run
+// watched it (a ConfigMap volume updated as the container starts): Run still reloads.
+func TestReloadOfAChangeBeforeRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "repos.yaml")
+	write(t, path, repoYAML("a/old"))
+	w, err := NewWatcher(path, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, path, repoYAML("a/new"))
+	ctx, cancel := context.WithCancel(context.Background())
+	reloads := make(chan Reload, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx, func(r Reload) { reloads <- r })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	waitReload(t, reloads, "a/new")
+}
+
 func TestFailedReloadKeepsTheLastGoodConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "repos.yaml")
 	write(t, path, repoYAML("a/one"))

@@ -165,6 +165,8 @@ type Outcome struct {
 	Duration time.Duration
 	// RetryIn is the backoff before the next attempt, after a failure.
 	RetryIn time.Duration
+	// Failures counts the key's failures in a row, this one included; 0 after a success.
+	Failures int
 }
 
 // Options configure a Controller.
@@ -213,16 +215,22 @@ type repoState struct {
 	failedTree    string
 }
 
-// SetPaused pauses or resumes a repo: a paused repo is checked but not deployed.
-func (c *Controller) SetPaused(key config.Key, paused bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// stateOf returns what the controller remembers of key, creating it on first use; c.mu
+// must be held.
+func (c *Controller) stateOf(key config.Key) *repoState {
 	st := c.repos[key]
 	if st == nil {
 		st = &repoState{}
 		c.repos[key] = st
 	}
-	st.paused = paused
+	return st
+}
+
+// SetPaused pauses or resumes a repo: a paused repo is checked but not deployed.
+func (c *Controller) SetPaused(key config.Key, paused bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stateOf(key).paused = paused
 }
 
 // Seed tells the controller what the history says was deployed last for key, before Run:
@@ -230,12 +238,7 @@ func (c *Controller) SetPaused(key config.Key, paused bool) {
 func (c *Controller) Seed(key config.Key, deployedTree string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.repos[key]
-	if st == nil {
-		st = &repoState{}
-		c.repos[key] = st
-	}
-	st.deployedTree = deployedTree
+	c.stateOf(key).deployedTree = deployedTree
 }
 
 // SeedFailed tells the controller, before Run, that key's manifests tree failed for good
@@ -244,12 +247,7 @@ func (c *Controller) Seed(key config.Key, deployedTree string) {
 func (c *Controller) SeedFailed(key config.Key, tree string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.repos[key]
-	if st == nil {
-		st = &repoState{}
-		c.repos[key] = st
-	}
-	st.failedTree = tree
+	c.stateOf(key).failedTree = tree
 }
 
 // New returns a controller; call SetConfig, then Run.
@@ -382,12 +380,7 @@ func (c *Controller) take(key config.Key) (config.Repo, Request, *repoState, boo
 		req = Request{Trigger: TriggerPoll}
 	}
 	delete(c.pending, key)
-	st := c.repos[key]
-	if st == nil {
-		st = &repoState{}
-		c.repos[key] = st
-	}
-	return repo, req, st, true
+	return repo, req, c.stateOf(key), true
 }
 
 func (c *Controller) process(ctx context.Context, key config.Key) {
@@ -400,6 +393,9 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	out := Outcome{Key: key, Request: req}
 	defer func() {
 		out.Duration = time.Since(start)
+		if out.Err != nil {
+			out.Failures = c.limiter.NumRequeues(key)
+		}
 		if c.opts.Observe != nil {
 			c.opts.Observe(out)
 		}
@@ -439,7 +435,9 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	unchanged := out.Result.Tree == st.deployedTree
 	failedBefore := out.Result.Tree == st.failedTree
 	newCommit := out.Result.Commit != st.seenCommit
-	paused := st.paused && (req.Commit == "" || req.Trigger == TriggerDrift)
+	// Only a rollback, asked for through the token-protected API, deploys through a
+	// pause: a GitHub deployment (a signed webhook, which can be replayed) waits like a push.
+	paused := st.paused && req.Trigger != TriggerRollback
 	if req.Commit == "" {
 		st.seenBefore = st.seenCommit != ""
 		st.seenCommit = out.Result.Commit

@@ -223,7 +223,7 @@ func webhookHandler(t *testing.T, ctl *controller.Controller) http.Handler {
 	if err := os.WriteFile(path, []byte(hookSecret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return webhook.New(ctl, path, nil)
+	return webhook.New(controller.Local(ctl), path, webhook.DefaultOptions(), nil)
 }
 
 func TestWebhooks(t *testing.T) {

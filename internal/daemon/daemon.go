@@ -5,10 +5,8 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -26,14 +24,11 @@ import (
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
-	"github.com/deployd/deployd/internal/dashboard"
 	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/kube"
 	"github.com/deployd/deployd/internal/leader"
-	"github.com/deployd/deployd/internal/metrics"
 	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/source"
-	"github.com/deployd/deployd/internal/view"
 	"github.com/deployd/deployd/internal/webhook"
 )
 
@@ -59,6 +54,8 @@ type Options struct {
 	ProbeInterval time.Duration
 	// WebhookSecretFile holds the GitHub webhook secret; webhooks are refused without it.
 	WebhookSecretFile string
+	// Webhook bounds the webhook's reads and remembers its deliveries.
+	Webhook webhook.Options
 	// Controller configures the work queue (Concurrency is --concurrency).
 	Controller controller.Options
 	// GitTimeout bounds each git network operation.
@@ -71,14 +68,14 @@ type Options struct {
 	APITokenFile string
 	// APIReadAuth requires the token on the API's read endpoints too.
 	APIReadAuth bool
+	// APIStreams bound the API's event streams.
+	APIStreams api.StreamOptions
 	// GitHub says how to report to GitHub; reporting is off without credentials.
 	GitHub report.ClientOptions
 	// HistoryLimit is how many deployment records are kept per repo and environment.
 	HistoryLimit int
 	// Drift configures drift detection and correction (back-off of fighting writers).
 	Drift drift.Options
-	// Deployer receives each revision to deploy; the default renders, applies and waits.
-	Deployer controller.Deployer
 	// LeaderElect makes this replica one of several: only the elected leader checks and
 	// deploys; the others serve reads and hand requests to it.
 	LeaderElect bool
@@ -108,6 +105,8 @@ func DefaultOptions() Options {
 		HistoryLimit:    50,
 		Drift:           drift.DefaultOptions(),
 		Controller:      controller.DefaultOptions(),
+		Webhook:         webhook.DefaultOptions(),
+		APIStreams:      api.DefaultStreamOptions(),
 		GitTimeout:      source.DefaultOptions().Timeout,
 		GitMaxFetchMiB:  source.DefaultMaxFetchBytes >> 20,
 		GitMaxObjectMiB: source.DefaultMaxObjectBytes >> 20,
@@ -117,217 +116,16 @@ func DefaultOptions() Options {
 }
 
 // Run starts deployd and blocks until ctx is cancelled, then shuts down gracefully
-// within opts.ShutdownTimeout. It returns an error only when it could not start.
+// within opts.ShutdownTimeout. It returns an error when it could not start, or when a
+// part failed (the HTTP server, the leader lease).
 func Run(ctx context.Context, opts Options) error {
-	log := opts.Logger
-	watcher, err := config.NewWatcher(opts.ConfigPath, opts.Config)
-	if err != nil {
-		return fmt.Errorf("%s: %w", opts.ConfigPath, err)
-	}
-	if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
-		return fmt.Errorf("creating the git cache directory: %w", err)
-	}
-	restCfg, err := kube.RESTConfig(opts.Kube)
+	d, err := New(ctx, opts)
 	if err != nil {
 		return err
 	}
-	var ctl *controller.Controller
-	meter := metrics.New(func() int { return ctl.Len() })
-	kube.CountRequests(restCfg, meter.KubeRequest)
-	prober, err := kube.NewProber(restCfg)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", opts.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", opts.Listen, err)
-	}
-	debug, err := listenDebug(opts.DebugListen)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	cfg := watcher.State().Config
-	log.Info("deployd started", "config", opts.ConfigPath, "repos", len(cfg.Repos), "cluster", restCfg.Host, "listen", ln.Addr().String())
-
-	srcOpts := source.DefaultOptions()
-	srcOpts.CacheDir, srcOpts.Timeout = opts.CacheDir, opts.GitTimeout
-	srcOpts.MaxFetchBytes, srcOpts.MaxObjectBytes = int64(opts.GitMaxFetchMiB)<<20, int64(opts.GitMaxObjectMiB)<<20
-	src := source.New(srcOpts)
-	pruneCaches(src, cfg, log)
-	meter.GitCache(src.DiskUse)
-	state := view.New(opts.HistoryLimit)
-	state.SetConfig(cfg)
-	var p *parts
-	dep := opts.Deployer
-	if dep == nil {
-		ensureStateNamespace(ctx, restCfg, opts.Namespace, log)
-		if p, err = newParts(restCfg, src, state, opts, log); err != nil {
-			return err
-		}
-		dep = p.runner
-	}
-	runner := p.runnerOrNil()
-	ctlOpts := opts.Controller
-	ctlOpts.Observe = func(o controller.Outcome) {
-		logOutcome(log, o)
-		var checkErr error
-		if o.Action == controller.ActionCheckFailed {
-			checkErr = o.Err
-		}
-		state.Observe(o.Key, o.Result.Revision, checkErr)
-	}
-	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWork()
-	observe := ctlOpts.Observe
-	ctlOpts.Observe = func(o controller.Outcome) { observe(o); meter.Outcome(o) }
-	if p != nil {
-		p.meter = meter
-		meter.Drift(p.drift.Counts)
-		if err := p.startReporting(work, opts, meter, log); err != nil {
-			return err
-		}
-	}
-	ctl = controller.New(src, dep, ctlOpts)
-	var wg sync.WaitGroup
-	if opts.LeaderElect && p == nil {
-		return errors.New("leader election needs the deployment path (no test deployer)")
-	}
-	var rs *roles
-	var queue interface {
-		webhook.Queue
-		api.Queue
-	} = ctl
-	if p != nil {
-		rs = newRoles(ctl, p, p.kube, opts.Namespace, log)
-		p.leading = rs.leading.Load
-		rs.setConfig(cfg)
-		p.ctl = ctl
-		p.tracker.Start(work)
-		if opts.LeaderElect {
-			queue = rs
-			if err := rs.watchStates(work, p.kube, opts.Namespace); err != nil {
-				return err
-			}
-			rs.follow(ctx, cfg)
-		}
-	}
-	var redo []config.Key
-	if rs != nil && !opts.LeaderElect {
-		redo = rs.lead(ctx, cfg, time.Time{}) // before serving: a restart shows its history at once
-	}
-	ctl.SetConfig(cfg)
-	// lead runs the work queue, at once or once elected, until ctx ends.
-	lead := func(ctx context.Context, since time.Time) {
-		if rs != nil && opts.LeaderElect {
-			redo = rs.lead(ctx, watcher.State().Config, since)
-		}
-		for _, k := range redo {
-			ctl.Enqueue(k, controller.Request{Trigger: controller.TriggerStartup, Force: true})
-		}
-		go releaseAfterStartup(ctx, ctl.Idle)
-		ctl.Run(ctx)
-	}
-	if opts.WebhookSecretFile == "" {
-		log.Warn("webhooks are off: start deployd with --webhook-secret-file to accept GitHub pushes")
-	}
-	hooks := webhook.New(queue, opts.WebhookSecretFile, func(r webhook.Result) { logDelivery(log, r); meter.Delivery(r) })
-
-	health := &health{watcher: watcher}
-	if p != nil {
-		health.synced = p.tracker.Synced
-	}
-	apiServer := api.New(p.apiDeps(state, queue, watcher), api.Options{TokenFile: opts.APITokenFile, ReadAuth: opts.APIReadAuth, PublicURL: opts.PublicURL})
-	mux := http.NewServeMux()
-	mux.Handle("/", apiServer.Handler())
-	dash := dashboard.Handler() // the page at / and its assets; the API keeps every other path
-	mux.Handle("GET /{$}", dash)
-	mux.Handle("GET "+dashboard.AssetPrefix, dash)
-	mux.Handle("GET /healthz", health.routes())
-	mux.Handle("GET /readyz", health.routes())
-	mux.Handle("/webhooks/github", hooks)
-	mux.Handle("GET /metrics", meter.Handler())
-	srv := &http.Server{
-		Handler:           meter.Middleware(mux),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	srv.RegisterOnShutdown(apiServer.CloseStreams)
-
-	wg.Go(func() { health.probeLoop(work, prober, opts.ProbeInterval, log) })
-	lost, stopElection := elect(work, &wg, restCfg, opts, log, lead)
-	defer stopElection()
-	wg.Go(func() {
-		onReload := func(r config.Reload) {
-			logReload(log, r)
-			if r.Err == nil {
-				pruneCaches(src, r.Config, log)
-				state.SetConfig(r.Config)
-				if rs != nil {
-					rs.setConfig(r.Config)
-				}
-				ctl.SetConfig(r.Config)
-			}
-		}
-		if err := watcher.Run(work, onReload); err != nil {
-			log.Error("config watcher stopped: reloads are off until restart", "err", err)
-		}
-	})
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	if debug != nil {
-		log.Info("serving pprof", "listen", debug.Addr().String())
-		go func() { _ = debugServer().Serve(debug) }()
-		defer debug.Close()
-	}
-	if opts.Listening != nil {
-		opts.Listening(ln.Addr())
-	}
-
-	// stopNow ends the background work at once; waits end unrecorded, and the next
-	// leader marks them interrupted and redoes them.
-	stopNow := func() {
-		stopWork()
-		wg.Wait()
-		if runner != nil {
-			runner.Close()
-		}
-	}
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		stopNow()
-		return fmt.Errorf("serving HTTP: %w", err)
-	case err := <-lost:
-		// A replica that lost the lease stops at once: another may be deploying already.
-		log.Error("stopping: this replica is no longer the leader; a restart rejoins as a follower", "err", err)
-		_ = srv.Close()
-		stopNow()
-		return err
-	}
-	log.Info("shutting down", "timeout", opts.ShutdownTimeout.String())
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("HTTP requests still running at the shutdown deadline were cut off", "err", err)
-		_ = srv.Close()
-	}
-	done := make(chan struct{})
-	go func() {
-		stopNow()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-shutdownCtx.Done():
-		log.Warn("background work did not stop before the shutdown deadline")
-	}
-	stopElection() // the lease is released once the work stopped: a follower takes over at once
-	log.Info("stopped")
-	return nil
+	err = d.Run(ctx)
+	d.Close()
+	return err
 }
 
 // pruneCaches removes the git caches of repos that are not in cfg (removed, or moved to
@@ -381,11 +179,20 @@ func ownNamespace() string {
 func ensureStateNamespace(ctx context.Context, cfg *rest.Config, name string, log *slog.Logger) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
+		log.Error("could not check deployd's namespace: deploys fail until it exists", "namespace", name, "err", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{}); err == nil || !apierrors.IsNotFound(err) {
+	_, err = cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		return
+	case apierrors.IsForbidden(err):
+		log.Debug("deployd may not read namespaces; taking its own namespace as there", "namespace", name, "err", err)
+		return
+	case !apierrors.IsNotFound(err):
+		log.Warn("could not check deployd's namespace: deploys fail until it exists", "namespace", name, "err", err)
 		return
 	}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{apply.LabelManagedBy: apply.ManagedByValue}}}

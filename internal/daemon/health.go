@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/deployd/deployd/internal/config"
@@ -17,6 +18,9 @@ type health struct {
 	watcher *config.Watcher
 	// synced, when set, tells whether the status watches have their initial lists.
 	synced func() bool
+
+	// stopping is set when shutdown starts: /readyz fails, so endpoints drop this replica.
+	stopping atomic.Bool
 
 	mu         sync.Mutex
 	clusterErr error
@@ -54,6 +58,9 @@ func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(&b, "[+]%s ok\n", name)
 	}
 	check("config", nil) // deployd does not start without a valid config
+	if h.stopping.Load() {
+		check("shutdown", fmt.Errorf("shutting down"))
+	}
 	if !probed {
 		clusterErr = fmt.Errorf("not checked yet")
 	}

@@ -3,6 +3,9 @@ package daemon
 import (
 	"errors"
 	"log/slog"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/deployd/deployd/internal/controller"
@@ -31,6 +34,13 @@ func logOutcome(log *slog.Logger, o controller.Outcome) {
 		log.Error("commit refused: over a git fetch limit; not fetched again until the branch moves", append(attrs, "err", o.Err)...)
 	case o.Err != nil && o.Action == controller.ActionDeployFailed:
 		log.Error("deploy failed", append(attrs, "err", o.Err, "retry_in", o.RetryIn.String())...)
+	case o.Err != nil && unreachable(o.Err) && o.Failures > 1:
+		log.Debug("repo check failed: git host still unreachable", append(attrs, "err", o.Err, "retry_in", o.RetryIn.String())...)
+	case o.Err != nil && unreachable(o.Err):
+		// A cluster without internet access (k8s/'s sample repos on GitHub): say it once
+		// per repo, then back off quietly; the status API shows the reason meanwhile.
+		log.Warn("repo check failed: its git host cannot be reached; retrying with backoff, quietly until it succeeds (the status API's checkError says why)",
+			append(attrs, "err", o.Err, "retry_in", o.RetryIn.String())...)
 	case o.Err != nil:
 		log.Error("repo check failed", append(attrs, "err", o.Err, "retry_in", o.RetryIn.String())...)
 	case o.Action == controller.ActionUpToDate:
@@ -68,4 +78,23 @@ func logEvent(log *slog.Logger, e deploy.Event) {
 	default:
 		log.Info("deployment", attrs...)
 	}
+}
+
+// unreachable tells a failure to resolve or connect to a host (no network, no DNS, a
+// firewall) from one the repo or its server caused.
+func unreachable(err error) bool {
+	var dns *net.DNSError
+	var op *net.OpError
+	if errors.As(err, &dns) || errors.As(err, &op) && op.Op == "dial" ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+		return true
+	}
+	// go-git's HTTP transport keeps only the text of some errors.
+	msg := err.Error()
+	for _, s := range []string{"no such host", "server misbehaving", "connection refused", "network is unreachable", "no route to host", "dial tcp"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -19,6 +19,7 @@ import (
 	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/metrics"
+	"github.com/deployd/deployd/internal/panics"
 	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
@@ -36,14 +37,22 @@ type parts struct {
 	runner  *deploy.Runner
 	view    *view.View
 	ctl     *controller.Controller
-	meter   *metrics.Metrics // set once the controller exists
+	meter   *metrics.Metrics
 	report  *report.Reporter // nil when reporting to GitHub is off
 	drift   *drift.Detector
-	leading func() bool // set once roles exist: only the leader corrects drift
+	leading func() bool // set once the router exists: only the leader corrects drift
+	// deployed is the deployed record last watched per repo, on a follower.
+	deployedMu sync.Mutex
+	deployed   map[config.Key]int
+
+	// work is the background work's context and wg tracks its goroutines (the
+	// daemon's): watches of deployed objects run in them.
+	work context.Context
+	wg   *sync.WaitGroup
 }
 
-// startReporting sets up GitHub reporting, or says once that it is off.
-func (p *parts) startReporting(ctx context.Context, opts Options, meter *metrics.Metrics, log *slog.Logger) error {
+// buildReporting sets up GitHub reporting, or says once that it is off.
+func (p *parts) buildReporting(opts Options, meter *metrics.Metrics, log *slog.Logger) error {
 	if !opts.GitHub.Enabled() {
 		log.Info("GitHub reporting is off: give --github-token-file or a GitHub App to report deployments to GitHub")
 		return nil
@@ -68,7 +77,7 @@ func (p *parts) startReporting(ctx context.Context, opts Options, meter *metrics
 		if state == "in_progress" {
 			return // the id is stored with "queued"; the final state follows: a write saved
 		}
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		sctx, cancel := context.WithTimeout(p.work, 10*time.Second)
 		defer cancel()
 		if err := p.store.SetGitHub(sctx, repo, number, g); err != nil {
 			log.Warn("could not record the GitHub deployment", "repo", repo.Name, "env", repo.Environment, "deployment", number, "err", err)
@@ -79,12 +88,19 @@ func (p *parts) startReporting(ctx context.Context, opts Options, meter *metrics
 		log.Warn("GitHub report dropped", "repo", repo.Name, "env", repo.Environment, "deployment", number, "state", state, "reason", reason)
 	}
 	p.report = report.New(api, ropts)
-	p.report.Start(ctx)
 	log.Info("reporting deployments to GitHub", "api", gopts.APIURL, "app", gopts.AppID != 0)
 	return nil
 }
 
-func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Options, log *slog.Logger) (*parts, error) {
+// startReporting starts reporting to GitHub, when it is on, until ctx ends.
+func (p *parts) startReporting(ctx context.Context) {
+	if p.report != nil {
+		p.report.Start(ctx)
+	}
+}
+
+// newParts builds the deployment path; its background work runs in work, tracked by wg.
+func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *source.Source, state *view.View, opts Options, meter *metrics.Metrics, log *slog.Logger) (*parts, error) {
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -100,26 +116,25 @@ func newParts(cfg *rest.Config, src *source.Source, state *view.View, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	p := &parts{kube: kube, applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state}
+	tracker.Panicked = func(object string, err error) {
+		log.Error("computing an object's status panicked; its status is unknown until it changes", "object", object, "err", err)
+		if p := (*panics.Error)(nil); errors.As(err, &p) {
+			log.Debug("panic caught", "object", object, "err", err, "stack", string(p.Stack))
+		}
+	}
+	p := &parts{kube: kube, applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state,
+		meter: meter, work: work, wg: wg, deployed: map[config.Key]int{}}
 	p.drift = newDrift(p, opts.Drift)
+	meter.Drift(p.drift.Counts)
 	p.runner = deploy.New(src, drift.Applier{Next: applier, Detector: p.drift}, tracker, p.store, func(e deploy.Event) {
 		logEvent(log, e)
 		state.Record(e.Repo.Key(), e.Record)
-		if p.meter != nil {
-			p.meter.Event(e)
-		}
+		p.meter.Event(e)
 		if p.report != nil {
 			p.report.Record(e.Repo, e.Record, e.GitHubDeploymentID)
 		}
 	})
 	return p, nil
-}
-
-func (p *parts) runnerOrNil() *deploy.Runner {
-	if p == nil {
-		return nil
-	}
-	return p.runner
 }
 
 // recoverHistory reads every repo's history and pause state before the first check:
@@ -145,7 +160,8 @@ func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, 
 			ctl.SetPaused(repo.Key(), true)
 			p.view.SetPause(repo.Key(), view.Pause(rec.Pause))
 		}
-		p.watchDeployed(ctx, repo, log)
+		p.expectDrift(repo)
+		p.watchDeployed(repo, log)
 		if rec.CrashedTree != "" {
 			ctl.SeedFailed(repo.Key(), rec.CrashedTree)
 			log.Error("a deployment crashed deployd twice; not deploying it again until a new commit or a forced sync", "repo", repo.Name, "env", repo.Environment)
@@ -171,7 +187,52 @@ func (p *parts) preload(ctx context.Context, cfg *config.Config) error {
 
 // watchDeployed starts watching the objects of the repo's deployed record, in the
 // background, so the API shows their status after a restart.
-func (p *parts) watchDeployed(ctx context.Context, repo config.Repo, log *slog.Logger) {
+func (p *parts) watchDeployed(repo config.Repo, log *slog.Logger) {
+	e, ok := p.view.Entry(repo.Key())
+	if !ok {
+		return
+	}
+	dep, ok := e.Deployed()
+	if !ok {
+		return
+	}
+	var refs []apply.Ref
+	for _, o := range dep.Objects {
+		if o.Kind != "" && o.Action != string(apply.Pruned) && o.Action != string(apply.PruneSkipped) {
+			refs = append(refs, api.RefOf(o))
+		}
+	}
+	p.wg.Go(func() {
+		wctx, cancel := context.WithTimeout(p.work, time.Minute)
+		defer cancel()
+		if err := p.tracker.Watch(wctx, refs); err != nil && p.work.Err() == nil {
+			log.Warn("could not watch the deployed objects", "repo", repo.Name, "env", repo.Environment, "err", err)
+		}
+	})
+}
+
+// shown notes that the repo's deployed record is number, and reports whether it is new.
+func (p *parts) shown(key config.Key, number int) bool {
+	p.deployedMu.Lock()
+	defer p.deployedMu.Unlock()
+	seen := p.deployed[key] == number
+	p.deployed[key] = number
+	return !seen
+}
+
+// SetPause stores the pause state, then applies it to the controller and the view.
+func (p *parts) SetPause(ctx context.Context, repo config.Repo, pause view.Pause) error {
+	if err := p.store.SetPause(ctx, repo, history.Pause(pause)); err != nil {
+		return err
+	}
+	p.ctl.SetPaused(repo.Key(), pause.Paused)
+	p.view.SetPause(repo.Key(), pause)
+	return nil
+}
+
+// expectDrift tells the drift detector, on the leader at start, which objects the
+// repo's deployed record applied.
+func (p *parts) expectDrift(repo config.Repo) {
 	e, ok := p.view.Entry(repo.Key())
 	if !ok {
 		return
@@ -187,55 +248,6 @@ func (p *parts) watchDeployed(ctx context.Context, repo config.Repo, log *slog.L
 		}
 	}
 	p.drift.Expect(repo, dep.Commit.SHA, refs)
-	go func() {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if err := p.tracker.Watch(wctx, refs); err != nil {
-			log.Warn("could not watch the deployed objects", "repo", repo.Name, "env", repo.Environment, "err", err)
-		}
-	}()
-}
-
-// SetPause stores the pause state, then applies it to the controller and the view.
-func (p *parts) SetPause(ctx context.Context, repo config.Repo, pause view.Pause) error {
-	if err := p.store.SetPause(ctx, repo, history.Pause(pause)); err != nil {
-		return err
-	}
-	p.ctl.SetPaused(repo.Key(), pause.Paused)
-	p.view.SetPause(repo.Key(), pause)
-	return nil
-}
-
-// apiDeps are what the API reads and acts through; without the real parts (a test's
-// own deployer) statuses are unknown and pausing is refused.
-func (p *parts) apiDeps(state *view.View, queue api.Queue, cfg api.ConfigState) api.Deps {
-	d := api.Deps{View: state, Queue: queue, Config: cfg, Statuses: noStatuses{}, Objects: noObjects{}, Pauser: noPauser{}}
-	if p != nil {
-		d.Statuses, d.Objects, d.Pauser, d.Drift = p.tracker, p.applier, p, p.drift
-	}
-	return d
-}
-
-type noStatuses struct{}
-
-func (noStatuses) Get(apply.Ref) rollout.Tracked {
-	return rollout.Tracked{ObjectStatus: rollout.ObjectStatus{Status: rollout.Unknown}}
-}
-
-func (noStatuses) Changed() <-chan struct{} { return nil }
-
-func (noStatuses) Version() uint64 { return 0 }
-
-type noObjects struct{}
-
-func (noObjects) Live(context.Context, apply.Ref) (*unstructured.Unstructured, error) {
-	return nil, errors.New("no cluster access in this mode")
-}
-
-type noPauser struct{}
-
-func (noPauser) SetPause(context.Context, config.Repo, view.Pause) error {
-	return errors.New("pausing needs the deployment path")
 }
 
 // newDrift makes the drift detector: it sees what the tracker's watches see, and

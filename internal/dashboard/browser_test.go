@@ -23,6 +23,7 @@ import (
 
 	"github.com/deployd/deployd/internal/daemon"
 	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/logtest"
 	"github.com/deployd/deployd/internal/simcluster"
 )
 
@@ -70,28 +71,11 @@ func browser(t *testing.T) context.Context {
 	return ctx
 }
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startDeployd runs deployd until the test ends and returns its base URL; hook, if
 // given, changes its options.
-func startDeployd(t *testing.T, cfg, secret string, hook func(*daemon.Options)) (string, *logBuffer) {
+func startDeployd(t *testing.T, cfg, secret string, hook func(*daemon.Options)) (string, *logtest.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	opts := daemon.DefaultOptions()
 	opts.ConfigPath, opts.Kube.Kubeconfig, opts.Listen = cfg, env.Kubeconfig, "127.0.0.1:0"
 	opts.CacheDir, opts.Namespace, opts.WebhookSecretFile = filepath.Join(t.TempDir(), "cache"), env.Namespace(t), secret
@@ -215,15 +199,6 @@ func artifact(t *testing.T, name string, b []byte) {
 	t.Logf("artifact: %s", path)
 }
 
-func app(t *testing.T, version string) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "app.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return map[string]string{"deploy/manifests/app.yaml": strings.ReplaceAll(string(b), "VERSION", version)}
-}
-
 // pollPage waits until expression is true in the page, at most until deadline.
 func pollPage(t *testing.T, ctx context.Context, what, expression string, deadline time.Time) {
 	t.Helper()
@@ -249,7 +224,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	cfg := "repos:\n"
 	for _, name := range apps {
 		repos[name] = srv.NewRepo(t, name)
-		heads[name] = repos[name].Commit("main", "v1", app(t, "v1"))
+		heads[name] = repos[name].Commit("main", "v1", gittest.SampleAppFiles("v1"))
 		cfg += fmt.Sprintf("  - {name: %s, url: '%s', namespace: %s, environment: dev, interval: 0}\n", name, srv.RepoURL(name), env.Namespace(t))
 	}
 	cfgPath, secret := filepath.Join(dir, "repos.yaml"), filepath.Join(dir, "secret")
@@ -283,7 +258,7 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := apps[0]
-		v2 := repos[name].Commit("main", "v2", app(t, "v2"))
+		v2 := repos[name].Commit("main", "v2", gittest.SampleAppFiles("v2"))
 		pushHook(t, base, "hook-secret", name)
 		recorded := await(t, events, "v2 recorded", func(ev deploymentEvent) bool { return ev.Record.Commit.SHA == v2 })
 		pollPage(t, ctx, "the page shows v2 once deployd recorded it", row(name)+`?.querySelector('[data-sha="`+v2+`"]') !== null`, recorded.at.Add(2*time.Second))

@@ -87,7 +87,7 @@ func TestPanicsAreErrorRecords(t *testing.T) {
 				t.Fatalf("Deploy: %v, want permanent %v", err, tt.permanent)
 			}
 			e := f.waitEvent(t, 1, history.Error)
-			if e.Record.Error != tt.want || !strings.Contains(string(e.Stack), "hostile_test.go") {
+			if e.Record.Error != tt.want || !strings.Contains(string(e.Stack), "crash_test.go") {
 				t.Errorf("error %q, want %q; stack:\n%s", e.Record.Error, tt.want, e.Stack)
 			}
 			recs, _ := f.store.List(context.Background(), f.repo)

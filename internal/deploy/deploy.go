@@ -35,6 +35,16 @@ type Waiter interface {
 	Wait(ctx context.Context, targets []rollout.Target, timeout time.Duration) rollout.WaitResult
 }
 
+// History keeps the repos' deployment records (history.Store does).
+type History interface {
+	Create(ctx context.Context, repo config.Repo, rec history.Record) (history.Record, error)
+	Update(ctx context.Context, repo config.Repo, rec history.Record) error
+	List(ctx context.Context, repo config.Repo) ([]history.Record, error)
+	Pause(ctx context.Context, repo config.Repo) (history.Pause, error)
+}
+
+var _ History = (*history.Store)(nil)
+
 // Event tells of a phase change, for logs, metrics, the API's event stream and reporters.
 type Event struct {
 	Repo   config.Repo
@@ -67,7 +77,7 @@ type Runner struct {
 	files   Files
 	applier Applier
 	waiter  Waiter
-	history *history.Store
+	history History
 	notify  func(Event)
 
 	mu      sync.Mutex
@@ -112,7 +122,7 @@ var (
 )
 
 // New returns a Runner; notify (optional) is called after every record change.
-func New(files Files, applier Applier, waiter Waiter, store *history.Store, notify func(Event)) *Runner {
+func New(files Files, applier Applier, waiter Waiter, store History, notify func(Event)) *Runner {
 	if notify == nil {
 		notify = func(Event) {}
 	}
@@ -130,15 +140,10 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	// Only the start and the end of a deployment are stored: a restart takes any record
 	// not ended as interrupted, whether it was applying or waiting, so the phases between
 	// are told (to the API, its events and GitHub) but not written.
-	rec, err := r.history.Create(ctx, d.Repo, history.Record{
-		Commit:  history.Commit{SHA: d.Revision.Commit, Message: d.Revision.Message, Author: d.Revision.Author, Time: d.Revision.Time},
-		Tree:    d.Revision.Tree,
-		Trigger: string(d.Trigger),
-		Started: time.Now().UTC(),
-		Phase:   history.Applying,
-		Note:    note(d),
-		Crashes: r.takeRedo(d.Repo.Key(), d.Revision.Commit),
-	})
+	rec := recordOf(d, history.Applying, time.Now().UTC())
+	rec.Note = note(d)
+	rec.Crashes = r.takeRedo(d.Repo.Key(), d.Revision.Commit)
+	rec, err := r.history.Create(ctx, d.Repo, rec)
 	if err != nil {
 		return fmt.Errorf("recording the deployment: %w", err)
 	}
@@ -212,19 +217,15 @@ func (r *Runner) Objects(ctx context.Context, repo config.Repo, commit string) (
 // is a controller.Permanent error.
 func (r *Runner) render(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
 	files, err := r.files.Files(repo, commit, repo.ManifestPath(), r.Limits)
-	var over *source.LimitError
-	if errors.As(err, &over) {
-		return nil, controller.Permanent(err)
-	}
 	if err != nil {
-		return nil, err
+		return nil, readErr(err)
 	}
 	if render.IsKustomization(files, repo.ManifestPath()) {
 		// An overlay may reach ../base anywhere in the repo, next to the app's own code.
 		lim := r.Limits
 		lim.MaxFiles *= repoFiles
 		if files, err = r.files.Files(repo, commit, ".", lim); err != nil {
-			return nil, controller.Permanent(err)
+			return nil, readErr(err)
 		}
 	}
 	lim := render.DefaultLimits()
@@ -243,7 +244,28 @@ func (r *Runner) render(ctx context.Context, repo config.Repo, commit string) ([
 	return objs, nil
 }
 
-// startWait waits for the rollout in its own goroutine and records the outcome.
+// readErr classifies an error reading a commit's files: over a limit is the commit's
+// fault, for good (controller.Permanent); anything else (the cache, the disk) is retried.
+func readErr(err error) error {
+	var over *source.LimitError
+	if errors.As(err, &over) {
+		return controller.Permanent(err)
+	}
+	return err
+}
+
+// recordOf starts d's record: its revision, its trigger, phase and start.
+func recordOf(d controller.Deployment, phase history.Phase, started time.Time) history.Record {
+	rev := d.Revision
+	return history.Record{
+		Commit:  history.Commit{SHA: rev.Commit, Message: rev.Message, Author: rev.Author, Time: rev.Time},
+		Tree:    rev.Tree,
+		Trigger: string(d.Trigger),
+		Started: started,
+		Phase:   phase,
+	}
+}
+
 // note says what is unusual about a deployment, for its record.
 func note(d controller.Deployment) string {
 	if d.GitHubDeploymentID == 0 {
@@ -256,6 +278,7 @@ func note(d controller.Deployment) string {
 	return n
 }
 
+// startWait waits for the rollout in its own goroutine and records the outcome.
 func (r *Runner) startWait(repo config.Repo, rec history.Record, targets []rollout.Target, gh int64) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	w := &wait{cancel: cancel, done: make(chan struct{})}
@@ -387,14 +410,9 @@ func (r *Runner) Close() {
 
 // Skipped records a new commit whose manifests equal the deployed ones.
 func (r *Runner) Skipped(ctx context.Context, d controller.Deployment) error {
-	now := time.Now().UTC()
-	rec, err := r.history.Create(ctx, d.Repo, history.Record{
-		Commit:  history.Commit{SHA: d.Revision.Commit, Message: d.Revision.Message, Author: d.Revision.Author, Time: d.Revision.Time},
-		Tree:    d.Revision.Tree,
-		Trigger: string(d.Trigger),
-		Started: now, Ended: now,
-		Phase: history.SkippedNoChange,
-	})
+	rec := recordOf(d, history.SkippedNoChange, time.Now().UTC())
+	rec.Ended = rec.Started
+	rec, err := r.history.Create(ctx, d.Repo, rec)
 	if err == nil {
 		r.notify(Event{Repo: d.Repo, Record: rec})
 	}
@@ -482,7 +500,7 @@ func (r *Runner) interrupted(repo config.Repo, rec history.Record, newest bool, 
 	case !newest:
 	case crashes >= MaxCrashes:
 		rec.Error = fmt.Sprintf("%s: deployd was killed %d times while deploying commit %s (a crash or an out-of-memory kill), so it is not redone at start: push a new commit, or sync with force to try it again",
-			crashedTwice, crashes, short(rec.Commit.SHA))
+			crashedTwice, crashes, source.ShortSHA(rec.Commit.SHA))
 		out.CrashedTree = rec.Tree
 	default:
 		out.Interrupted = true
@@ -500,13 +518,6 @@ func stackOf(err error) []byte {
 		return p.Stack
 	}
 	return nil
-}
-
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
 }
 
 // joinText appends b to a, after "; " when a is not empty.

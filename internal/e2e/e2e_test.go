@@ -162,35 +162,19 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-const app = `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: "nginx:1.27"}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec: {selector: {app: web}, ports: [{port: 80}]}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: web-config}
-data: {greeting: hello}
-`
+// app is the sample app every e2e test deploys.
+const app = gittest.SampleApp
 
 // TestShippedRBAC applies k8s/, runs the deployd binary with its ServiceAccount's token,
-// and sees a sample app deployed while a repo that tries to create a ClusterRole is refused.
+// and sees a sample app (with a Secret, which deployd may write but not read cluster-wide)
+// deployed while a repo that tries to create a ClusterRole is refused.
 func TestShippedRBAC(t *testing.T) {
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
 	applyDir(t, filepath.Join(root, "k8s"))
 
 	srv := gittest.NewServer(t)
-	srv.NewRepo(t, "haraldsk/an-application").Commit("main", "app", map[string]string{"deploy/manifests/app.yaml": app})
+	srv.NewRepo(t, "haraldsk/an-application").Commit("main", "app", map[string]string{"deploy/manifests/app.yaml": app,
+		"deploy/manifests/secret.yaml": "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {password: hunter2}\n"})
 	srv.NewRepo(t, "haraldsk/escalate").Commit("main", "cluster role", map[string]string{"deploy/manifests/role.yaml": "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: escalate}\nrules: [{apiGroups: ['*'], resources: ['*'], verbs: ['*']}]\n"})
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "repos.yaml")
@@ -236,14 +220,19 @@ func TestShippedRBAC(t *testing.T) {
 		kinds = append(kinds, o.Kind+":"+string(o.Status))
 	}
 	sort.Strings(kinds)
-	if strings.Join(kinds, ",") != "ConfigMap:Current,Deployment:Current,Service:Current" {
+	if strings.Join(kinds, ",") != "ConfigMap:Current,Deployment:Current,Secret:Current,Service:Current" {
 		t.Errorf("objects %v", kinds)
 	}
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
-	<-logDone
+	<-logDone // the logs are read once the process has written its last line
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("deployd exited with %v after SIGINT:\n%s", err, logs.String())
+	}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "forbidden") && !strings.Contains(l, "escalate") {
+			t.Errorf("deployd was refused something it needs: %s", l)
+		}
 	}
 }

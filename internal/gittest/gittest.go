@@ -152,6 +152,13 @@ type Server struct {
 // NewServer starts a git server for the repositories under a new directory.
 func NewServer(t TB) *Server {
 	t.Helper()
+	return NewServerOn(t, "127.0.0.1")
+}
+
+// NewServerOn is NewServer listening on host (an address Pods of a real node reach,
+// such as realnode.Address) instead of loopback.
+func NewServerOn(t TB, host string) *Server {
+	t.Helper()
 	backend, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
 		t.Fatalf("git --exec-path: %v", err)
@@ -190,7 +197,7 @@ func NewServer(t TB) *Server {
 		}
 		cgiHandler.ServeHTTP(w, req)
 	})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatalf("git server: %v", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -116,3 +118,14 @@ func CountRequests(cfg *rest.Config, count func(method string, code int)) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// Mapping resolves a kind to its REST mapping, refreshing the mapper's discovery once on a
+// miss so kinds of CRDs created since the last discovery are found.
+func Mapping(mapper meta.ResettableRESTMapper, gk schema.GroupKind, version string) (*meta.RESTMapping, error) {
+	m, err := mapper.RESTMapping(gk, version)
+	if meta.IsNoMatchError(err) {
+		mapper.Reset()
+		m, err = mapper.RESTMapping(gk, version)
+	}
+	return m, err
+}

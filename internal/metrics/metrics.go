@@ -31,8 +31,9 @@ type Metrics struct {
 	kube        *prometheus.CounterVec
 }
 
-// New registers the collectors; queueDepth reports the work queue's length.
-func New(queueDepth func() int) *Metrics {
+// New registers the collectors; QueueDepth and GitCache add the gauges read from parts
+// built later.
+func New() *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		deployments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deployd_deployments_total",
@@ -57,8 +58,6 @@ func New(queueDepth func() int) *Metrics {
 		Help: "Requests sent to the Kubernetes API server, by method and status code (0: no answer)."}, []string{"method", "code"})
 	m.reg.MustRegister(m.ghResponses, m.ghDropped, m.kube)
 	m.reg.MustRegister(m.deployments, m.duration, m.checks, m.checkErrors, m.webhooks, m.requests,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deployd_queue_depth", Help: "Repos waiting in the work queue."},
-			func() float64 { return float64(queueDepth()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -132,6 +131,12 @@ func (m *Metrics) GitHubResponse(code int) { m.ghResponses.WithLabelValues(strco
 // KubeRequest counts a request to the Kubernetes API server.
 func (m *Metrics) KubeRequest(method string, code int) {
 	m.kube.WithLabelValues(method, strconv.Itoa(code)).Inc()
+}
+
+// QueueDepth exports the work queue's length, as depth returns it.
+func (m *Metrics) QueueDepth(depth func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deployd_queue_depth", Help: "Repos waiting in the work queue."},
+		func() float64 { return float64(depth()) }))
 }
 
 // GitCache exports the git cache's disk use, as bytes returns it.

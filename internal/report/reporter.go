@@ -13,6 +13,7 @@ import (
 
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/history"
+	"github.com/deployd/deployd/internal/source"
 )
 
 // Options configure a Reporter.
@@ -130,7 +131,7 @@ func describe(rec history.Record, state string) string {
 	case "queued":
 		return name + " queued"
 	case "in_progress":
-		return name + " applying " + short(rec.Commit.SHA)
+		return name + " applying " + source.ShortSHA(rec.Commit.SHA)
 	case "success":
 		ready, total := 0, 0
 		for _, o := range rec.Objects {
@@ -147,13 +148,6 @@ func describe(rec history.Record, state string) string {
 		return name + " superseded by a newer deployment"
 	}
 	return rec.Error
-}
-
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
 }
 
 func streamKey(repo config.Repo, number int) string {

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -19,6 +18,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/deployd/deployd/internal/apply"
+	"github.com/deployd/deployd/internal/kube"
+	"github.com/deployd/deployd/internal/panics"
 )
 
 // Tracked is an object's status and when it last changed.
@@ -33,6 +34,13 @@ type Tracked struct {
 // Tracker watches every object labelled as deployd's, one informer per kind, started on
 // first use. Its memory grows with what deployd manages, not with the cluster.
 type Tracker struct {
+	// Panicked, when set before Start, is told of a status computation that panicked
+	// (err is a *panics.Error with the stack), with the object's key; the object's
+	// status is then Unknown. A panic in a watch's event handler would end deployd.
+	Panicked func(object string, err error)
+
+	// compute is Compute; tests make it panic.
+	compute func(*unstructured.Unstructured) ObjectStatus
 	dyn     dynamic.Interface
 	mapper  *restmapper.DeferredDiscoveryRESTMapper
 	factory dynamicinformer.DynamicSharedInformerFactory
@@ -76,8 +84,9 @@ func NewTracker(cfg *rest.Config) (*Tracker, error) {
 	}
 	selector := apply.LabelManagedBy + "=" + apply.ManagedByValue
 	return &Tracker{
-		dyn:    dyn,
-		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)),
+		compute: Compute,
+		dyn:     dyn,
+		mapper:  restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)),
 		factory: dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, metav1.NamespaceAll, func(o *metav1.ListOptions) {
 			o.LabelSelector = selector
 		}),
@@ -104,14 +113,18 @@ func refKey(r apply.Ref) string {
 	return key(schema.GroupKind{Group: r.Group, Kind: r.Kind}.String(), r.Namespace, r.Name)
 }
 
+// unwatched are kinds deployd is given no right to read across namespaces, whose
+// rollout is their existence: Secrets, which it applies and has no use reading (k8s/
+// grants it no cluster-wide read of them). Once applied, they count as Current.
+var unwatched = map[schema.GroupKind]bool{{Kind: "Secret"}: true}
+
 // Watch makes sure the kinds of refs are watched and their caches synced.
 func (t *Tracker) Watch(ctx context.Context, refs []apply.Ref) error {
 	for _, r := range refs {
-		m, err := t.mapper.RESTMapping(schema.GroupKind{Group: r.Group, Kind: r.Kind}, r.Version)
-		if meta.IsNoMatchError(err) {
-			t.mapper.Reset()
-			m, err = t.mapper.RESTMapping(schema.GroupKind{Group: r.Group, Kind: r.Kind}, r.Version)
+		if unwatched[schema.GroupKind{Group: r.Group, Kind: r.Kind}] {
+			continue
 		}
+		m, err := kube.Mapping(t.mapper, schema.GroupKind{Group: r.Group, Kind: r.Kind}, r.Version)
 		if err != nil {
 			return fmt.Errorf("watching %s: %w", r, err)
 		}
@@ -216,7 +229,7 @@ func (t *Tracker) update(o any, deleted bool) {
 	if deleted {
 		next = Tracked{ObjectStatus: ObjectStatus{Status: NotFound, Message: "deleted"}}
 	} else {
-		next = Tracked{ObjectStatus: Compute(u), Found: true}
+		next = Tracked{ObjectStatus: t.computeSafely(k, u), Found: true}
 	}
 	t.mu.Lock()
 	prev, had := t.statuses[k]
@@ -231,6 +244,21 @@ func (t *Tracker) update(o any, deleted bool) {
 	t.mu.Unlock()
 }
 
+// computeSafely is compute behind a recover: it runs in a client-go event handler, where
+// a panic ends the process. A panic leaves the object Unknown and is told to Panicked.
+func (t *Tracker) computeSafely(k string, u *unstructured.Unstructured) (s ObjectStatus) {
+	defer func() {
+		if v := recover(); v != nil {
+			err := panics.New(v)
+			s = ObjectStatus{Status: Unknown, Generation: u.GetGeneration(), Message: "computing its status: " + err.Error()}
+			if t.Panicked != nil {
+				t.Panicked(k, err)
+			}
+		}
+	}()
+	return t.compute(u)
+}
+
 func sameStatus(a, b Tracked) bool {
 	return a.Status == b.Status && a.Message == b.Message && a.Found == b.Found
 }
@@ -241,6 +269,9 @@ func (t *Tracker) Get(r apply.Ref) Tracked {
 	defer t.mu.Unlock()
 	if s, ok := t.statuses[refKey(r)]; ok {
 		return s
+	}
+	if unwatched[schema.GroupKind{Group: r.Group, Kind: r.Kind}] {
+		return Tracked{Found: true, ObjectStatus: ObjectStatus{Status: Current, Message: "applied (deployd does not watch " + r.Kind + "s)"}}
 	}
 	return Tracked{ObjectStatus: ObjectStatus{Status: NotFound, Message: "not in the cluster"}}
 }

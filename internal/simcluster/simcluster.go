@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +52,9 @@ var crashLoopStage []byte
 // ("5s"), the way a readiness probe does, so a rollout takes time as a real one does.
 const ReadyAfterAnnotation = "simcluster.deployd.dev/ready-after"
 
+// ServiceRange is the cluster's Service IP range; the `kubernetes` Service is its first address.
+const ServiceRange = "10.96.0.0/16"
+
 // NodeName is the simulated node's name.
 const NodeName = "kwok-node-0"
 
@@ -64,6 +68,29 @@ type Options struct {
 	BinDir string
 	// Progress receives a line for each step, for people waiting on a cold start.
 	Progress io.Writer
+	// Address is the address the API server binds to and advertises, which the
+	// `kubernetes` Service points at; 127.0.0.1 when empty. A real node's Pods cannot
+	// reach loopback: package realnode puts an address on lo and passes it here.
+	Address string
+	// RealNode names a real node (kubelet and kube-proxy) the control plane is prepared
+	// for: Node,RBAC authorization, a client certificate the API server shows kubelets,
+	// and tokens for the node and its kube-proxy (Cluster.NodeAccess). Empty for none.
+	RealNode string
+}
+
+// NodeAccess is what a real node's kubelet and kube-proxy join the cluster with.
+type NodeAccess struct {
+	// NodeName is the node the kubelet registers; its token is for that node only.
+	NodeName string
+	// KubeletToken authenticates as system:node:<NodeName> in group system:nodes.
+	KubeletToken string
+	// ProxyToken authenticates as system:kube-proxy.
+	ProxyToken string
+	// KubeletClientCA is the file holding the CA of the client certificate the API
+	// server shows kubelets (for logs, exec and port-forward): the kubelet's x509.clientCAFile.
+	KubeletClientCA string
+	// CA is the file holding the API server's serving certificate, which clients trust.
+	CA string
 }
 
 // DefaultOptions returns options for a throw-away cluster that reports no progress.
@@ -79,6 +106,8 @@ type Cluster struct {
 	Kubeconfig string
 	// Config is the same access as a rest.Config.
 	Config *rest.Config
+	// NodeAccess lets a real node join; nil unless Options.RealNode was set.
+	NodeAccess *NodeAccess
 
 	opts    Options
 	procs   []*process
@@ -166,19 +195,38 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		return err
 	}
 	token := randomHex(16)
-	if err := os.WriteFile(c.path("tokens.csv"), []byte(token+",admin,admin,system:masters\n"), 0o600); err != nil {
-		return fmt.Errorf("writing tokens.csv: %w", err)
+	tokens := token + ",admin,admin,system:masters\n"
+	addr := c.opts.Address
+	if addr == "" {
+		addr = "127.0.0.1"
 	}
 	port := freePort()
 	c.apiArgs = []string{
 		"--etcd-servers", c.etcdURL,
-		"--bind-address", "127.0.0.1", "--secure-port", port, "--cert-dir", c.path("pki"),
+		"--bind-address", addr, "--secure-port", port, "--cert-dir", c.path("pki"),
 		"--token-auth-file", c.path("tokens.csv"), "--authorization-mode", "RBAC",
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", c.path("sa.pub"), "--service-account-signing-key-file", c.path("sa.key"),
-		"--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged",
+		"--service-cluster-ip-range", ServiceRange, "--allow-privileged",
 	}
-	host := "https://127.0.0.1:" + port
+	if c.opts.Address != "" {
+		// Left out, the API server advertises the host's address, loopback being refused.
+		c.apiArgs = append(c.apiArgs, "--advertise-address", addr)
+	}
+	if c.opts.RealNode != "" {
+		args, err := c.prepareNodeAccess()
+		if err != nil {
+			return err
+		}
+		c.apiArgs = append(c.apiArgs, args...)
+		c.apiArgs[slices.Index(c.apiArgs, "--authorization-mode")+1] = "Node,RBAC"
+		tokens += c.NodeAccess.KubeletToken + ",system:node:" + c.NodeAccess.NodeName + ",node-" + c.NodeAccess.NodeName + ",system:nodes\n" +
+			c.NodeAccess.ProxyToken + ",system:kube-proxy,kube-proxy\n"
+	}
+	if err := os.WriteFile(c.path("tokens.csv"), []byte(tokens), 0o600); err != nil {
+		return fmt.Errorf("writing tokens.csv: %w", err)
+	}
+	host := "https://" + net.JoinHostPort(addr, port)
 	if err := c.runAPIServer(ctx, host, token); err != nil {
 		return err
 	}
@@ -187,6 +235,9 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		return fmt.Errorf("reading the API server's certificate: %w", err)
 	}
 	c.Config = &rest.Config{Host: host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: ca}, QPS: 200, Burst: 400}
+	if c.NodeAccess != nil {
+		c.NodeAccess.CA = filepath.Join(c.path("pki"), "apiserver.crt")
+	}
 	c.Kubeconfig = c.path("kubeconfig")
 	return WriteKubeconfig(c.Kubeconfig, c.Config, "simcluster")
 }

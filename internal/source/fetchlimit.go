@@ -31,7 +31,7 @@ type FetchLimitError struct {
 func (e *FetchLimitError) Error() string {
 	at := ""
 	if e.Commit != "" {
-		at = " of commit " + short(e.Commit)
+		at = " of commit " + ShortSHA(e.Commit)
 	}
 	if e.Object {
 		return fmt.Sprintf("the fetch%s holds an object of %s, more than the limit of %s per object: keep large files out of the repo (or in Git LFS), or raise --git-max-object-mib",

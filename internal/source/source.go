@@ -567,7 +567,7 @@ func (s *Source) tree(repo config.Repo, commit, dir string) (*object.Tree, error
 	}
 	sub, err := tree.Tree(dir)
 	if err != nil {
-		return nil, fmt.Errorf("%s: reading %s at commit %s: %w", repo.Name, dir, short(commit), err)
+		return nil, fmt.Errorf("%s: reading %s at commit %s: %w", repo.Name, dir, ShortSHA(commit), err)
 	}
 	return sub, nil
 }
@@ -606,15 +606,15 @@ func (s *Source) resolve(ctx context.Context, repo config.Repo, commit string) (
 		if errors.As(err, &over) {
 			removeTempPacks(s.dir(repo))
 			over.Commit = hash.String()
-			return Revision{}, fmt.Errorf("%s: fetching commit %s: %w", repo.Name, short(commit), over)
+			return Revision{}, fmt.Errorf("%s: fetching commit %s: %w", repo.Name, ShortSHA(commit), over)
 		}
 		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-			return Revision{}, fmt.Errorf("%s: fetching commit %s: %w", repo.Name, short(commit), networkError(fctx, err))
+			return Revision{}, fmt.Errorf("%s: fetching commit %s: %w", repo.Name, ShortSHA(commit), networkError(fctx, err))
 		}
 	}
 	rev, err := revision(r, hash, repo.ManifestPath())
 	if err != nil {
-		return Revision{}, fmt.Errorf("%s: commit %s: %w", repo.Name, short(commit), err)
+		return Revision{}, fmt.Errorf("%s: commit %s: %w", repo.Name, ShortSHA(commit), err)
 	}
 	return rev, nil
 }
@@ -683,7 +683,9 @@ func (s *Source) head(ctx context.Context, remote *git.Remote, auth transport.Au
 	return "", fmt.Errorf("branch %q not found on the remote", branch.Short())
 }
 
-func short(sha string) string {
+// ShortSHA is the 12-character prefix deployd shows of a commit SHA (the whole of a
+// shorter one).
+func ShortSHA(sha string) string {
 	if len(sha) > 12 {
 		return sha[:12]
 	}

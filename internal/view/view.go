@@ -220,13 +220,14 @@ func (v *View) Entries(name string) []Entry {
 	return out
 }
 
-// Subscribe returns a channel of changes until cancel is called.
-func (v *View) Subscribe() (<-chan Change, func()) {
+// Subscribe returns a channel of changes until cancel is called; it holds up to buffer
+// changes, and a subscriber that lets it fill misses the next ones.
+func (v *View) Subscribe(buffer int) (<-chan Change, func()) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	id := v.nextSub
 	v.nextSub++
-	ch := make(chan Change, 64)
+	ch := make(chan Change, buffer)
 	v.subs[id] = ch
 	return ch, func() {
 		v.mu.Lock()

@@ -1,10 +1,12 @@
 package webhook
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -22,25 +25,39 @@ import (
 
 const secret = "It's a Secret to Everybody"
 
-// fakeQueue records what the handler queues.
+// fakeQueue records what the handler queues; with fail set, it queues nothing and
+// answers that error, as a follower that cannot reach the API server does.
 type fakeQueue struct {
 	cfg    *config.Config
 	mu     sync.Mutex
 	queued []config.Key
 	reqs   []controller.Request
+	fail   error
 }
 
 func (q *fakeQueue) Config() *config.Config { return q.cfg }
 
-func (q *fakeQueue) Enqueue(k config.Key, req controller.Request) bool {
+func (q *fakeQueue) Enqueue(ctx context.Context, k config.Key, req controller.Request) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if req.Trigger != controller.TriggerWebhook && req.Trigger != controller.TriggerGitHubDeployment {
 		panic("trigger " + req.Trigger)
 	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if q.fail != nil {
+		return q.fail
+	}
 	q.reqs = append(q.reqs, req)
 	q.queued = append(q.queued, k)
-	return true
+	return nil
+}
+
+func (q *fakeQueue) reset() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.queued, q.reqs, q.fail = nil, nil, nil
 }
 
 func sign(body []byte, key string) string {
@@ -60,7 +77,7 @@ func newHandler(t testing.TB, reposYAML string) (*Handler, *fakeQueue) {
 		t.Fatal(err)
 	}
 	q := &fakeQueue{cfg: cfg}
-	return New(q, path, nil), q
+	return New(q, path, DefaultOptions(), nil), q
 }
 
 const twoRepos = `repos:
@@ -69,10 +86,17 @@ const twoRepos = `repos:
   - {name: other/byurl, url: 'git@github.com:Haraldsk/An-Application.git', namespace: b}
 `
 
+var deliveries atomic.Int64
+
+// deliver sends a delivery with a new delivery id.
 func deliver(h http.Handler, event, contentType string, body []byte, signature string) (*httptest.ResponseRecorder, map[string]any) {
+	return deliverAs(h, fmt.Sprintf("72d3162e-cc78-11e3-81ab-%012d", deliveries.Add(1)), event, contentType, body, signature)
+}
+
+func deliverAs(h http.Handler, delivery, event, contentType string, body []byte, signature string) (*httptest.ResponseRecorder, map[string]any) {
 	req := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(string(body)))
 	req.Header.Set("X-GitHub-Event", event)
-	req.Header.Set("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+	req.Header.Set("X-GitHub-Delivery", delivery)
 	req.Header.Set("Content-Type", contentType)
 	if signature != "" {
 		req.Header.Set("X-Hub-Signature-256", signature)
@@ -119,6 +143,12 @@ func TestPush(t *testing.T) {
 			nil, "missing or wrong X-Hub-Signature-256: check the webhook's secret"},
 		{"the old SHA-1 signature alone is refused", "push", "application/json", push, "sha1=0123", 401,
 			nil, "missing or wrong X-Hub-Signature-256: check the webhook's secret"},
+		{"a short signature is refused", "push", "application/json", push, sign(push, secret)[:70], 401,
+			nil, "missing or wrong X-Hub-Signature-256: check the webhook's secret"},
+		{"a signature that is not hex is refused", "push", "application/json", push, "sha256=" + strings.Repeat("zz", 32), 401,
+			nil, "missing or wrong X-Hub-Signature-256: check the webhook's secret"},
+		{"no event header is a bad request", "", "application/json", push, sign(push, secret), 400,
+			nil, "no X-GitHub-Event header"},
 		{"ping answers pong", "ping", "application/json", []byte(`{"zen":"Design for failure."}`), sign([]byte(`{"zen":"Design for failure."}`), secret), 200,
 			nil, "pong"},
 		{"an unknown event is acknowledged", "issues", "application/json", []byte(`{}`), sign([]byte(`{}`), secret), 202,
@@ -151,7 +181,7 @@ func TestUnknownRepoIsIgnored(t *testing.T) {
 
 func TestOversizedPayload(t *testing.T) {
 	h, q := newHandler(t, twoRepos)
-	body := make([]byte, MaxBody+1)
+	body := make([]byte, DefaultOptions().MaxBody+1)
 	rec, _ := deliver(h, "push", "application/json", body, sign(body, secret))
 	if rec.Code != http.StatusRequestEntityTooLarge || len(q.queued) != 0 {
 		t.Errorf("answer %d, queued %v; want 413 and nothing", rec.Code, q.queued)
@@ -160,7 +190,7 @@ func TestOversizedPayload(t *testing.T) {
 
 func TestWithoutSecretWebhooksAreOff(t *testing.T) {
 	cfg, _ := config.Parse("r.yaml", []byte("repos: []\n"), config.DefaultOptions())
-	h := New(&fakeQueue{cfg: cfg}, "", nil)
+	h := New(&fakeQueue{cfg: cfg}, "", DefaultOptions(), nil)
 	rec, out := deliver(h, "ping", "application/json", []byte(`{}`), sign([]byte(`{}`), ""))
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(out["message"].(string), "--webhook-secret-file") {
 		t.Errorf("answer %d %v", rec.Code, out)

@@ -1030,7 +1030,7 @@ type ClientInterface interface {
 
 	// Events Follow a repo
 	//
-	// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away.
+	// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away. Streams are limited in number (in all and per client address: 503 over the limit), and a client that stops reading is dropped: reconnect and read the state afresh.
 	//
 	// Corresponds with GET /deployment/{owner}/{repo}/events (the `Events` operationId).
 	Events(ctx context.Context, owner string, repo string, params *EventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1049,7 +1049,7 @@ type ClientInterface interface {
 
 	// GetObject A live object
 	//
-	// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.
+	// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>; so are ConfigMap data and binaryData values and containers' env values, unless the request carries the API token.
 	//
 	// Corresponds with GET /deployment/{owner}/{repo}/objects/{kind}/{name} (the `GetObject` operationId).
 	GetObject(ctx context.Context, owner string, repo string, kind string, name string, params *GetObjectParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1087,7 +1087,7 @@ type ClientInterface interface {
 
 	// AllEvents Follow every repo
 	//
-	// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one.
+	// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one. Limited and dropped like a repo's stream.
 	//
 	// Corresponds with GET /events (the `AllEvents` operationId).
 	AllEvents(ctx context.Context, params *AllEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1129,7 +1129,7 @@ func (c *Client) GetDeployment(ctx context.Context, owner string, repo string, p
 
 // Events Follow a repo
 //
-// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away.
+// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away. Streams are limited in number (in all and per client address: 503 over the limit), and a client that stops reading is dropped: reconnect and read the state afresh.
 //
 // Corresponds with GET /deployment/{owner}/{repo}/events (the `Events` operationId).
 func (c *Client) Events(ctx context.Context, owner string, repo string, params *EventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1178,7 +1178,7 @@ func (c *Client) GetHistoryRecord(ctx context.Context, owner string, repo string
 
 // GetObject A live object
 //
-// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.
+// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>; so are ConfigMap data and binaryData values and containers' env values, unless the request carries the API token.
 //
 // Corresponds with GET /deployment/{owner}/{repo}/objects/{kind}/{name} (the `GetObject` operationId).
 func (c *Client) GetObject(ctx context.Context, owner string, repo string, kind string, name string, params *GetObjectParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1276,7 +1276,7 @@ func (c *Client) ListDeployments(ctx context.Context, params *ListDeploymentsPar
 
 // AllEvents Follow every repo
 //
-// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one.
+// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one. Limited and dropped like a repo's stream.
 //
 // Corresponds with GET /events (the `AllEvents` operationId).
 func (c *Client) AllEvents(ctx context.Context, params *AllEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2344,7 +2344,7 @@ type ClientWithResponsesInterface interface {
 
 	// EventsWithResponse Follow a repo
 	//
-	// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away.
+	// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away. Streams are limited in number (in all and per client address: 503 over the limit), and a client that stops reading is dropped: reconnect and read the state afresh.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2369,7 +2369,7 @@ type ClientWithResponsesInterface interface {
 
 	// GetObjectWithResponse A live object
 	//
-	// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.
+	// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>; so are ConfigMap data and binaryData values and containers' env values, unless the request carries the API token.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2419,7 +2419,7 @@ type ClientWithResponsesInterface interface {
 
 	// AllEventsWithResponse Follow every repo
 	//
-	// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one.
+	// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one. Limited and dropped like a repo's stream.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2569,6 +2569,8 @@ type EventsResponse struct {
 	ApplicationproblemJSON422 *ErrorModel
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *ErrorModel
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ErrorModel
 }
 
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
@@ -2589,6 +2591,11 @@ func (r EventsResponse) GetApplicationproblemJSON422() *ErrorModel {
 // GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
 func (r EventsResponse) GetApplicationproblemJSON500() *ErrorModel {
 	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r EventsResponse) GetApplicationproblemJSON503() *ErrorModel {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3024,6 +3031,8 @@ type RollbackResponse struct {
 	ApplicationproblemJSON422 *ErrorModel
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *ErrorModel
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ErrorModel
 }
 
 // GetJSON202 returns the response for an HTTP 202 `application/json` response
@@ -3059,6 +3068,11 @@ func (r RollbackResponse) GetApplicationproblemJSON422() *ErrorModel {
 // GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
 func (r RollbackResponse) GetApplicationproblemJSON500() *ErrorModel {
 	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RollbackResponse) GetApplicationproblemJSON503() *ErrorModel {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3107,6 +3121,8 @@ type SyncResponse struct {
 	ApplicationproblemJSON422 *ErrorModel
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *ErrorModel
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ErrorModel
 }
 
 // GetJSON202 returns the response for an HTTP 202 `application/json` response
@@ -3142,6 +3158,11 @@ func (r SyncResponse) GetApplicationproblemJSON422() *ErrorModel {
 // GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
 func (r SyncResponse) GetApplicationproblemJSON500() *ErrorModel {
 	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SyncResponse) GetApplicationproblemJSON503() *ErrorModel {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3244,6 +3265,8 @@ type AllEventsResponse struct {
 	ApplicationproblemJSON422 *ErrorModel
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *ErrorModel
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ErrorModel
 }
 
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
@@ -3259,6 +3282,11 @@ func (r AllEventsResponse) GetApplicationproblemJSON422() *ErrorModel {
 // GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
 func (r AllEventsResponse) GetApplicationproblemJSON500() *ErrorModel {
 	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AllEventsResponse) GetApplicationproblemJSON503() *ErrorModel {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3322,7 +3350,7 @@ func (c *ClientWithResponses) GetDeploymentWithResponse(ctx context.Context, own
 
 // EventsWithResponse Follow a repo
 //
-// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away.
+// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away. Streams are limited in number (in all and per client address: 503 over the limit), and a client that stops reading is dropped: reconnect and read the state afresh.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -3365,7 +3393,7 @@ func (c *ClientWithResponses) GetHistoryRecordWithResponse(ctx context.Context, 
 
 // GetObjectWithResponse A live object
 //
-// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>.
+// An object deployd applied for the repo, as the cluster has it now, without managedFields. Secret values are replaced by <redacted>; so are ConfigMap data and binaryData values and containers' env values, unless the request carries the API token.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -3451,7 +3479,7 @@ func (c *ClientWithResponses) ListDeploymentsWithResponse(ctx context.Context, p
 
 // AllEventsWithResponse Follow every repo
 //
-// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one.
+// Server-Sent Events of every repo and environment, including repos a config reload adds: the same `deployment`, `object` and `keepalive` events as a repo's stream. The dashboard follows this one. Limited and dropped like a repo's stream.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -3606,6 +3634,13 @@ func ParseEventsResponse(rsp *http.Response) (*EventsResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -3987,6 +4022,13 @@ func ParseRollbackResponse(rsp *http.Response) (*RollbackResponse, error) {
 		}
 		response.ApplicationproblemJSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	return response, nil
@@ -4054,6 +4096,13 @@ func ParseSyncResponse(rsp *http.Response) (*SyncResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -4141,6 +4190,13 @@ func ParseAllEventsResponse(rsp *http.Response) (*AllEventsResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
