@@ -24,6 +24,7 @@ import (
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/version"
@@ -86,6 +87,13 @@ type Deps struct {
 	Objects  Objects
 	Pauser   Pauser
 	Config   ConfigState
+	// Drift tells each repo's drift (drift.Detector); nil shows every repo in sync.
+	Drift Drift
+}
+
+// Drift tells a repo's drift from what deployd applied (drift.Detector).
+type Drift interface {
+	Repo(key config.Key) drift.Status
 }
 
 // Server is the API.
@@ -297,7 +305,7 @@ var severity = map[rollout.Status]int{rollout.Current: 0, rollout.InProgress: 1,
 
 func (s *Server) environment(e view.Entry, now time.Time) Environment {
 	out := Environment{Environment: e.Repo.Environment, Namespace: e.Repo.Namespace, Branch: e.Repo.Branch, Path: e.Repo.ManifestPath(),
-		CheckError: e.CheckError, Phase: "none", Paused: e.Pause.Paused, PauseReason: e.Pause.Reason, Rollout: string(rollout.Current), Objects: []Object{}}
+		CheckError: e.CheckError, Phase: "none", Paused: e.Pause.Paused, PauseReason: e.Pause.Reason, Rollout: string(rollout.Current), Objects: []Object{}, InSync: true}
 	if e.Observed.Commit != "" {
 		out.ObservedCommit = &Commit{SHA: e.Observed.Commit, Message: e.Observed.Message, Author: e.Observed.Author, Time: e.Observed.Time}
 	}
@@ -310,12 +318,25 @@ func (s *Server) environment(e view.Entry, now time.Time) Environment {
 		return out
 	}
 	out.DeployedCommit = dep.Commit.SHA
+	drifted := map[string]*ObjectDrift{}
+	if s.deps.Drift != nil {
+		st := s.deps.Drift.Repo(e.Repo.Key())
+		out.InSync, out.DriftReason = st.InSync, st.Reason
+		for _, o := range st.Objects {
+			od := &ObjectDrift{Deleted: o.Deleted, Fields: []DriftField{}}
+			for _, f := range o.Fields {
+				od.Fields = append(od.Fields, DriftField{Path: f.Path, Manager: f.Manager})
+			}
+			drifted[o.Ref.String()] = od
+		}
+	}
 	worst := rollout.Current
 	for _, o := range dep.Objects {
 		if o.Kind == "" || o.Action == string(apply.Pruned) || o.Action == string(apply.PruneSkipped) {
 			continue
 		}
 		obj := s.object(o, now)
+		obj.Drift = drifted[RefOf(o).String()]
 		out.Objects = append(out.Objects, obj)
 		if st := rollout.Status(obj.Status); severity[st] > severity[worst] {
 			worst = st

@@ -228,7 +228,7 @@ func (h *hub) diffObjects(publish bool) {
 	seen := make(map[string]string, len(h.last))
 	for _, e := range h.s.deps.View.Entries("") {
 		for _, o := range h.s.environment(e, now).Objects {
-			k, v := objectKey(e, o), o.Status+"\x00"+o.Message
+			k, v := objectKey(e, o), sentKey(o)
 			seen[k] = v
 			if prev, ok := h.last[k]; !publish || (ok && prev == v) {
 				continue
@@ -255,4 +255,13 @@ func message(event string, data any) ([]byte, error) {
 func isStreamLimit(err error) bool {
 	var e errStreams
 	return errors.As(err, &e)
+}
+
+// sentKey is what an object event tells: a change of it sends one (its status, or its drift).
+func sentKey(o Object) string {
+	k := o.Status + "\x00" + o.Message
+	if o.Drift != nil {
+		k += fmt.Sprintf("\x00%v", *o.Drift)
+	}
+	return k
 }

@@ -258,7 +258,7 @@ func (s *Server) listDeployments(ctx context.Context, in *listInput) (*listOutpu
 			continue
 		}
 		sum := Summary{Repo: e.Repo.Name, Environment: env.Environment, Namespace: env.Namespace, Phase: env.Phase, Rollout: env.Rollout,
-			DeployedCommit: env.DeployedCommit, Paused: env.Paused}
+			DeployedCommit: env.DeployedCommit, Paused: env.Paused, InSync: env.InSync}
 		if env.Current != nil {
 			sum.Number = env.Current.Number
 		}

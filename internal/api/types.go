@@ -15,16 +15,29 @@ type Replicas struct {
 
 // Object is one applied object and its rollout status.
 type Object struct {
-	APIVersion string    `json:"apiVersion" doc:"The object's apiVersion, e.g. apps/v1."`
-	Kind       string    `json:"kind" doc:"The object's kind, e.g. Deployment."`
-	Namespace  string    `json:"namespace,omitempty" doc:"The object's namespace; empty for cluster-scoped objects."`
-	Name       string    `json:"name" doc:"The object's name."`
-	Status     string    `json:"status" enum:"Current,InProgress,Failed,Terminating,NotFound,Unknown" doc:"Rollout status, as kstatus computes it."`
-	Message    string    `json:"message,omitempty" doc:"Why the object has its status, e.g. '2 of 3 updated replicas available'."`
-	Replicas   *Replicas `json:"replicas,omitempty" doc:"Replica counts, for Deployments, StatefulSets and DaemonSets."`
-	Images     []string  `json:"images,omitempty" doc:"Images of the object's pod template containers."`
-	Changed    time.Time `json:"changed,omitzero" doc:"When the status last changed, as seen by deployd."`
-	AgeSeconds int64     `json:"ageSeconds" doc:"Seconds since the status last changed."`
+	APIVersion string       `json:"apiVersion" doc:"The object's apiVersion, e.g. apps/v1."`
+	Kind       string       `json:"kind" doc:"The object's kind, e.g. Deployment."`
+	Namespace  string       `json:"namespace,omitempty" doc:"The object's namespace; empty for cluster-scoped objects."`
+	Name       string       `json:"name" doc:"The object's name."`
+	Status     string       `json:"status" enum:"Current,InProgress,Failed,Terminating,NotFound,Unknown" doc:"Rollout status, as kstatus computes it."`
+	Message    string       `json:"message,omitempty" doc:"Why the object has its status, e.g. '2 of 3 updated replicas available'."`
+	Replicas   *Replicas    `json:"replicas,omitempty" doc:"Replica counts, for Deployments, StatefulSets and DaemonSets."`
+	Images     []string     `json:"images,omitempty" doc:"Images of the object's pod template containers."`
+	Changed    time.Time    `json:"changed,omitzero" doc:"When the status last changed, as seen by deployd."`
+	AgeSeconds int64        `json:"ageSeconds" doc:"Seconds since the status last changed."`
+	Drift      *ObjectDrift `json:"drift,omitempty" doc:"Set when the object no longer matches what deployd applied."`
+}
+
+// ObjectDrift is how an applied object drifted from what deployd applied.
+type ObjectDrift struct {
+	Deleted bool         `json:"deleted" doc:"The object was deleted from the cluster."`
+	Fields  []DriftField `json:"fields" nullable:"false" doc:"The fields deployd applied that another writer changed, took over or removed (at most 20)."`
+}
+
+// DriftField is one drifted field.
+type DriftField struct {
+	Path    string `json:"path" doc:"The field's path, e.g. .spec.replicas or .data.key."`
+	Manager string `json:"manager,omitempty" doc:"The field manager that changed it, e.g. kubectl or kube-controller-manager."`
 }
 
 // Commit is a git commit.
@@ -48,7 +61,7 @@ type Record struct {
 	Number  int             `json:"number" doc:"The deployment's number, counted per repo and environment from 1."`
 	Name    string          `json:"name" doc:"The deployment's display name, e.g. deployment-0007."`
 	Commit  Commit          `json:"commit" doc:"The deployed commit."`
-	Trigger string          `json:"trigger" enum:"startup,poll,webhook,api,config,rollback,github-deployment" doc:"What started the deployment."`
+	Trigger string          `json:"trigger" enum:"startup,poll,webhook,api,config,rollback,github-deployment,drift" doc:"What started the deployment."`
 	Started time.Time       `json:"started" doc:"When the deployment started."`
 	Ended   time.Time       `json:"ended,omitzero" doc:"When it ended; absent while it runs."`
 	Phase   string          `json:"phase" enum:"queued,applying,waiting,succeeded,failed,error,superseded,skipped-no-change" doc:"Where the deployment is, or how it ended."`
@@ -75,6 +88,8 @@ type Environment struct {
 	Current        *Record  `json:"current,omitempty" doc:"The newest deployment record."`
 	Rollout        string   `json:"rollout" enum:"Current,InProgress,Failed,Terminating,NotFound,Unknown" doc:"Overall rollout status: the least healthy of the objects'."`
 	Objects        []Object `json:"objects" nullable:"false" doc:"The applied objects of the deployed record, with their live status."`
+	InSync         bool     `json:"inSync" doc:"False while an applied object no longer matches what deployd applied (a field changed by another writer, or the object deleted)."`
+	DriftReason    string   `json:"driftReason,omitempty" doc:"Why drift is not corrected at once: 'fighting with <manager>' (corrections back off), or the repo is paused."`
 }
 
 // RepoStatus is a repo in every environment.
@@ -94,6 +109,7 @@ type Summary struct {
 	DeployedCommit string `json:"deployedCommit,omitempty" doc:"The SHA whose manifests are applied."`
 	Number         int    `json:"number,omitempty" doc:"The newest deployment's number."`
 	Paused         bool   `json:"paused" doc:"Whether the repo is paused."`
+	InSync         bool   `json:"inSync" doc:"False while an applied object drifted from what deployd applied."`
 }
 
 // ConfigRepo is one repo entry of the config in force, defaults applied.

@@ -163,6 +163,11 @@ type Change struct {
 	// Generation is the object's metadata.generation after the apply, so a watcher
 	// knows when its cache has caught up.
 	Generation int64 `json:"generation,omitempty"`
+	// Fields are the fields deployd owns after the apply (its managed fields entry,
+	// FieldsV1 JSON): what drift detection compares the live object with.
+	Fields []byte `json:"-"`
+	// ResourceVersion is the object's after the apply, so a watcher can tell older events.
+	ResourceVersion string `json:"-"`
 }
 
 // Result lists every object's change, applied ones first, then pruned ones.

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -243,7 +244,7 @@ func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item)
 	if err != nil {
 		return Change{}, err
 	}
-	c := Change{Object: it.ref(), Action: Configured, Generation: after.GetGeneration()}
+	c := Change{Object: it.ref(), Action: Configured, Generation: after.GetGeneration(), Fields: a.owned(after), ResourceVersion: after.GetResourceVersion()}
 	switch {
 	case before == nil:
 		c.Action = Created
@@ -292,7 +293,7 @@ func (a *Applier) recreate(ctx context.Context, dyn dynamic.Interface, it *item,
 	if err != nil {
 		return Change{}, fmt.Errorf("creating after deletion: %w", err)
 	}
-	return Change{Object: it.ref(), Action: Recreated, Generation: after.GetGeneration()}, nil
+	return Change{Object: it.ref(), Action: Recreated, Generation: after.GetGeneration(), Fields: a.owned(after), ResourceVersion: after.GetResourceVersion()}, nil
 }
 
 // waitEstablished waits until every applied CRD is Established, so its kinds can be applied.
@@ -325,6 +326,17 @@ func (a *Applier) waitEstablished(ctx context.Context, crds []*item) error {
 		}
 	}
 	a.mapper.Reset()
+	return nil
+}
+
+// owned returns the fields deployd's apply owns in obj (its managedFields entry of
+// operation Apply), as the API server serializes them, or nil.
+func (a *Applier) owned(obj *unstructured.Unstructured) []byte {
+	for _, mf := range obj.GetManagedFields() {
+		if mf.Manager == a.opts.FieldManager && mf.Operation == metav1.ManagedFieldsOperationApply && mf.FieldsV1 != nil && mf.Subresource == "" {
+			return bytes.Clone(mf.FieldsV1.GetRawBytes())
+		}
+	}
 	return nil
 }
 

@@ -187,7 +187,7 @@ func isTerminal(w io.Writer) bool {
 // each coloured cell is 9 bytes longer than its text and tabwriter's columns stay aligned.
 var colors = map[string]string{
 	"succeeded": "32", "Current": "32",
-	"queued": "33", "applying": "33", "waiting": "33", "InProgress": "33", "Terminating": "33", "PAUSED": "33",
+	"queued": "33", "applying": "33", "waiting": "33", "InProgress": "33", "Terminating": "33", "PAUSED": "33", "OUT OF SYNC": "33",
 	"failed": "31", "error": "31", "Failed": "31", "NotFound": "31",
 	"superseded": "90", "skipped-no-change": "90",
 }
@@ -223,6 +223,13 @@ func statusTable(w io.Writer, st *client.RepoStatus, color bool) error {
 		if e.Current != nil && e.Current.Error != nil {
 			fmt.Fprintf(tw, "  %s: %s\n", paint(color, "error"), *e.Current.Error)
 		}
+		if !e.InSync && e.DeployedCommit != nil {
+			why := ""
+			if e.DriftReason != nil {
+				why = " (" + *e.DriftReason + ")"
+			}
+			fmt.Fprintf(tw, "  %s: the cluster drifted from the applied manifests%s\n", paint(color, "OUT OF SYNC"), why)
+		}
 		fmt.Fprintf(tw, "  KIND\tNAME\t%s\tREADY\tMESSAGE\n", paint(color, "STATUS"))
 		for _, o := range e.Objects {
 			ready, msg := "-", ""
@@ -233,9 +240,28 @@ func statusTable(w io.Writer, st *client.RepoStatus, color bool) error {
 				msg = *o.Message
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", o.Kind, o.Name, paint(color, string(o.Status)), ready, msg)
+			if o.Drift != nil {
+				fmt.Fprintf(tw, "    drifted: %s\n", driftText(*o.Drift))
+			}
 		}
 	}
 	return tw.Flush()
+}
+
+// driftText says how an object drifted, e.g. ".spec.replicas by kubectl".
+func driftText(d client.ObjectDrift) string {
+	if d.Deleted {
+		return "deleted"
+	}
+	var parts []string
+	for _, f := range d.Fields {
+		by := "another writer"
+		if f.Manager != nil {
+			by = *f.Manager
+		}
+		parts = append(parts, f.Path+" by "+by)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // action runs sync, pause, resume or rollback.

@@ -52,8 +52,10 @@ func TestStatusTableColor(t *testing.T) {
 	st := &client.RepoStatus{Repo: "shop/web", Environments: []client.Environment{{
 		Environment: "prod", Namespace: "shop", DeployedCommit: str("0123456789abcdef"), Phase: "failed", Rollout: "Failed",
 		Paused: true, PauseReason: str("incident"), Current: &client.Record{Error: str("Deployment web: ProgressDeadlineExceeded")},
+		DriftReason: str("paused: drift is not corrected"),
 		Objects: []client.Object{
-			{Kind: "Deployment", Name: "web", Status: "Failed", Replicas: &client.Replicas{Available: 1, Desired: 3}, Message: str("ProgressDeadlineExceeded")},
+			{Kind: "Deployment", Name: "web", Status: "Failed", Replicas: &client.Replicas{Available: 1, Desired: 3}, Message: str("ProgressDeadlineExceeded"),
+				Drift: &client.ObjectDrift{Fields: []client.DriftField{{Path: ".spec.replicas", Manager: str("kubectl")}, {Path: ".spec.paused"}}}},
 			{Kind: "ConfigMap", Name: "settings-with-a-long-name", Status: "Current"},
 			{Kind: "Service", Name: "web", Status: "Unknown"},
 		},
@@ -68,7 +70,8 @@ func TestStatusTableColor(t *testing.T) {
 	if strings.Contains(plain.String(), "\x1b") {
 		t.Errorf("colour without a terminal:\n%q", plain.String())
 	}
-	for _, want := range []string{"\x1b[31mFailed\x1b[0m", "\x1b[32mCurrent\x1b[0m", "\x1b[31mfailed\x1b[0m", "\x1b[33mPAUSED\x1b[0m"} {
+	for _, want := range []string{"\x1b[31mFailed\x1b[0m", "\x1b[32mCurrent\x1b[0m", "\x1b[31mfailed\x1b[0m", "\x1b[33mPAUSED\x1b[0m", "\x1b[33mOUT OF SYNC\x1b[0m: the cluster drifted from the applied manifests (paused: drift is not corrected)",
+		"\n    drifted: .spec.replicas by kubectl, .spec.paused by another writer\n"} {
 		if !strings.Contains(colored.String(), want) {
 			t.Errorf("coloured table lacks %q:\n%s", want, colored.String())
 		}

@@ -17,6 +17,9 @@ const (
 	DefaultInterval = time.Minute
 	DefaultTimeout  = 5 * time.Minute
 	DefaultPrune    = true
+	DefaultDrift    = DriftCorrect
+	// DefaultDriftInterval is how often the applied commit is dry-run applied.
+	DefaultDriftInterval = 10 * time.Minute
 )
 
 // Config is a validated repos.yaml.
@@ -41,6 +44,30 @@ type Settings struct {
 	Timeout time.Duration `json:"timeout"`
 	// Prune deletes objects deployd applied earlier that are no longer in the manifests.
 	Prune bool `json:"prune"`
+	// Drift is what deployd does when the cluster no longer matches what it applied:
+	// correct it (re-apply), report it only, or ignore it. Empty means DefaultDrift.
+	Drift Drift `json:"drift"`
+	// DriftInterval is how often the applied commit is dry-run applied to find drift the
+	// watches cannot see (while deployd was down); 0 turns it off.
+	DriftInterval time.Duration `json:"driftInterval"`
+}
+
+// Drift is a repo's drift policy.
+type Drift string
+
+// The drift policies.
+const (
+	DriftCorrect Drift = "correct"
+	DriftReport  Drift = "report"
+	DriftIgnore  Drift = "ignore"
+)
+
+// DriftPolicy is the repo's drift policy, DefaultDrift when unset.
+func (s Settings) DriftPolicy() Drift {
+	if s.Drift == "" {
+		return DefaultDrift
+	}
+	return s.Drift
 }
 
 // Repo is one app repository and where it is deployed.

@@ -91,7 +91,7 @@ func (p *parser) parse(data []byte) *Config {
 		root = deref(root.Content[0])
 	}
 	cfg := &Config{File: p.file, Defaults: Settings{
-		Branch: DefaultBranch, Path: DefaultPath, Interval: DefaultInterval, Timeout: DefaultTimeout, Prune: DefaultPrune,
+		Branch: DefaultBranch, Path: DefaultPath, Interval: DefaultInterval, Timeout: DefaultTimeout, Prune: DefaultPrune, DriftInterval: DefaultDriftInterval,
 	}}
 	var reposNode *yaml.Node
 	p.mapping(root, "", map[string]func(k, v *yaml.Node){

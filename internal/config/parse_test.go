@@ -39,13 +39,13 @@ repos:
 	want := []Repo{{
 		Name: "Shop/Web", URL: "https://github.com/shop/web.git", Namespace: "shop", Environment: "prod", CreateNamespace: true,
 		Auth:     Auth{TokenFile: "/etc/deployd/token"},
-		Settings: Settings{Branch: "release", Path: "deploy/manifests", Interval: 30 * time.Second, Timeout: 5 * time.Minute, Prune: true},
+		Settings: Settings{Branch: "release", Path: "deploy/manifests", Interval: 30 * time.Second, Timeout: 5 * time.Minute, Prune: true, DriftInterval: DefaultDriftInterval},
 		Line:     6,
 	}, {
 		Name: "shop/web", URL: "git@github.com:shop/web.git", Namespace: "shop-dev", Environment: "dev",
 		AllowClusterScoped: true, EnforcePodSecurity: true, ServiceAccount: "deployer",
 		Auth:     Auth{SSHKeyFile: "/keys/id", KnownHostsFile: "/keys/known_hosts"},
-		Settings: Settings{Branch: "release", Path: "deploy/overlays/{environment}", Interval: 0, Timeout: 90 * time.Second, Prune: false},
+		Settings: Settings{Branch: "release", Path: "deploy/overlays/{environment}", Interval: 0, Timeout: 90 * time.Second, Prune: false, DriftInterval: DefaultDriftInterval},
 		Line:     10,
 	}}
 	if diff := cmp.Diff(want, cfg.Repos); diff != "" {
@@ -79,7 +79,7 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
 		want: []string{
 			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
-			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
 		},
 	}, {
 		name: "unknown top-level and defaults fields",
@@ -257,6 +257,32 @@ func TestPathsOutsideTheRepoAreRefused(t *testing.T) {
 		cfg, err := Parse("repos.yaml", []byte("repos:\n  - {name: a/b, url: 'https://h/a/b', namespace: x, path: '"+path+"'}\n"), DefaultOptions())
 		if err != nil || cfg.Repos[0].Path != want {
 			t.Errorf("path %q: %v, %v; want it kept as %q", path, cfg, err, want)
+		}
+	}
+}
+
+func TestDriftPolicy(t *testing.T) {
+	tests := []struct {
+		yaml, want, problem string
+	}{
+		{yaml: "", want: "correct"},
+		{yaml: "    drift: report\n", want: "report"},
+		{yaml: "    drift: ignore\n", want: "ignore"},
+		{yaml: "    drift: fix\n", problem: `repos.yaml:5: repos[0].drift: "fix" is not a drift policy: use correct, report or ignore`},
+	}
+	for _, tt := range tests {
+		cfg, err := Parse("repos.yaml", []byte("repos:\n  - name: a/b\n    url: https://h/a/b\n    namespace: x\n"+tt.yaml), DefaultOptions())
+		if tt.problem != "" {
+			if err == nil || err.Error() != tt.problem {
+				t.Errorf("%q: error %v, want %s", tt.yaml, err, tt.problem)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(cfg.Repos[0].DriftPolicy()); got != tt.want {
+			t.Errorf("%q: policy %s, want %s", tt.yaml, got, tt.want)
 		}
 	}
 }

@@ -36,9 +36,20 @@ func (p *parser) settings(n *yaml.Node, field string, s *Settings, extra map[str
 				s.Path = path.Clean(dir)
 			}
 		},
-		"interval": func(k, v *yaml.Node) { p.duration(v, join(field, "interval"), true, &s.Interval) },
-		"timeout":  func(k, v *yaml.Node) { p.duration(v, join(field, "timeout"), false, &s.Timeout) },
-		"prune":    func(k, v *yaml.Node) { p.boolean(v, join(field, "prune"), &s.Prune) },
+		"interval":      func(k, v *yaml.Node) { p.duration(v, join(field, "interval"), true, &s.Interval) },
+		"timeout":       func(k, v *yaml.Node) { p.duration(v, join(field, "timeout"), false, &s.Timeout) },
+		"prune":         func(k, v *yaml.Node) { p.boolean(v, join(field, "prune"), &s.Prune) },
+		"driftInterval": func(k, v *yaml.Node) { p.duration(v, join(field, "driftInterval"), true, &s.DriftInterval) },
+		"drift": func(k, v *yaml.Node) {
+			if d, ok := p.scalar(v, join(field, "drift"), "correct, report or ignore"); ok {
+				switch Drift(d) {
+				case DriftCorrect, DriftReport, DriftIgnore:
+					s.Drift = Drift(d)
+				default:
+					p.add(v, join(field, "drift"), "%q is not a drift policy: use correct, report or ignore", d)
+				}
+			}
+		},
 	}
 	for k, h := range extra {
 		handlers[k] = h

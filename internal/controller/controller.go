@@ -36,6 +36,9 @@ const (
 	TriggerRollback Trigger = "rollback"
 	// TriggerGitHubDeployment deploys the commit of a deployment created on GitHub.
 	TriggerGitHubDeployment Trigger = "github-deployment"
+	// TriggerDrift re-applies the applied commit because the cluster drifted from it;
+	// unlike a rollback it waits while the repo is paused, and yields to any other request.
+	TriggerDrift Trigger = "drift"
 )
 
 // Request asks for a repo to be checked.
@@ -51,11 +54,22 @@ type Request struct {
 	GitHubDeploymentID int64
 	// Ref is the ref the GitHub deployment names (a branch, tag or SHA).
 	Ref string
+	// Note says why, for the deployment's record (a drift correction says what drifted).
+	Note string
 }
 
 // merge combines two requests for the same key: forcing wins, the later trigger names
 // it, and a commit asked for (a rollback) is kept.
 func (r Request) merge(later Request) Request {
+	// A drift correction yields to any other request, forced: that re-applies too.
+	if r.Trigger == TriggerDrift && later.Trigger != TriggerDrift {
+		later.Force = true
+		return later
+	}
+	if later.Trigger == TriggerDrift && r.Trigger != TriggerDrift {
+		r.Force = true
+		return r
+	}
 	if later.Commit == "" && r.Commit != "" {
 		r.Force = r.Force || later.Force
 		return r
@@ -81,6 +95,8 @@ type Deployment struct {
 	GitHubDeploymentID int64
 	// Ref is the GitHub deployment's ref, when it came from one.
 	Ref string
+	// Note is the request's note, for the record.
+	Note string
 }
 
 // Deployer makes the cluster match a revision.
@@ -441,7 +457,7 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 		out.Action = ActionFailedBefore
 	default:
 		d := Deployment{Repo: repo, Revision: out.Result.Revision, Trigger: req.Trigger, Forced: req.Force,
-			GitHubDeploymentID: req.GitHubDeploymentID, Ref: req.Ref}
+			GitHubDeploymentID: req.GitHubDeploymentID, Ref: req.Ref, Note: req.Note}
 		out.Err = c.deploy(ctx, d)
 		var permanent *PermanentError
 		switch {

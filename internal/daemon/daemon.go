@@ -24,6 +24,7 @@ import (
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
+	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/kube"
 	"github.com/deployd/deployd/internal/leader"
 	"github.com/deployd/deployd/internal/report"
@@ -76,6 +77,8 @@ type Options struct {
 	GitHub report.ClientOptions
 	// HistoryLimit is how many deployment records are kept per repo and environment.
 	HistoryLimit int
+	// Drift configures drift detection and correction (back-off of fighting writers).
+	Drift drift.Options
 	// LeaderElect makes this replica one of several: only the elected leader checks and
 	// deploys; the others serve reads and hand requests to it.
 	LeaderElect bool
@@ -103,6 +106,7 @@ func DefaultOptions() Options {
 		ProbeInterval:   10 * time.Second,
 		Namespace:       ownNamespace(),
 		HistoryLimit:    50,
+		Drift:           drift.DefaultOptions(),
 		Controller:      controller.DefaultOptions(),
 		Webhook:         webhook.DefaultOptions(),
 		APIStreams:      api.DefaultStreamOptions(),

@@ -16,6 +16,7 @@ import (
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/deploy"
+	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/metrics"
 	"github.com/deployd/deployd/internal/panics"
@@ -38,6 +39,8 @@ type parts struct {
 	ctl     *controller.Controller
 	meter   *metrics.Metrics
 	report  *report.Reporter // nil when reporting to GitHub is off
+	drift   *drift.Detector
+	leading func() bool // set once the router exists: only the leader corrects drift
 	// deployed is the deployed record last watched per repo, on a follower.
 	deployedMu sync.Mutex
 	deployed   map[config.Key]int
@@ -121,7 +124,9 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 	}
 	p := &parts{kube: kube, applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state,
 		meter: meter, work: work, wg: wg, deployed: map[config.Key]int{}}
-	p.runner = deploy.New(src, applier, tracker, p.store, func(e deploy.Event) {
+	p.drift = newDrift(p, opts.Drift)
+	meter.Drift(p.drift.Counts)
+	p.runner = deploy.New(src, drift.Applier{Next: applier, Detector: p.drift}, tracker, p.store, func(e deploy.Event) {
 		logEvent(log, e)
 		state.Record(e.Repo.Key(), e.Record)
 		p.meter.Event(e)
@@ -155,6 +160,7 @@ func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, 
 			ctl.SetPaused(repo.Key(), true)
 			p.view.SetPause(repo.Key(), view.Pause(rec.Pause))
 		}
+		p.expectDrift(repo)
 		p.watchDeployed(repo, log)
 		if rec.CrashedTree != "" {
 			ctl.SeedFailed(repo.Key(), rec.CrashedTree)
@@ -222,4 +228,63 @@ func (p *parts) SetPause(ctx context.Context, repo config.Repo, pause view.Pause
 	p.ctl.SetPaused(repo.Key(), pause.Paused)
 	p.view.SetPause(repo.Key(), pause)
 	return nil
+}
+
+// expectDrift tells the drift detector, on the leader at start, which objects the
+// repo's deployed record applied.
+func (p *parts) expectDrift(repo config.Repo) {
+	e, ok := p.view.Entry(repo.Key())
+	if !ok {
+		return
+	}
+	dep, ok := e.Deployed()
+	if !ok {
+		return
+	}
+	var refs []apply.Ref
+	for _, o := range dep.Objects {
+		if o.Kind != "" && o.Action != string(apply.Pruned) && o.Action != string(apply.PruneSkipped) {
+			refs = append(refs, api.RefOf(o))
+		}
+	}
+	p.drift.Expect(repo, dep.Commit.SHA, refs)
+}
+
+// newDrift makes the drift detector: it sees what the tracker's watches see, and
+// corrects through the work queue, on the leader, when the repo is not paused.
+func newDrift(p *parts, opts drift.Options) *drift.Detector {
+	opts.Changed = p.tracker.Touch
+	opts.Paused = func(key config.Key) bool {
+		e, ok := p.view.Entry(key)
+		return ok && e.Pause.Paused
+	}
+	var d *drift.Detector
+	opts.Correct = func(repo config.Repo, commit, note string) bool {
+		if p.ctl == nil || p.leading == nil || !p.leading() {
+			return false
+		}
+		if !p.ctl.Enqueue(repo.Key(), controller.Request{Trigger: controller.TriggerDrift, Commit: commit, Note: note}) {
+			d.Forget(repo.Key()) // no longer configured
+			return false
+		}
+		return true
+	}
+	opts.Check = func(ctx context.Context, repo config.Repo, commit string) ([]drift.Object, error) {
+		objs, err := p.runner.Objects(ctx, repo, commit)
+		if err != nil {
+			return nil, err
+		}
+		found, err := p.applier.Drifted(ctx, apply.Request{Repo: repo, Commit: commit, Objects: objs})
+		out := make([]drift.Object, len(found))
+		for i, f := range found {
+			out[i] = drift.Object{Ref: f.Object, Deleted: f.Deleted}
+			for _, path := range f.Paths {
+				out[i].Fields = append(out[i].Fields, drift.Field{Path: path})
+			}
+		}
+		return out, err
+	}
+	d = drift.New(opts)
+	p.tracker.Observe(d.Observe)
+	return d
 }

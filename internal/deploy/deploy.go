@@ -195,17 +195,37 @@ func (r *Runner) takeRedo(key config.Key, commit string) int {
 }
 
 func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int) (apply.Result, error) {
-	repo, rev := d.Repo, d.Revision
-	files, err := r.files.Files(repo, rev.Commit, repo.ManifestPath(), r.Limits)
+	objs, err := r.render(ctx, d.Repo, d.Revision.Commit)
 	if err != nil {
-		return apply.Result{}, readErr(err)
+		return apply.Result{}, err
+	}
+	res, err := r.applier.Apply(ctx, apply.Request{Repo: d.Repo, Commit: d.Revision.Commit, Number: number, Objects: objs})
+	var invalid *apply.ValidationError
+	if errors.As(err, &invalid) {
+		return res, controller.Permanent(err)
+	}
+	return res, err
+}
+
+// Objects renders repo's manifests at commit, within the Runner's limits (for drift's
+// dry run of the applied commit).
+func (r *Runner) Objects(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
+	return r.render(ctx, repo, commit)
+}
+
+// render reads and renders repo's manifests at commit; what the commit is to blame for
+// is a controller.Permanent error.
+func (r *Runner) render(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
+	files, err := r.files.Files(repo, commit, repo.ManifestPath(), r.Limits)
+	if err != nil {
+		return nil, readErr(err)
 	}
 	if render.IsKustomization(files, repo.ManifestPath()) {
 		// An overlay may reach ../base anywhere in the repo, next to the app's own code.
 		lim := r.Limits
 		lim.MaxFiles *= repoFiles
-		if files, err = r.files.Files(repo, rev.Commit, ".", lim); err != nil {
-			return apply.Result{}, readErr(err)
+		if files, err = r.files.Files(repo, commit, ".", lim); err != nil {
+			return nil, readErr(err)
 		}
 	}
 	lim := render.DefaultLimits()
@@ -216,17 +236,12 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int)
 	var bad *render.Error
 	if err != nil && (ctx.Err() != nil || !errors.As(err, &bad)) {
 		// Stopped or superseded, or a worker that could not start: not the commit's fault.
-		return apply.Result{}, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
+		return nil, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
 	}
 	if err != nil {
-		return apply.Result{}, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
+		return nil, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
 	}
-	res, err := r.applier.Apply(ctx, apply.Request{Repo: repo, Commit: rev.Commit, Number: number, Objects: objs})
-	var invalid *apply.ValidationError
-	if errors.As(err, &invalid) {
-		return res, controller.Permanent(err)
-	}
-	return res, err
+	return objs, nil
 }
 
 // readErr classifies an error reading a commit's files: over a limit is the commit's
@@ -254,7 +269,7 @@ func recordOf(d controller.Deployment, phase history.Phase, started time.Time) h
 // note says what is unusual about a deployment, for its record.
 func note(d controller.Deployment) string {
 	if d.GitHubDeploymentID == 0 {
-		return ""
+		return d.Note
 	}
 	n := fmt.Sprintf("from GitHub deployment %d", d.GitHubDeploymentID)
 	if d.Ref != "" && d.Ref != d.Repo.Branch && d.Ref != d.Revision.Commit {

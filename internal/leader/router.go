@@ -67,6 +67,9 @@ func NewRouter(local Replica, kube kubernetes.Interface, namespace string, log *
 // Enqueue queues the request on the leader, or hands it to the leader from a follower,
 // within ctx (the request's): a follower that cannot write the handoff says so, and the
 // webhook or API answers 503 so the sender tries again, instead of losing the request.
+// Leading reports whether this replica leads (only the leader corrects drift).
+func (r *Router) Leading() bool { return r.leading.Load() }
+
 func (r *Router) Enqueue(ctx context.Context, key config.Key, req controller.Request) error {
 	if r.leading.Load() {
 		return r.local.Enqueue(ctx, key, req)

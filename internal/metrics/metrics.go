@@ -146,5 +146,14 @@ func (m *Metrics) GitCache(bytes func() int64) {
 		func() float64 { return float64(bytes()) }))
 }
 
+// Drift exports how many applied objects, and repos, drifted from what deployd applied.
+func (m *Metrics) Drift(counts func() (objects, repos int)) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deployd_drifted_objects", Help: "Applied objects that no longer match what deployd applied (changed or deleted)."},
+			func() float64 { o, _ := counts(); return float64(o) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "deployd_repos_out_of_sync", Help: "Repos with at least one drifted object."},
+			func() float64 { _, r := counts(); return float64(r) }))
+}
+
 // GitHubDropped counts a report given up on.
 func (m *Metrics) GitHubDropped() { m.ghDropped.Inc() }

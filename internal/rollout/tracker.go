@@ -51,6 +51,25 @@ type Tracker struct {
 	statuses map[string]Tracked // by key(gvk kind, namespace, name)
 	changed  chan struct{}
 	version  uint64
+	observe  func(u *unstructured.Unstructured, deleted bool)
+}
+
+// Observe has f see every watched object whole (managed fields and all) before the
+// tracker slims it, and every deletion; f must not keep u. Call it before Start.
+func (t *Tracker) Observe(f func(u *unstructured.Unstructured, deleted bool)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.observe = f
+}
+
+// Touch tells the tracker's watchers (Changed, Version) that something built from the
+// statuses changed, e.g. an object's drift.
+func (t *Tracker) Touch() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.version++
+	close(t.changed)
+	t.changed = make(chan struct{})
 }
 
 // NewTracker returns a tracker for the cluster cfg reaches; call Start before use.
@@ -127,7 +146,13 @@ func (t *Tracker) watch(ctx context.Context, gvr schema.GroupVersionResource) er
 		}
 		inf = t.factory.ForResource(gvr).Informer()
 		// Thousands of cached objects must stay small.
-		_ = inf.SetTransform(slim)
+		observe := t.observe
+		_ = inf.SetTransform(func(o any) (any, error) {
+			if u, ok := o.(*unstructured.Unstructured); ok && observe != nil {
+				observe(u, false)
+			}
+			return slim(o)
+		})
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { t.update(o, false) },
 			UpdateFunc: func(_, o any) { t.update(o, false) },
@@ -190,6 +215,14 @@ func (t *Tracker) update(o any, deleted bool) {
 	u, ok := o.(*unstructured.Unstructured)
 	if !ok {
 		return
+	}
+	if deleted {
+		t.mu.Lock()
+		observe := t.observe
+		t.mu.Unlock()
+		if observe != nil {
+			observe(u, true)
+		}
 	}
 	k := key(u.GroupVersionKind().GroupKind().String(), u.GetNamespace(), u.GetName())
 	var next Tracked

@@ -236,6 +236,7 @@ func (e RecordPhase) Valid() bool {
 const (
 	Api              RecordTrigger = "api"
 	Config           RecordTrigger = "config"
+	Drift            RecordTrigger = "drift"
 	GithubDeployment RecordTrigger = "github-deployment"
 	Poll             RecordTrigger = "poll"
 	Rollback         RecordTrigger = "rollback"
@@ -249,6 +250,8 @@ func (e RecordTrigger) Valid() bool {
 	case Api:
 		return true
 	case Config:
+		return true
+	case Drift:
 		return true
 	case GithubDeployment:
 		return true
@@ -461,6 +464,15 @@ type DeploymentEvent struct {
 	Repo string `json:"repo"`
 }
 
+// DriftField defines model for DriftField.
+type DriftField struct {
+	// Manager The field manager that changed it, e.g. kubectl or kube-controller-manager.
+	Manager *string `json:"manager,omitempty"`
+
+	// Path The field's path, e.g. .spec.replicas or .data.key.
+	Path string `json:"path"`
+}
+
 // Environment defines model for Environment.
 type Environment struct {
 	// Branch The deployed branch.
@@ -473,8 +485,14 @@ type Environment struct {
 	// DeployedCommit The SHA of the commit whose manifests are applied.
 	DeployedCommit *string `json:"deployedCommit,omitempty"`
 
+	// DriftReason Why drift is not corrected at once: 'fighting with <manager>' (corrections back off), or the repo is paused.
+	DriftReason *string `json:"driftReason,omitempty"`
+
 	// Environment The environment's name.
 	Environment string `json:"environment"`
+
+	// InSync False while an applied object no longer matches what deployd applied (a field changed by another writer, or the object deleted).
+	InSync bool `json:"inSync"`
 
 	// Namespace The namespace the repo's manifests are applied to.
 	Namespace string `json:"namespace"`
@@ -587,7 +605,8 @@ type Object struct {
 	ApiVersion string `json:"apiVersion"`
 
 	// Changed When the status last changed, as seen by deployd.
-	Changed *time.Time `json:"changed,omitempty"`
+	Changed *time.Time   `json:"changed,omitempty"`
+	Drift   *ObjectDrift `json:"drift,omitempty"`
 
 	// Images Images of the object's pod template containers.
 	Images *[]string `json:"images,omitempty"`
@@ -611,6 +630,15 @@ type Object struct {
 
 // ObjectStatus Rollout status, as kstatus computes it.
 type ObjectStatus string
+
+// ObjectDrift defines model for ObjectDrift.
+type ObjectDrift struct {
+	// Deleted The object was deleted from the cluster.
+	Deleted bool `json:"deleted"`
+
+	// Fields The fields deployd applied that another writer changed, took over or removed (at most 20).
+	Fields []DriftField `json:"fields"`
+}
 
 // ObjectEvent defines model for ObjectEvent.
 type ObjectEvent struct {
@@ -751,6 +779,9 @@ type Summary struct {
 
 	// Environment The environment.
 	Environment string `json:"environment"`
+
+	// InSync False while an applied object drifted from what deployd applied.
+	InSync bool `json:"inSync"`
 
 	// Namespace The target namespace.
 	Namespace string `json:"namespace"`
