@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/deployd/deployd/internal/daemon"
 	"github.com/deployd/deployd/internal/gittest"
@@ -225,7 +226,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	for _, name := range apps {
 		repos[name] = srv.NewRepo(t, name)
 		heads[name] = repos[name].Commit("main", "v1", gittest.SampleAppFiles("v1"))
-		cfg += fmt.Sprintf("  - {name: %s, url: '%s', namespace: %s, environment: dev, interval: 0}\n", name, srv.RepoURL(name), env.Namespace(t))
+		cfg += fmt.Sprintf("  - {name: %s, url: '%s', namespace: %s, environment: dev, interval: 0, drift: report}\n", name, srv.RepoURL(name), env.Namespace(t))
 	}
 	cfgPath, secret := filepath.Join(dir, "repos.yaml"), filepath.Join(dir, "secret")
 	for path, content := range map[string]string{cfgPath: cfg, secret: "hook-secret\n"} {
@@ -317,6 +318,35 @@ func TestDashboardInBrowser(t *testing.T) {
 		artifact(t, "dashboard-repo.png", shot)
 	})
 
+	t.Run("shows drift live: the repo out of sync, and which field who changed", func(t *testing.T) {
+		name := apps[1]
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+			t.Fatal(err)
+		}
+		pollPage(t, ctx, name+" in sync", row(name)+` !== null && !`+row(name)+`.querySelector('[data-drift]')`, time.Now().Add(10*time.Second))
+		// A hand edit, as kubectl edit makes it: with drift: report, deployd shows it and leaves it.
+		ns := namespaceOf(t, cfg, name)
+		cms := env.Client.CoreV1().ConfigMaps(ns)
+		cm, err := cms.Get(t.Context(), "settings", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range cm.Data {
+			cm.Data[k] = "edited by hand"
+		}
+		if _, err := cms.Update(t.Context(), cm, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+			t.Fatal(err)
+		}
+		pollPage(t, ctx, "the overview shows "+name+" out of sync, without a reload",
+			row(name)+`?.querySelector('[data-drift]')?.textContent.includes("out of sync")`, time.Now().Add(10*time.Second))
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#/"+name)); err != nil {
+			t.Fatal(err)
+		}
+		pollPage(t, ctx, "the repo page names the drifted field and its writer",
+			`[...document.querySelectorAll('[data-drift]')].some((s) => s.textContent.includes("drifted: .data.") && s.textContent.includes("by kubectl-edit"))`,
+			time.Now().Add(10*time.Second))
+	})
+
 	t.Run("is readable on a phone", func(t *testing.T) {
 		if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(base+"/#/")); err != nil {
 			t.Fatal(err)
@@ -371,4 +401,18 @@ func TestDashboardInBrowser(t *testing.T) {
 func jsString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// namespaceOf finds repo's namespace in the repos.yaml the test wrote.
+func namespaceOf(t *testing.T, cfg, repo string) string {
+	t.Helper()
+	for _, line := range strings.Split(cfg, "\n") {
+		if strings.Contains(line, "name: "+repo+",") {
+			_, rest, _ := strings.Cut(line, "namespace: ")
+			ns, _, _ := strings.Cut(rest, ",")
+			return ns
+		}
+	}
+	t.Fatalf("no namespace for %s in %s", repo, cfg)
+	return ""
 }

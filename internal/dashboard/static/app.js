@@ -128,7 +128,16 @@ function commitCell(url, e) {
 
 function phaseCell(e) {
   return [badge(e.phase), e.paused ? h("span", { class: "next warn" }, "paused" + (e.pauseReason ? ": " + e.pauseReason : "")) : null,
+    e.inSync === false ? h("span", { class: "next warn", "data-drift": "" }, "out of sync" + (e.driftReason ? ": " + e.driftReason : "")) : null,
     e.checkError ? h("span", { class: "next error" }, "check failed: " + e.checkError) : null];
+}
+
+// driftNote says how an object drifted from what deployd applied, or nothing.
+function driftNote(o) {
+  if (!o.drift) return null;
+  const what = o.drift.deleted ? "deleted" :
+    "drifted: " + o.drift.fields.map((f) => f.path + (f.manager ? " by " + f.manager : "")).join(", ");
+  return h("span", { class: "next warn", "data-drift": "" }, what);
 }
 
 // The overview keeps each repo's answer, so an event costs one request for its repo,
@@ -205,7 +214,7 @@ async function repoView(name) {
         h("thead", {}, h("tr", {}, ["Kind", "Name", "Status", "Ready", "Message", "Since"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, e.objects.map((o) => h("tr", {},
           td("Kind", o.kind), td("Name", o.name), td("Status", badge(o.status)),
-          td("Ready", o.replicas ? workloads([o], false) : "–"), td("Message", h("span", { class: "msg" }, o.message || "")),
+          td("Ready", o.replicas ? workloads([o], false) : "–"), td("Message", h("span", { class: "msg" }, o.message || ""), driftNote(o)),
           td("Since", when(o.changed)))))) : h("p", { class: "muted" }, "Nothing applied yet."),
       h("h3", {}, "History"),
       h("table", {},
