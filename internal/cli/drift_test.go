@@ -413,3 +413,67 @@ func TestDriftWhileDown(t *testing.T) {
 		t.Log(logs)
 	}
 }
+
+// TestDriftTwoReplicas: under drift: report, a hand edit seen by the leader is shown by
+// the follower (through the state ConfigMap), and its end too, once a forced sync
+// through the follower puts the field back.
+func TestDriftTwoReplicas(t *testing.T) {
+	srv := gittest.NewServer(t)
+	srv.NewRepo(t, "shop/web").Commit("main", "one", driftManifests)
+	appNS, stateNS := env.Namespace(t), env.Namespace(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+appNS+", interval: 0, drift: report}\n")
+	token := writeFile(t, dir, "token", "api-token\n")
+	args := func(name string) string {
+		return "--config " + cfg + " --kubeconfig " + env.Kubeconfig + " --cache-dir " + filepath.Join(dir, name) + " --namespace " + stateNS +
+			" --api-token-file " + token + " --log-format json --leader-elect"
+	}
+	a := startReplica(t, args("a"))
+	waitHolder(t, stateNS, a.id, 20*time.Second)
+	b := startReplica(t, args("b"))
+	repo := config.Repo{Name: "shop/web", Environment: "production"}
+	waitRecords(t, stateNS, repo, "the first deployment by the leader", func(recs []history.Record) bool {
+		return len(recs) == 1 && recs[0].Phase == history.Succeeded
+	})
+	if e := envStatus(t, b.base); !e.InSync {
+		t.Errorf("the follower shows drift before any edit: %+v", e)
+	}
+
+	scale(t, appNS, "web", 5, "kubectl")
+	var e api.Environment
+	waitFor(t, "the follower shows web's drift", func(context.Context) bool {
+		e = envStatus(t, b.base)
+		return !e.InSync
+	})
+	for _, o := range e.Objects {
+		switch {
+		case o.Name == "web" && (o.Drift == nil || len(o.Drift.Fields) != 1 || o.Drift.Fields[0] != api.DriftField{Path: ".spec.replicas", Manager: "kubectl"}):
+			t.Errorf("web's drift on the follower %+v", o.Drift)
+		case o.Name != "web" && o.Drift != nil:
+			t.Errorf("%s drifted on the follower: %+v", o.Name, o.Drift)
+		}
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, b.base+"/deployment/shop/web/sync?force=true", nil)
+	req.Header.Set("Authorization", "Bearer api-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("forced sync through the follower: %s", resp.Status)
+	}
+	waitFor(t, "the follower shows the repo in sync again", func(context.Context) bool {
+		e = envStatus(t, b.base)
+		return e.InSync
+	})
+	if got := replicasOf(t, appNS, "web"); got != 2 {
+		t.Errorf("web has %d replicas after the forced sync, want 2", got)
+	}
+	for _, o := range e.Objects {
+		if o.Drift != nil {
+			t.Errorf("%s still drifted on the follower: %+v", o.Name, o.Drift)
+		}
+	}
+}

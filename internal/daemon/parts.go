@@ -41,6 +41,8 @@ type parts struct {
 	report  *report.Reporter // nil when reporting to GitHub is off
 	drift   *drift.Detector
 	leading func() bool // set once the router exists: only the leader corrects drift
+	// driftPoke asks publishDrift to store the drift that changed, for the followers.
+	driftPoke chan struct{}
 	// deployed is the deployed record last watched per repo, on a follower.
 	deployedMu sync.Mutex
 	deployed   map[config.Key]int
@@ -123,7 +125,7 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 		}
 	}
 	p := &parts{kube: kube, applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state,
-		meter: meter, work: work, wg: wg, deployed: map[config.Key]int{}}
+		meter: meter, work: work, wg: wg, deployed: map[config.Key]int{}, driftPoke: make(chan struct{}, 1)}
 	p.drift = newDrift(p, opts.Drift)
 	meter.Drift(p.drift.Counts)
 	p.runner = deploy.New(src, drift.Applier{Next: applier, Detector: p.drift}, tracker, p.store, func(e deploy.Event) {
@@ -253,7 +255,7 @@ func (p *parts) expectDrift(repo config.Repo) {
 // newDrift makes the drift detector: it sees what the tracker's watches see, and
 // corrects through the work queue, on the leader, when the repo is not paused.
 func newDrift(p *parts, opts drift.Options) *drift.Detector {
-	opts.Changed = p.tracker.Touch
+	opts.Changed = func() { p.tracker.Touch(); p.pokeDrift() }
 	opts.Paused = func(key config.Key) bool {
 		e, ok := p.view.Entry(key)
 		return ok && e.Pause.Paused

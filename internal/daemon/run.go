@@ -48,6 +48,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.watcher.State().Config
 	d.parts.tracker.Start(d.work)
 	d.parts.startReporting(d.work)
+	d.wg.Go(func() { d.parts.publishDrift(d.work, func() *config.Config { return d.watcher.State().Config }, d.log) })
 	if d.opts.LeaderElect {
 		if err := d.router.WatchStates(d.work, apply.LabelManagedBy+"="+apply.ManagedByValue); err != nil {
 			return err
