@@ -445,6 +445,17 @@ func TestDriftTwoReplicas(t *testing.T) {
 		e = envStatus(t, b.base)
 		return !e.InSync
 	})
+	stored := func() string {
+		t.Helper()
+		c, err := env.Client.CoreV1().ConfigMaps(stateNS).Get(context.Background(), repo.StateName(), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Data["drift"]
+	}
+	if got := stored(); !strings.Contains(got, `{"path":".spec.replicas","manager":"kubectl"}`) {
+		t.Errorf("the state ConfigMap's drift: %q", got)
+	}
 	for _, o := range e.Objects {
 		switch {
 		case o.Name == "web" && (o.Drift == nil || len(o.Drift.Fields) != 1 || o.Drift.Fields[0] != api.DriftField{Path: ".spec.replicas", Manager: "kubectl"}):
@@ -470,6 +481,9 @@ func TestDriftTwoReplicas(t *testing.T) {
 	})
 	if got := replicasOf(t, appNS, "web"); got != 2 {
 		t.Errorf("web has %d replicas after the forced sync, want 2", got)
+	}
+	if got := stored(); got != "" {
+		t.Errorf("the state ConfigMap keeps drift once in sync: %q", got)
 	}
 	for _, o := range e.Objects {
 		if o.Drift != nil {

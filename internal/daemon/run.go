@@ -76,6 +76,7 @@ func (d *Daemon) lead(ctx context.Context, since time.Time) {
 	if d.opts.LeaderElect {
 		d.redo = d.router.Lead(ctx, d.watcher.State().Config, since)
 	}
+	d.parts.pokeDrift() // a former leader's stored drift is replaced by this one's
 	for _, k := range d.redo {
 		d.ctl.Enqueue(k, controller.Request{Trigger: controller.TriggerStartup, Force: true})
 	}
