@@ -78,7 +78,7 @@ lint:
 	cd hack/kind && $(GO) vet ./...
 	$(STATICCHECK) ./...
 
-## bench: the end-to-end benchmark harness (about 8 minutes), results in bench/RESULTS.md and bench/results/
+## bench: the end-to-end benchmark harness (about 10 minutes), results in bench/RESULTS.md and bench/results/
 ## BENCHFLAGS passes flags, e.g. make bench BENCHFLAGS='-only 1,2 -runs 5' or '-profile bin/profiles'
 BENCHFLAGS ?=
 bench: build simcluster
