@@ -53,7 +53,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var hook func(*daemon.Options)
 	if RouteClientGoLogs {
-		hook = func(o *daemon.Options) { klog.SetSlogLogger(o.Logger.With("component", "client-go")) }
+		hook = func(o *daemon.Options) { klog.SetSlogLogger(clientGoLogger(o.Logger)) }
 	}
 	return serve(ctx, args, stdout, stderr, hook)
 }
