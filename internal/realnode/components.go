@@ -199,7 +199,7 @@ func (n *Node) startContainerd(ctx context.Context) error {
 		return err
 	}
 	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		if err := p.exited(); err != nil {
+		if err := p.Exited(); err != nil {
 			return false, err
 		}
 		if conn, err := net.Dial("unix", n.containerdSocket()); err == nil {

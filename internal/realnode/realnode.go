@@ -78,7 +78,7 @@ type Node struct {
 
 	opts    Options
 	mu      sync.Mutex // Stop may be called from a signal handler and a test's cleanup
-	procs   []*process
+	procs   []*simcluster.Process
 	machine *machine
 }
 
@@ -149,7 +149,7 @@ func (n *Node) stop(keepDir bool) error {
 	defer n.mu.Unlock()
 	var errs []error
 	for i := len(n.procs) - 1; i >= 0; i-- {
-		errs = append(errs, n.procs[i].stop(10*time.Second))
+		errs = append(errs, n.procs[i].Stop(10*time.Second))
 	}
 	n.procs = nil
 	if n.Cluster != nil {
@@ -172,7 +172,7 @@ func (n *Node) MachineAfter() MachineState { return n.machine.after }
 func (n *Node) PIDs() []int {
 	pids := make([]int, len(n.procs))
 	for i, p := range n.procs {
-		pids[i] = p.cmd.Process.Pid
+		pids[i] = p.Pid()
 	}
 	return pids
 }
@@ -227,7 +227,7 @@ func (n *Node) waitReady(ctx context.Context) error {
 	}
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		for _, p := range n.procs {
-			if err := p.exited(); err != nil {
+			if err := p.Exited(); err != nil {
 				return false, err
 			}
 		}

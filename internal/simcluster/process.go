@@ -21,28 +21,12 @@ type process struct {
 	err  error
 }
 
-// spawn starts a component in its own process group. Pdeathsig kills it if this
-// process dies without stopping it (a test binary killed by a timeout).
+// spawn starts a component in its own process group, logging to <Dir>/<name>.log.
 func (c *Cluster) spawn(name, bin string, args ...string) (*process, error) {
-	logPath := c.path(name + ".log")
-	logFile, err := os.Create(logPath)
+	p, err := startProcess(c.Dir, c.path(name+".log"), name, bin, args...)
 	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", logPath, err)
+		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Dir = c.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &process{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
 	// A component started again (StartAPIServer) takes its predecessor's place, so Stop
 	// still goes in reverse start order.
 	for i, prev := range c.procs {
@@ -54,6 +38,60 @@ func (c *Cluster) spawn(name, bin string, args ...string) (*process, error) {
 	c.procs = append(c.procs, p)
 	return p, nil
 }
+
+// startProcess starts bin in dir in its own process group, its output in logPath.
+// Pdeathsig kills it if this process dies without stopping it (a test binary killed by a
+// timeout).
+func startProcess(dir, logPath, name, bin string, args ...string) (*process, error) {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", logPath, err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &process{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Process is a program started for a local cluster or node: its own process group, its
+// output in a log file, killed if the process that started it dies.
+type Process struct{ p *process }
+
+// StartProcess starts bin in dir, its output in logPath; name is for messages.
+func StartProcess(dir, logPath, name, bin string, args ...string) (*Process, error) {
+	p, err := startProcess(dir, logPath, name, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &Process{p}, nil
+}
+
+// Exited returns an error with the end of its log if the process has exited, else nil.
+func (p *Process) Exited() error {
+	select {
+	case <-p.p.done:
+		return fmt.Errorf("%s exited (%v):\n%s", p.p.name, p.p.err, p.p.tail())
+	default:
+		return nil
+	}
+}
+
+// Stop asks the process group to end and kills it after grace.
+func (p *Process) Stop(grace time.Duration) error { return p.p.stop(grace) }
+
+// Pid is the process's id.
+func (p *Process) Pid() int { return p.p.cmd.Process.Pid }
 
 // proc returns the component named name, or nil.
 func (c *Cluster) proc(name string) *process {
