@@ -22,29 +22,7 @@ import (
 // realApp is a 2-replica Deployment of the sample app answering message, whose
 // readiness probe decides the rollout, with a Service in front.
 func realApp(message string) map[string]string {
-	return map[string]string{"deploy/manifests/app.yaml": `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: web
-          image: sampleapp:dev
-          imagePullPolicy: IfNotPresent
-          env: [{name: MESSAGE, value: "` + message + `"}]
-          ports: [{containerPort: 8080}]
-          readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
-`}
+	return map[string]string{"deploy/manifests/app.yaml": realnode.SampleAppManifests(message)}
 }
 
 // realNode is scenario 9: deployd as users run it, its image in Pods on the real node,

@@ -28,32 +28,7 @@ import (
 
 // app is the sample app's manifests: two replicas of hack/sampleapp whose readiness
 // probe decides the rollout, and a Service in front.
-func app(message string, args ...string) string {
-	return `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: web
-          image: sampleapp:dev
-          imagePullPolicy: IfNotPresent
-          args: [` + strings.Join(args, ", ") + `]
-          env: [{name: MESSAGE, value: "` + message + `"}]
-          ports: [{containerPort: 8080}]
-          readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
-`
-}
+var app = realnode.SampleAppManifests
 
 // TestInstall installs deployd on a real node the way the README tells users, and
 // follows one app from its git repository to Pods serving it, and a push to a redeploy.
