@@ -2,6 +2,7 @@ package checks
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/google/go-github/v60/github"
@@ -13,7 +14,20 @@ const maxNotes = 16 << 10
 // summary is the caller's summary, capped, with the notes on annotations after it.
 func summary(r Report, p placed) string {
 	notes := capMarkdown(p.notes(r.DetailsURL), maxNotes, r.DetailsURL)
-	return capMarkdown(r.Summary, maxSummary-len(notes), r.DetailsURL) + notes
+	if s := capMarkdown(r.Summary, maxSummary-len(notes), r.DetailsURL) + notes; strings.TrimSpace(s) != "" {
+		return s
+	}
+	return Escape(r.title(255)) // GitHub needs a summary
+}
+
+var defaultTitle = map[string]string{"success": "would apply cleanly", "failure": "would not apply", "neutral": "no changes"}
+
+// title is the report's title on one line of at most n characters; GitHub needs one.
+func (r Report) title(n int) string {
+	if t := oneLine(r.Title, n); t != "" {
+		return t
+	}
+	return defaultTitle[r.Conclusion]
 }
 
 // publishCheckRun completes the environment's check run on the head commit: the one
@@ -23,7 +37,7 @@ func (p *Publisher) publishCheckRun(ctx context.Context, r Report) error {
 	name := Name(r.Environment)
 	pl := place(r.Annotations, p.opts.MaxAnnotations)
 	out := func(batch []*github.CheckRunAnnotation) *github.CheckRunOutput {
-		return &github.CheckRunOutput{Title: github.String(oneLine(r.Title, 255)), Summary: github.String(summary(r, pl)), Annotations: batch}
+		return &github.CheckRunOutput{Title: github.String(r.title(255)), Summary: github.String(summary(r, pl)), Annotations: batch}
 	}
 	batches := batch(pl.anns)
 	id, err := p.findCheckRun(ctx, r, name)

@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,7 +94,7 @@ type Publisher struct {
 }
 
 type keyLock struct {
-	sync.Mutex
+	held  chan struct{} // holds a value while locked
 	users int
 }
 
@@ -125,9 +127,11 @@ func (p *Publisher) Publish(ctx context.Context, r Report) error {
 	if err := r.check(); err != nil {
 		return err
 	}
-	unlock := p.lock(fmt.Sprintf("%s/%s#%d", r.Owner, r.Repo, r.PRNumber))
+	unlock, err := p.lock(ctx, fmt.Sprintf("%s/%s#%d", r.Owner, r.Repo, r.PRNumber))
+	if err != nil {
+		return err
+	}
 	defer unlock()
-	var err error
 	if p.CheckRuns() {
 		err = p.publishCheckRun(ctx, r)
 	} else {
@@ -148,7 +152,10 @@ func (p *Publisher) Remove(ctx context.Context, owner, repo string, prNumber int
 	if err := checkRepo(owner, repo); err != nil {
 		return err
 	}
-	unlock := p.lock(fmt.Sprintf("%s/%s#%d", owner, repo, prNumber))
+	unlock, err := p.lock(ctx, fmt.Sprintf("%s/%s#%d", owner, repo, prNumber))
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	if err := p.removeComments(ctx, owner, repo, prNumber); err != nil {
 		return fmt.Errorf("%s/%s#%d: %w", owner, repo, prNumber, err)
@@ -158,23 +165,28 @@ func (p *Publisher) Remove(ctx context.Context, owner, repo string, prNumber int
 
 // lock serializes work on one pull request, so two publishes never both create its
 // comment and a removal never races a publish. Entries live only while used.
-func (p *Publisher) lock(key string) (unlock func()) {
+func (p *Publisher) lock(ctx context.Context, key string) (unlock func(), err error) {
 	p.mu.Lock()
 	l := p.locks[key]
 	if l == nil {
-		l = &keyLock{}
+		l = &keyLock{held: make(chan struct{}, 1)}
 		p.locks[key] = l
 	}
 	l.users++
 	p.mu.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
+	release := func() {
 		p.mu.Lock()
 		if l.users--; l.users == 0 {
 			delete(p.locks, key)
 		}
 		p.mu.Unlock()
+	}
+	select {
+	case l.held <- struct{}{}:
+		return func() { <-l.held; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, fmt.Errorf("%s: waiting for the previous publish: %w", key, ctx.Err())
 	}
 }
 
@@ -205,6 +217,15 @@ func (r Report) check() error {
 		return fmt.Errorf("%s/%s: pull request number %d is not positive", r.Owner, r.Repo, r.PRNumber)
 	case r.Conclusion != "success" && r.Conclusion != "failure" && r.Conclusion != "neutral":
 		return fmt.Errorf("%s/%s#%d: conclusion %q is not success, failure or neutral", r.Owner, r.Repo, r.PRNumber, r.Conclusion)
+	case r.DetailsURL != "" && !linkable(r.DetailsURL):
+		return fmt.Errorf("%s/%s#%d: details URL %q is not an http(s) URL that can be linked in Markdown", r.Owner, r.Repo, r.PRNumber, r.DetailsURL)
 	}
 	return nil
+}
+
+// linkable reports whether u is an http(s) URL that can stand in a Markdown link as is.
+func linkable(u string) bool {
+	parsed, err := url.Parse(u)
+	return err == nil && (parsed.Scheme == "https" || parsed.Scheme == "http") && parsed.Host != "" &&
+		len(u) <= 2048 && !strings.ContainsAny(u, " ()<>[]\"\n\r\t`")
 }

@@ -376,6 +376,7 @@ func TestHostileTextIsEscaped(t *testing.T) {
 		{"fixes other/repo#1", "fixes other/repo#\u200b1"},
 		{"nul\x00bell\x07", "nulbell"},
 		{`back\slash`, `back\\slash`},
+		{"$x^2$", `\$x^2\$`},
 	}
 	for _, tt := range tests {
 		if got := Escape(tt.in); got != tt.want {
@@ -444,7 +445,60 @@ func TestGitHubFailing(t *testing.T) {
 			if n := len(gh.Calls()); tt.app && n < 3 || !tt.app && n != 3 {
 				t.Errorf("%d calls, want 3 attempts", n)
 			}
+			if err != nil && strings.Contains(err.Error(), "gh-token") {
+				t.Errorf("error shows the token: %v", err)
+			}
 		})
+	}
+	t.Run("rate limited: waits for the reset, then publishes", func(t *testing.T) {
+		gh := githubtest.New(t)
+		p := newToken(t, gh, testOptions())
+		gh.RateLimit(1)
+		publish(t, p, preview("prod", "success"))
+		if n := len(gh.Comments("shop", "web")); n != 1 {
+			t.Errorf("%d comments, want 1", n)
+		}
+	})
+	t.Run("rate limited past MaxWait: fails at once", func(t *testing.T) {
+		gh := githubtest.New(t)
+		opts := testOptions()
+		opts.MaxWait = 10 * time.Millisecond
+		p := newToken(t, gh, opts)
+		gh.RateLimit(1)
+		err := p.Publish(context.Background(), preview("prod", "success"))
+		if err == nil || !strings.Contains(err.Error(), "set the commit status: GitHub asks to wait") {
+			t.Errorf("error %v, want the wait named", err)
+		}
+		if n := len(gh.Calls()); n != 1 {
+			t.Errorf("%d calls, want 1", n)
+		}
+	})
+	t.Run("a publish waiting behind a slow one gives up with its context", func(t *testing.T) {
+		gh := githubtest.New(t)
+		p := newToken(t, gh, testOptions())
+		unlock, err := p.lock(context.Background(), "shop/web#7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		err = p.Publish(ctx, preview("prod", "success"))
+		if err == nil || !strings.Contains(err.Error(), "shop/web#7: waiting for the previous publish: context deadline exceeded") {
+			t.Errorf("error %v", err)
+		}
+	})
+}
+
+func TestEmptyTitleAndSummaryGetDefaults(t *testing.T) {
+	gh := githubtest.New(t)
+	p := newApp(t, gh, testOptions())
+	r := preview("prod", "neutral")
+	r.Title, r.Summary = " \n ", ""
+	publish(t, p, r)
+	run := gh.CheckRuns("shop", "web")[0]
+	if run.Title != "no changes" || run.Summary != "no changes" {
+		t.Errorf("title %q, summary %q: want GitHub's required fields filled", run.Title, run.Summary)
 	}
 }
 
@@ -460,6 +514,8 @@ func TestInvalidReportsAreRefused(t *testing.T) {
 		{"no pull request", func(r *Report) { r.PRNumber = 0 }, "pull request number 0 is not positive"},
 		{"unknown conclusion", func(r *Report) { r.Conclusion = "cancelled" }, `conclusion "cancelled" is not success, failure or neutral`},
 		{"bad environment", func(r *Report) { r.Environment = "Prod -->" }, "is not a valid environment name"},
+		{"details URL breaking its link", func(r *Report) { r.DetailsURL = details + ") [x](https://evil" }, "is not an http(s) URL that can be linked"},
+		{"details URL not http", func(r *Report) { r.DetailsURL = "javascript:alert(1)" }, "is not an http(s) URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -30,7 +30,7 @@ const maxCommentRows = 50
 // publishComment sets the environment's commit status and creates or edits its comment.
 func (p *Publisher) publishComment(ctx context.Context, r Report) error {
 	status := &github.RepoStatus{State: github.String(statusState[r.Conclusion]), Context: github.String(Name(r.Environment)),
-		Description: github.String(oneLine(r.Title, maxDescription))}
+		Description: github.String(r.title(maxDescription))}
 	if r.DetailsURL != "" {
 		status.TargetURL = github.String(r.DetailsURL)
 	}
@@ -71,7 +71,7 @@ func (p *Publisher) editComment(ctx context.Context, owner, repo string, c *gith
 func commentBody(r Report) string {
 	pl := place(r.Annotations, maxCommentRows)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n### %s %s: %s\n\n", marker(r.Environment), conclusionIcon[r.Conclusion], Name(r.Environment), Escape(oneLine(r.Title, 255)))
+	fmt.Fprintf(&b, "%s\n### %s %s: %s\n\n", marker(r.Environment), conclusionIcon[r.Conclusion], Name(r.Environment), Escape(r.title(255)))
 	b.WriteString(r.Summary)
 	if len(pl.anns) > 0 {
 		b.WriteString("\n\n| File | Line | Error |\n| --- | --- | --- |\n")

@@ -11,9 +11,10 @@ import (
 )
 
 // markdownEscapes turn text from a pull request into inert Markdown: no table cell ends,
-// no code span, emphasis, link or HTML starts, no @mention or #reference notifies anyone.
+// no code span, emphasis, link, math or HTML starts, no @mention or #reference notifies
+// anyone.
 var markdownEscapes = strings.NewReplacer(
-	`\`, `\\`, "|", `\|`, "`", "\\`", "*", `\*`, "_", `\_`, "[", `\[`, "]", `\]`, "~", `\~`,
+	`\`, `\\`, "|", `\|`, "`", "\\`", "*", `\*`, "_", `\_`, "[", `\[`, "]", `\]`, "~", `\~`, "$", `\$`,
 	"&", "&amp;", "<", "&lt;", ">", "&gt;",
 	"@", "@\u200b", "#", "#\u200b",
 	"\r\n", " ", "\n", " ", "\r", " ", "\t", " ",
