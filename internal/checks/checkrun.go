@@ -36,8 +36,9 @@ func (r Report) title(n int) string {
 func (p *Publisher) publishCheckRun(ctx context.Context, r Report) error {
 	name := Name(r.Environment)
 	pl := place(r.Annotations, p.opts.MaxAnnotations)
+	title, sum := r.title(255), summary(r, pl)
 	out := func(batch []*github.CheckRunAnnotation) *github.CheckRunOutput {
-		return &github.CheckRunOutput{Title: github.String(r.title(255)), Summary: github.String(summary(r, pl)), Annotations: batch}
+		return &github.CheckRunOutput{Title: github.String(title), Summary: github.String(sum), Annotations: batch}
 	}
 	batches := batch(pl.anns)
 	id, err := p.findCheckRun(ctx, r, name)

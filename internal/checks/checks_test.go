@@ -33,7 +33,7 @@ func testOptions() Options {
 }
 
 // newApp returns a Publisher authenticated as GitHub App 7 against gh.
-func newApp(t *testing.T, gh *githubtest.Server, opts Options) *Publisher {
+func newApp(t testing.TB, gh *githubtest.Server, opts Options) *Publisher {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -51,7 +51,7 @@ func newApp(t *testing.T, gh *githubtest.Server, opts Options) *Publisher {
 }
 
 // newToken returns a Publisher with a plain token against gh.
-func newToken(t *testing.T, gh *githubtest.Server, opts Options) *Publisher {
+func newToken(t testing.TB, gh *githubtest.Server, opts Options) *Publisher {
 	t.Helper()
 	token := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(token, []byte("gh-token\n"), 0o600); err != nil {
