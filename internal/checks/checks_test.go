@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -531,5 +532,31 @@ func TestInvalidReportsAreRefused(t *testing.T) {
 				t.Errorf("%d calls made for an invalid report", n)
 			}
 		})
+	}
+}
+
+func TestConcurrentPublishesMakeOneComment(t *testing.T) {
+	gh := githubtest.New(t)
+	p := newToken(t, gh, testOptions())
+	errs := make([]error, 5)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			r := preview("prod", "success")
+			r.Title = fmt.Sprintf("publish %d", i)
+			errs[i] = p.Publish(context.Background(), r)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(gh.Comments("shop", "web")); n != 1 {
+		t.Errorf("%d comments, want 1", n)
+	}
+	if n := len(p.locks); n != 0 {
+		t.Errorf("%d locks left after the publishes", n)
 	}
 }
