@@ -13,6 +13,7 @@ import (
 
 	"github.com/deployd/deployd/internal/api"
 	"github.com/deployd/deployd/internal/apply"
+	"github.com/deployd/deployd/internal/checks"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
 	"github.com/deployd/deployd/internal/deploy"
@@ -39,6 +40,9 @@ type parts struct {
 	ctl     *controller.Controller
 	meter   *metrics.Metrics
 	report  *report.Reporter // nil when reporting to GitHub is off
+	// checks publishes pull request previews to GitHub (check runs, or statuses and
+	// comments); nil when reporting to GitHub is off.
+	checks  *checks.Publisher
 	drift   *drift.Detector
 	leading func() bool // set once the router exists: only the leader corrects drift
 	// driftPoke asks publishDrift to store the drift that changed, for the followers.
@@ -90,6 +94,9 @@ func (p *parts) buildReporting(opts Options, meter *metrics.Metrics, log *slog.L
 		log.Warn("GitHub report dropped", "repo", repo.Name, "env", repo.Environment, "deployment", number, "state", state, "reason", reason)
 	}
 	p.report = report.New(api, ropts)
+	if p.checks, err = checks.NewForGitHub(gopts, checks.DefaultOptions()); err != nil {
+		return err
+	}
 	log.Info("reporting deployments to GitHub", "api", gopts.APIURL, "app", gopts.AppID != 0)
 	return nil
 }

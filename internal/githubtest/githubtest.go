@@ -1,7 +1,7 @@
 // Package githubtest is a local stand-in for the parts of GitHub's REST API deployd
-// uses (deployments, deployment statuses, app installation tokens). It records every
-// call and can be told to fail, be slow, or rate-limit, so tests assert on what
-// deployd sent.
+// uses (deployments, deployment statuses, app installation tokens, check runs, commit
+// statuses, pull request comments). It records every call and can be told to fail, be
+// slow, or rate-limit, so tests assert on what deployd sent.
 package githubtest
 
 import (
@@ -45,6 +45,9 @@ type Server struct {
 	down      bool          // answer every request with 503
 	tokenTTL  time.Duration
 	tokens    int
+	tokenApps map[string]int64 // installation token → the App it was issued to
+	checkRuns []*CheckRun
+	comments  []Comment
 }
 
 // Cleaner registers cleanups (testing.TB does; so does gittest.Standalone).
@@ -52,7 +55,7 @@ type Cleaner interface{ Cleanup(func()) }
 
 // New starts a server that stops at t's cleanup.
 func New(t Cleaner) *Server {
-	s := &Server{nextID: 1000, tokenTTL: time.Hour}
+	s := &Server{nextID: 1000, tokenTTL: time.Hour, tokenApps: map[string]int64{}}
 	srv := httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = srv.URL + "/"
 	t.Cleanup(srv.Close)
@@ -111,9 +114,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, body map[string]a
 		s.mu.Lock()
 		s.tokens++
 		n, ttl := s.tokens, s.tokenTTL
+		token := fmt.Sprintf("installation-token-%d", n)
+		s.tokenApps[token] = jwtIssuer(r.Header.Get("Authorization"))
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(map[string]any{"token": fmt.Sprintf("installation-token-%d", n), "expires_at": time.Now().Add(ttl).UTC().Format(time.RFC3339)})
+		json.NewEncoder(w).Encode(map[string]any{"token": token, "expires_at": time.Now().Add(ttl).UTC().Format(time.RFC3339)})
 	case r.Method == http.MethodPost && len(parts) == 4 && parts[0] == "repos" && parts[3] == "deployments":
 		if parts[2] == "invisible" {
 			w.WriteHeader(http.StatusNotFound)
@@ -138,6 +143,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, body map[string]a
 			}
 		}
 		json.NewEncoder(w).Encode(out)
+	case s.routeChecks(w, r, body):
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		fmt.Fprintf(w, `{"message":"the stand-in does not serve %s %s"}`, r.Method, r.URL.Path)

@@ -57,6 +57,17 @@ var _ API = (*client)(nil)
 
 // NewClient returns an API client for the options' credentials.
 func NewClient(opts ClientOptions) (API, error) {
+	gh, err := NewGitHub(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &client{gh: gh, onResponse: opts.OnResponse}, nil
+}
+
+// NewGitHub returns a go-github client for the options' credentials: a token re-read from
+// its file, or a GitHub App installation token refreshed before it expires. Each request
+// times out after 30 seconds. OnResponse is left to the caller.
+func NewGitHub(opts ClientOptions) (*github.Client, error) {
 	base := opts.APIURL
 	if base == "" {
 		base = "https://api.github.com/"
@@ -87,7 +98,7 @@ func NewClient(opts ClientOptions) (API, error) {
 	}
 	gh := github.NewClient(&http.Client{Transport: tr, Timeout: 30 * time.Second})
 	gh.BaseURL = baseURL
-	return &client{gh: gh, onResponse: opts.OnResponse}, nil
+	return gh, nil
 }
 
 func (c *client) observe(resp *github.Response) {

@@ -203,14 +203,14 @@ func (r *Reporter) send(ctx context.Context, s *stream, j job) string {
 		}
 		var ghErr *github.ErrorResponse
 		if errors.As(err, &ghErr) && ghErr.Response != nil {
-			switch code := ghErr.Response.StatusCode; {
-			case code == http.StatusNotFound:
+			switch {
+			case ghErr.Response.StatusCode == http.StatusNotFound:
 				return r.notFound(s.repo)
-			case code >= 400 && code < 500 && code != http.StatusTooManyRequests && code != http.StatusForbidden:
-				return fmt.Sprintf("GitHub refused it: %d %s", code, ghErr.Message)
+			case !Transient(err):
+				return fmt.Sprintf("GitHub refused it: %d %s", ghErr.Response.StatusCode, ghErr.Message)
 			}
 		}
-		wait := retryAfter(err, delay)
+		wait := RetryAfter(err, delay)
 		if time.Since(j.due)+wait > r.opts.MaxAge {
 			return fmt.Sprintf("GitHub did not take it within %s: %v", r.opts.MaxAge, err)
 		}
@@ -268,8 +268,20 @@ func (r *Reporter) notFound(repo config.Repo) string {
 	return "GitHub answered 404: the token cannot see " + repo.Name + " (reported once)"
 }
 
-// retryAfter honours GitHub's rate-limit answers, else backs off.
-func retryAfter(err error, backoff time.Duration) time.Duration {
+// Transient reports whether a GitHub call that failed with err may succeed if tried
+// again: any failure but a 4xx answer, where 403 and 429 count as transient (rate limits).
+func Transient(err error) bool {
+	var ghErr *github.ErrorResponse
+	if !errors.As(err, &ghErr) || ghErr.Response == nil {
+		return true
+	}
+	code := ghErr.Response.StatusCode
+	return code < 400 || code >= 500 || code == http.StatusTooManyRequests || code == http.StatusForbidden
+}
+
+// RetryAfter says how long to wait before trying again after err: until GitHub's
+// rate-limit reset when it gave one, else backoff.
+func RetryAfter(err error, backoff time.Duration) time.Duration {
 	var rl *github.RateLimitError
 	if errors.As(err, &rl) {
 		if d := time.Until(rl.Rate.Reset.Time); d > 0 {
