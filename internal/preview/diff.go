@@ -22,30 +22,30 @@ const (
 // redacted replaces a Secret's values.
 const redacted = "<redacted>"
 
-// Object is one object a merge would add, change or prune.
-type Object struct {
+// ChangedObject is one object a merge would add, change or prune.
+type ChangedObject struct {
 	// Object is "Kind/namespace/name" or "Kind/name".
 	Object     string `json:"object" doc:"Kind/namespace/name, or Kind/name when cluster-scoped."`
 	APIVersion string `json:"apiVersion" doc:"The object's apiVersion."`
 	// Source is where the manifests define it ("file:line"); empty for pruned objects.
 	Source string `json:"source,omitempty" doc:"Where the manifests define it (file:line)."`
 	// Fields are the changed fields, at most MaxFields.
-	Fields []Field `json:"fields,omitempty" doc:"The fields that would change (at most 50; Secret values redacted)."`
+	Fields []FieldChange `json:"fields,omitempty" doc:"The fields that would change (at most 50; Secret values redacted)."`
 	// MoreFields counts the changed fields left out past MaxFields.
 	MoreFields int `json:"moreFields,omitempty" doc:"Changed fields left out past the 50 listed."`
 	// Note says why an object is only listed (not dry-run, or kept instead of pruned).
 	Note string `json:"note,omitempty" doc:"Why the object is only listed, when it is."`
 }
 
-// Field is one field that would change, with its values as JSON (cut at MaxValue).
-type Field struct {
+// FieldChange is one field that would change, with its values as JSON (cut at MaxValue).
+type FieldChange struct {
 	Path string `json:"path" doc:"The field's path, e.g. spec.replicas or spec.template.spec.containers[name=web].image."`
 	From string `json:"from,omitempty" doc:"The live value as JSON; empty when the field is added."`
 	To   string `json:"to,omitempty" doc:"The value after the merge as JSON; empty when the field is removed."`
 }
 
-// Image is a container whose image would change.
-type Image struct {
+// ImageChange is a container whose image would change.
+type ImageChange struct {
 	Object    string `json:"object" doc:"The object holding the container."`
 	Container string `json:"container" doc:"The container's name."`
 	From      string `json:"from,omitempty" doc:"The live image; empty for a new container."`
@@ -54,12 +54,12 @@ type Image struct {
 
 // Changes is what applying a set would do, compared with the live objects.
 type Changes struct {
-	Added     []Object `json:"added" nullable:"false" doc:"Objects that would be created."`
-	Changed   []Object `json:"changed" nullable:"false" doc:"Objects that would change, with the fields."`
-	Pruned    []Object `json:"pruned" nullable:"false" doc:"Objects deployd applied that would be deleted."`
-	Kept      []Object `json:"kept,omitempty" doc:"Objects that left the manifests but would be kept, with why."`
+	Added     []ChangedObject `json:"added" nullable:"false" doc:"Objects that would be created."`
+	Changed   []ChangedObject `json:"changed" nullable:"false" doc:"Objects that would change, with the fields."`
+	Pruned    []ChangedObject `json:"pruned" nullable:"false" doc:"Objects deployd applied that would be deleted."`
+	Kept      []ChangedObject `json:"kept,omitempty" doc:"Objects that left the manifests but would be kept, with why."`
 	Unchanged int      `json:"unchanged" doc:"How many objects would stay as they are."`
-	Images    []Image  `json:"images" nullable:"false" doc:"Container images that would change."`
+	Images    []ImageChange  `json:"images" nullable:"false" doc:"Container images that would change."`
 }
 
 // Any reports whether anything would change.
@@ -68,9 +68,9 @@ func (c Changes) Any() bool { return len(c.Added)+len(c.Changed)+len(c.Pruned) >
 // Compare tells what the dry run found: each object added, changed (field by field) or
 // unchanged, the images that would change, and what would be pruned.
 func Compare(dr apply.DryRunResult) Changes {
-	c := Changes{Added: []Object{}, Changed: []Object{}, Pruned: []Object{}, Images: []Image{}}
+	c := Changes{Added: []ChangedObject{}, Changed: []ChangedObject{}, Pruned: []ChangedObject{}, Images: []ImageChange{}}
 	for _, p := range dr.Objects {
-		o := Object{Object: p.Object.String(), APIVersion: apiVersion(p.Object), Source: p.Source}
+		o := ChangedObject{Object: p.Object.String(), APIVersion: apiVersion(p.Object), Source: p.Source}
 		switch {
 		case p.After == nil:
 			o.Note = "not dry-run: its kind is defined by a CustomResourceDefinition of the same manifests"
@@ -79,7 +79,7 @@ func Compare(dr apply.DryRunResult) Changes {
 			c.Added = append(c.Added, o)
 			c.Images = append(c.Images, images(o.Object, nil, p.After)...)
 		default:
-			var fields []Field
+			var fields []FieldChange
 			fieldDiff(p.Live.Object, p.After.Object, "", secret(p.Live), &fields)
 			if len(fields) == 0 {
 				c.Unchanged++
@@ -94,10 +94,10 @@ func Compare(dr apply.DryRunResult) Changes {
 		}
 	}
 	for _, r := range dr.Pruned {
-		c.Pruned = append(c.Pruned, Object{Object: r.String(), APIVersion: apiVersion(r)})
+		c.Pruned = append(c.Pruned, ChangedObject{Object: r.String(), APIVersion: apiVersion(r)})
 	}
 	for _, k := range dr.Kept {
-		c.Kept = append(c.Kept, Object{Object: k.Object.String(), APIVersion: apiVersion(k.Object), Note: k.Reason})
+		c.Kept = append(c.Kept, ChangedObject{Object: k.Object.String(), APIVersion: apiVersion(k.Object), Note: k.Reason})
 	}
 	return c
 }
@@ -123,7 +123,7 @@ var ignored = map[string]bool{
 
 // fieldDiff lists the paths where before and after differ. Maps are walked by key, lists
 // of equal length by index (or by name, for lists of named items), other lists whole.
-func fieldDiff(before, after any, path string, hide bool, out *[]Field) {
+func fieldDiff(before, after any, path string, hide bool, out *[]FieldChange) {
 	if ignored[path] {
 		return
 	}
@@ -146,7 +146,7 @@ func fieldDiff(before, after any, path string, hide bool, out *[]Field) {
 		}
 		return
 	}
-	f := Field{Path: strings.TrimPrefix(path, "."), From: value(before), To: value(after)}
+	f := FieldChange{Path: strings.TrimPrefix(path, "."), From: value(before), To: value(after)}
 	if hide && (strings.HasPrefix(f.Path, "data") || strings.HasPrefix(f.Path, "stringData")) {
 		f.From, f.To = hidden(before), hidden(after)
 	}
@@ -208,15 +208,15 @@ func hidden(v any) string {
 
 // images lists the containers of after whose image differs from before's (a container
 // before lacks, when it is nil or has none of that name).
-func images(object string, before, after *unstructured.Unstructured) []Image {
+func images(object string, before, after *unstructured.Unstructured) []ImageChange {
 	was := map[string]string{}
 	if before != nil {
 		containers(before.Object, "", func(name, image string) { was[name] = image })
 	}
-	var out []Image
+	var out []ImageChange
 	containers(after.Object, "", func(name, image string) {
 		if was[name] != image {
-			out = append(out, Image{Object: object, Container: name, From: was[name], To: image})
+			out = append(out, ImageChange{Object: object, Container: name, From: was[name], To: image})
 		}
 	})
 	return out

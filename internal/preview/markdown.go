@@ -74,7 +74,7 @@ func (m *md) table(title, header string, n int, row func(int) string) {
 	m.line("")
 }
 
-func (m *md) objects(title string, objs []Object) {
+func (m *md) objects(title string, objs []ChangedObject) {
 	if len(objs) == 0 {
 		return
 	}

@@ -46,19 +46,19 @@ const (
 
 // Result is one environment's preview.
 type Result struct {
-	Environment string `json:"environment" doc:"The environment (repos.yaml entry) previewed."`
-	Namespace   string `json:"namespace" doc:"The environment's namespace."`
-	Ref         string `json:"ref,omitempty" doc:"The ref previewed, e.g. refs/pull/7/head; empty for a local tree."`
-	Commit      string `json:"commit,omitempty" doc:"The commit previewed (the pull request's head)."`
-	State       string `json:"state" enum:"pending,done,failed" doc:"pending until the preview ran; failed when the manifests were refused or the preview could not run."`
-	Error       string `json:"error,omitempty" doc:"Why the preview failed."`
-	Problems    []Problem `json:"problems,omitempty" doc:"Each refused manifest, with its file and line."`
+	Environment string    `json:"environment" doc:"The environment (repos.yaml entry) previewed."`
+	Namespace   string    `json:"namespace" doc:"The environment's namespace."`
+	Ref         string    `json:"ref,omitempty" doc:"The ref previewed, e.g. refs/pull/7/head; empty for a local tree."`
+	Commit      string    `json:"commit,omitempty" doc:"The commit previewed (the pull request's head)."`
+	State       string    `json:"state" enum:"pending,done,failed" doc:"pending until the preview ran; failed when the manifests were refused or the preview could not run."`
+	Error       string    `json:"error,omitempty" doc:"Why the preview failed."`
+	Problems    []ManifestProblem `json:"problems,omitempty" doc:"Each refused manifest, with its file and line."`
 	Changes
 	Finished time.Time `json:"finished,omitzero" doc:"When the preview ended."`
 }
 
-// Problem is a manifest refused by validation or the dry run.
-type Problem struct {
+// ManifestProblem is a manifest refused by validation or the dry run.
+type ManifestProblem struct {
 	File    string `json:"file,omitempty" doc:"The file in the repo."`
 	Line    int    `json:"line,omitempty" doc:"The line, from 1."`
 	Object  string `json:"object,omitempty" doc:"The object refused."`
@@ -114,23 +114,23 @@ func run(ctx context.Context, files deploy.Files, dry DryRunner, repo config.Rep
 	return res
 }
 
-func renderProblems(err error) []Problem {
+func renderProblems(err error) []ManifestProblem {
 	var bad *render.Error
 	if !errors.As(err, &bad) {
 		return nil
 	}
-	return []Problem{{File: bad.File, Line: bad.Line, Message: bad.Msg}}
+	return []ManifestProblem{{File: bad.File, Line: bad.Line, Message: bad.Msg}}
 }
 
-func validationProblems(err error) []Problem {
+func validationProblems(err error) []ManifestProblem {
 	var verr *apply.ValidationError
 	if !errors.As(err, &verr) {
 		return nil
 	}
-	out := make([]Problem, len(verr.Issues))
+	out := make([]ManifestProblem, len(verr.Issues))
 	for i, is := range verr.Issues {
 		file, line := splitSource(is.Source)
-		out[i] = Problem{File: file, Line: line, Object: is.Object, Message: is.Message}
+		out[i] = ManifestProblem{File: file, Line: line, Object: is.Object, Message: is.Message}
 	}
 	return out
 }
