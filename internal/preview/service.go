@@ -141,11 +141,12 @@ func (s *Service) Run(ctx context.Context) {
 		case <-s.wake:
 		}
 		for {
+			// Waiting before taking the next lets newer events replace it meanwhile.
+			s.yield(ctx)
 			pr, ok := s.next()
 			if !ok || ctx.Err() != nil {
 				break
 			}
-			s.yield(ctx)
 			s.handle(ctx, pr)
 		}
 	}
