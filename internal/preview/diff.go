@@ -58,8 +58,8 @@ type Changes struct {
 	Changed   []ChangedObject `json:"changed" nullable:"false" doc:"Objects that would change, with the fields."`
 	Pruned    []ChangedObject `json:"pruned" nullable:"false" doc:"Objects deployd applied that would be deleted."`
 	Kept      []ChangedObject `json:"kept,omitempty" doc:"Objects that left the manifests but would be kept, with why."`
-	Unchanged int      `json:"unchanged" doc:"How many objects would stay as they are."`
-	Images    []ImageChange  `json:"images" nullable:"false" doc:"Container images that would change."`
+	Unchanged int             `json:"unchanged" doc:"How many objects would stay as they are."`
+	Images    []ImageChange   `json:"images" nullable:"false" doc:"Container images that would change."`
 }
 
 // Any reports whether anything would change.

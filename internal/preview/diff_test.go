@@ -76,8 +76,8 @@ func TestCompare(t *testing.T) {
 			want: Changes{
 				Added:   []ChangedObject{{Object: "ConfigMap/shop/extra", APIVersion: "v1", Source: "cm.yaml:1"}, {Object: "Deployment/shop/web", APIVersion: "apps/v1", Source: "web.yaml:1"}},
 				Changed: []ChangedObject{}, Pruned: []ChangedObject{{Object: "ConfigMap/shop/old", APIVersion: "v1"}},
-				Kept:    []ChangedObject{{Object: "Secret/shop/creds", APIVersion: "v1", Note: "deployd.dev/prune: disabled"}},
-				Images:  []ImageChange{{Object: "Deployment/shop/web", Container: "web", To: "nginx:1.27"}},
+				Kept:   []ChangedObject{{Object: "Secret/shop/creds", APIVersion: "v1", Note: "deployd.dev/prune: disabled"}},
+				Images: []ImageChange{{Object: "Deployment/shop/web", Container: "web", To: "nginx:1.27"}},
 			},
 		},
 		{

@@ -46,12 +46,12 @@ const (
 
 // Result is one environment's preview.
 type Result struct {
-	Environment string    `json:"environment" doc:"The environment (repos.yaml entry) previewed."`
-	Namespace   string    `json:"namespace" doc:"The environment's namespace."`
-	Ref         string    `json:"ref,omitempty" doc:"The ref previewed, e.g. refs/pull/7/head; empty for a local tree."`
-	Commit      string    `json:"commit,omitempty" doc:"The commit previewed (the pull request's head)."`
-	State       string    `json:"state" enum:"pending,done,failed" doc:"pending until the preview ran; failed when the manifests were refused or the preview could not run."`
-	Error       string    `json:"error,omitempty" doc:"Why the preview failed."`
+	Environment string            `json:"environment" doc:"The environment (repos.yaml entry) previewed."`
+	Namespace   string            `json:"namespace" doc:"The environment's namespace."`
+	Ref         string            `json:"ref,omitempty" doc:"The ref previewed, e.g. refs/pull/7/head; empty for a local tree."`
+	Commit      string            `json:"commit,omitempty" doc:"The commit previewed (the pull request's head)."`
+	State       string            `json:"state" enum:"pending,done,failed" doc:"pending until the preview ran; failed when the manifests were refused or the preview could not run."`
+	Error       string            `json:"error,omitempty" doc:"Why the preview failed."`
 	Problems    []ManifestProblem `json:"problems,omitempty" doc:"Each refused manifest, with its file and line."`
 	Changes
 	Finished time.Time `json:"finished,omitzero" doc:"When the preview ended."`

@@ -181,7 +181,9 @@ func TestPreviewsAreBounded(t *testing.T) {
 		opts := DefaultOptions()
 		opts.MaxPending = 2
 		var dropped []string
-		opts.Failed = func(repo string, number int, err error) { dropped = append(dropped, fmt.Sprintf("#%d: %v", number, err)) }
+		opts.Failed = func(repo string, number int, err error) {
+			dropped = append(dropped, fmt.Sprintf("#%d: %v", number, err))
+		}
 		s := New(&fakeGit{}, addsAll{}, nil, opts)
 		for n := 1; n <= 3; n++ {
 			s.Enqueue(pr(n, "sha"))

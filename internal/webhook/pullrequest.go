@@ -51,19 +51,29 @@ func (h *Handler) pullRequest(payload []byte) (int, string, []config.Key) {
 	case h.previews == nil:
 		return http.StatusOK, "pull request previews are off; ignored", nil
 	}
-	pr := preview.PullRequest{Number: ev.Number, HeadSHA: strings.ToLower(ev.PullRequest.Head.SHA), Closed: closed}
+	// One pull request per configured name: entries matched by URL may name it otherwise.
+	var prs []*preview.PullRequest
+	byName := map[string]*preview.PullRequest{}
 	var keys []config.Key
 	for _, repo := range h.queue.Config().Repos {
-		if sameRepo(repo, ev.Repository.FullName, ev.Repository.urls()) && repo.Branch == ev.PullRequest.Base.Ref {
-			pr.Repo = repo.Name
-			pr.Entries = append(pr.Entries, repo)
-			keys = append(keys, repo.Key())
+		if !sameRepo(repo, ev.Repository.FullName, ev.Repository.urls()) || repo.Branch != ev.PullRequest.Base.Ref {
+			continue
 		}
+		pr := byName[repo.Key().Name]
+		if pr == nil {
+			pr = &preview.PullRequest{Repo: repo.Name, Number: ev.Number, HeadSHA: strings.ToLower(ev.PullRequest.Head.SHA), Closed: closed}
+			byName[repo.Key().Name] = pr
+			prs = append(prs, pr)
+		}
+		pr.Entries = append(pr.Entries, repo)
+		keys = append(keys, repo.Key())
 	}
-	if len(pr.Entries) == 0 {
+	if len(prs) == 0 {
 		return http.StatusOK, fmt.Sprintf("no configured entry of %s deploys branch %s; ignored", cut(ev.Repository.FullName), cut(ev.PullRequest.Base.Ref)), nil
 	}
-	h.previews.Enqueue(pr)
+	for _, pr := range prs {
+		h.previews.Enqueue(*pr)
+	}
 	if closed {
 		return http.StatusAccepted, fmt.Sprintf("pull request #%d closed: its preview is removed", ev.Number), keys
 	}
