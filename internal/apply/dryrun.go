@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/panics"
 )
 
@@ -22,10 +23,19 @@ type Planned struct {
 	Source string
 	// Live is the object in the cluster now; nil when it does not exist.
 	Live *unstructured.Unstructured
-	// After is what the apply would make of it; nil when it was not dry-run because its
-	// kind is defined by a CustomResourceDefinition of the same set.
+	// After is what the apply would make of it; nil when it was not dry-run (NotChecked
+	// says why).
 	After *unstructured.Unstructured
+	// NotChecked says why the object was not dry-run: its kind is defined by a
+	// CustomResourceDefinition of the same set, or its namespace does not exist yet.
+	NotChecked string
 }
+
+// Why an object is not dry-run.
+const (
+	NotCheckedCRD       = "not dry-run: its kind is defined by a CustomResourceDefinition of the same manifests"
+	NotCheckedNamespace = "not dry-run: the namespace does not exist yet (deployd creates it at the first deployment)"
+)
 
 // DryRunResult is what applying a set would do, found without changing anything.
 type DryRunResult struct {
@@ -57,6 +67,10 @@ func (a *Applier) DryRun(ctx context.Context, req Request) (DryRunResult, error)
 	if err != nil {
 		return res, err
 	}
+	nsMissing, err := a.namespaceMissing(ctx, req.Repo)
+	if err != nil {
+		return res, err
+	}
 	items := p.all()
 	res.Objects = make([]Planned, len(items))
 	errs := make([]error, len(items))
@@ -64,7 +78,12 @@ func (a *Applier) DryRun(ctx context.Context, req Request) (DryRunResult, error)
 	g.SetLimit(a.opts.Concurrency)
 	for i, it := range items {
 		res.Objects[i] = Planned{Object: it.ref(), Source: it.source}
-		if it.mapping == nil {
+		switch {
+		case it.mapping == nil:
+			res.Objects[i].NotChecked = NotCheckedCRD
+			continue
+		case nsMissing && it.namespaced:
+			res.Objects[i].NotChecked = NotCheckedNamespace
 			continue
 		}
 		g.Go(func() error {
@@ -81,6 +100,22 @@ func (a *Applier) DryRun(ctx context.Context, req Request) (DryRunResult, error)
 		res.Pruned, res.Kept, err = a.wouldPrune(ctx, cl.dyn, req, minus(previous, p.refs()))
 	}
 	return res, err
+}
+
+// namespaceMissing reports whether the repo's namespace does not exist yet: a new repo's
+// objects cannot be dry-run into it, and Apply would create it. Without createNamespace
+// it is Apply's error.
+func (a *Applier) namespaceMissing(ctx context.Context, repo config.Repo) (bool, error) {
+	_, err := a.kube.CoreV1().Namespaces().Get(ctx, repo.Namespace, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		return false, nil
+	case !apierrors.IsNotFound(err):
+		return false, fmt.Errorf("reading namespace %s: %w", repo.Namespace, err)
+	case !repo.CreateNamespace:
+		return true, fmt.Errorf("namespace %s does not exist, and the repo sets createNamespace: false: create it first", repo.Namespace)
+	}
+	return true, nil
 }
 
 // dryRunOne reads it and dry-runs its apply. The live object's commit and deployment

@@ -67,3 +67,24 @@ func TestDryRunChangesNothing(t *testing.T) {
 		t.Errorf("dry run as a ServiceAccount without rights: %v", err)
 	}
 }
+
+// TestDryRunOfANewRepo dry-runs a repo whose namespace does not exist yet: its objects
+// are listed, not dry-run, and the namespace is not created; without createNamespace the
+// dry run fails as the apply would.
+func TestDryRunOfANewRepo(t *testing.T) {
+	a, repo := setup(t)
+	repo.Namespace += "-new" // env.Namespace created the other
+	ctx := context.Background()
+	objs := objects(t, map[string]string{"a.yaml": configMap("settings", "1")})
+	res, err := a.DryRun(ctx, Request{Repo: repo, Commit: "c1", Objects: objs})
+	if err != nil || len(res.Objects) != 1 || res.Objects[0].NotChecked != NotCheckedNamespace || res.Objects[0].After != nil {
+		t.Errorf("dry run of a new repo: %+v %v", res, err)
+	}
+	if _, err := env.Client.CoreV1().Namespaces().Get(ctx, repo.Namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the dry run created the namespace: %v", err)
+	}
+	repo.CreateNamespace = false
+	if _, err := a.DryRun(ctx, Request{Repo: repo, Commit: "c1", Objects: objs}); err == nil || !strings.Contains(err.Error(), "createNamespace: false") {
+		t.Errorf("without createNamespace: %v", err)
+	}
+}

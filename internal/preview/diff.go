@@ -73,7 +73,7 @@ func Compare(dr apply.DryRunResult) Changes {
 		o := ChangedObject{Object: p.Object.String(), APIVersion: apiVersion(p.Object), Source: p.Source}
 		switch {
 		case p.After == nil:
-			o.Note = "not dry-run: its kind is defined by a CustomResourceDefinition of the same manifests"
+			o.Note = p.NotChecked
 			c.Added = append(c.Added, o)
 		case p.Live == nil:
 			c.Added = append(c.Added, o)

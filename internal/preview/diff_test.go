@@ -64,17 +64,20 @@ func TestCompare(t *testing.T) {
 			want: Changes{Added: []ChangedObject{}, Changed: []ChangedObject{}, Pruned: []ChangedObject{}, Images: []ImageChange{}, Unchanged: 1},
 		},
 		{
-			name: "a new object is added, with its images; a gone one pruned",
+			name: "a new object is added, with its images, one not dry-run with why; a gone one pruned",
 			dr: apply.DryRunResult{
 				Objects: []apply.Planned{
 					{Object: cm, Source: "cm.yaml:1", After: obj(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\n")},
+					{Object: sec, Source: "s.yaml:1", NotChecked: apply.NotCheckedNamespace},
 					{Object: web, Source: "web.yaml:1", After: obj(t, deployment("1", "nginx:1.27"))},
 				},
 				Pruned: []apply.Ref{old},
 				Kept:   []apply.Change{{Object: sec, Action: apply.PruneSkipped, Reason: "deployd.dev/prune: disabled"}},
 			},
 			want: Changes{
-				Added:   []ChangedObject{{Object: "ConfigMap/shop/extra", APIVersion: "v1", Source: "cm.yaml:1"}, {Object: "Deployment/shop/web", APIVersion: "apps/v1", Source: "web.yaml:1"}},
+				Added: []ChangedObject{{Object: "ConfigMap/shop/extra", APIVersion: "v1", Source: "cm.yaml:1"},
+					{Object: "Secret/shop/creds", APIVersion: "v1", Source: "s.yaml:1", Note: apply.NotCheckedNamespace},
+					{Object: "Deployment/shop/web", APIVersion: "apps/v1", Source: "web.yaml:1"}},
 				Changed: []ChangedObject{}, Pruned: []ChangedObject{{Object: "ConfigMap/shop/old", APIVersion: "v1"}},
 				Kept:   []ChangedObject{{Object: "Secret/shop/creds", APIVersion: "v1", Note: "deployd.dev/prune: disabled"}},
 				Images: []ImageChange{{Object: "Deployment/shop/web", Container: "web", To: "nginx:1.27"}},
