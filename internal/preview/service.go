@@ -2,6 +2,7 @@ package preview
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -200,6 +201,9 @@ func (s *Service) handle(ctx context.Context, pr PullRequest) {
 	defer cancel()
 	for _, repo := range pr.Entries {
 		res := s.previewRef(pctx, repo, source.PullRef(pr.Number))
+		if res.State == StateFailed && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+			res.Error = fmt.Sprintf("the preview took over %s and was stopped: %s", s.opts.Timeout, res.Error)
+		}
 		if !s.keep(pr, res) {
 			return // closed, or a newer event replaced it meanwhile
 		}

@@ -234,3 +234,41 @@ func TestUploadedFilesKeepTheLimits(t *testing.T) {
 		t.Errorf("one file over the limit: %v", err)
 	}
 }
+
+// hangsOn never answers for one commit, until its context ends.
+type hangsOn struct{ commit string }
+
+func (h hangsOn) DryRun(ctx context.Context, req apply.Request) (apply.DryRunResult, error) {
+	if req.Commit == h.commit {
+		<-ctx.Done()
+		return apply.DryRunResult{}, ctx.Err()
+	}
+	return addsAll{}.DryRun(ctx, req)
+}
+
+func TestAPreviewTimesOutAndTheNextRuns(t *testing.T) {
+	git := &fakeGit{heads: map[string]string{"refs/pull/1/head": "slow", "refs/pull/2/head": "fast"}}
+	opts := DefaultOptions()
+	opts.Timeout = 100 * time.Millisecond
+	done := make(chan Result, 2)
+	opts.Done = func(repo string, number int, res Result) { done <- res }
+	s := New(git, hangsOn{"slow"}, nil, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	s.Enqueue(pr(1, "slow"))
+	s.Enqueue(pr(2, "fast"))
+	var got []string
+	for range 2 {
+		select {
+		case res := <-done:
+			got = append(got, res.Commit+" "+res.State+" "+res.Error)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("previews ended: %v", got)
+		}
+	}
+	want := []string{"slow failed the preview took over 100ms and was stopped: context deadline exceeded", "fast done "}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+}
