@@ -13,10 +13,14 @@ import (
 	"github.com/deployd/deployd/internal/apply"
 )
 
-// Bounds on one object's diff: the fields listed, and the length of a value shown.
+// Bounds on a diff: the fields listed per object and in all (what a stored preview may
+// hold: at most MaxAllFields × 2 × MaxValue bytes of values), and the length of a value.
 const (
-	MaxFields = 50
-	MaxValue  = 200
+	MaxFields    = 50
+	MaxAllFields = 500
+	MaxValue     = 200
+	// MaxImages bounds the images listed.
+	MaxImages = 100
 )
 
 // redacted replaces a Secret's values.
@@ -29,10 +33,11 @@ type ChangedObject struct {
 	APIVersion string `json:"apiVersion" doc:"The object's apiVersion."`
 	// Source is where the manifests define it ("file:line"); empty for pruned objects.
 	Source string `json:"source,omitempty" doc:"Where the manifests define it (file:line)."`
-	// Fields are the changed fields, at most MaxFields.
+	// Fields are the changed fields, at most MaxFields (fewer once the preview's
+	// MaxAllFields are listed).
 	Fields []FieldChange `json:"fields,omitempty" doc:"The fields that would change (at most 50; Secret values redacted)."`
 	// MoreFields counts the changed fields left out past MaxFields.
-	MoreFields int `json:"moreFields,omitempty" doc:"Changed fields left out past the 50 listed."`
+	MoreFields int `json:"moreFields,omitempty" doc:"Changed fields left out: past 50 for an object, or 500 for the whole preview."`
 	// Note says why an object is only listed (not dry-run, or kept instead of pruned).
 	Note string `json:"note,omitempty" doc:"Why the object is only listed, when it is."`
 }
@@ -59,7 +64,9 @@ type Changes struct {
 	Pruned    []ChangedObject `json:"pruned" nullable:"false" doc:"Objects deployd applied that would be deleted."`
 	Kept      []ChangedObject `json:"kept,omitempty" doc:"Objects that left the manifests but would be kept, with why."`
 	Unchanged int             `json:"unchanged" doc:"How many objects would stay as they are."`
-	Images    []ImageChange   `json:"images" nullable:"false" doc:"Container images that would change."`
+	Images    []ImageChange   `json:"images" nullable:"false" doc:"Container images that would change (at most 100)."`
+	// MoreImages counts the image changes left out past MaxImages.
+	MoreImages int `json:"moreImages,omitempty" doc:"Image changes left out past the 100 listed."`
 }
 
 // Any reports whether anything would change.
@@ -69,6 +76,7 @@ func (c Changes) Any() bool { return len(c.Added)+len(c.Changed)+len(c.Pruned) >
 // unchanged, the images that would change, and what would be pruned.
 func Compare(dr apply.DryRunResult) Changes {
 	c := Changes{Added: []ChangedObject{}, Changed: []ChangedObject{}, Pruned: []ChangedObject{}, Images: []ImageChange{}}
+	budget := MaxAllFields
 	for _, p := range dr.Objects {
 		o := ChangedObject{Object: p.Object.String(), APIVersion: apiVersion(p.Object), Source: p.Source}
 		switch {
@@ -85,13 +93,15 @@ func Compare(dr apply.DryRunResult) Changes {
 				c.Unchanged++
 				continue
 			}
-			if len(fields) > MaxFields {
-				o.MoreFields, fields = len(fields)-MaxFields, fields[:MaxFields]
-			}
-			o.Fields = fields
+			keep := min(len(fields), MaxFields, budget)
+			o.Fields, o.MoreFields = fields[:keep], len(fields)-keep
+			budget -= keep
 			c.Changed = append(c.Changed, o)
 			c.Images = append(c.Images, images(o.Object, p.Live, p.After)...)
 		}
+	}
+	if len(c.Images) > MaxImages {
+		c.MoreImages, c.Images = len(c.Images)-MaxImages, c.Images[:MaxImages]
 	}
 	for _, r := range dr.Pruned {
 		c.Pruned = append(c.Pruned, ChangedObject{Object: r.String(), APIVersion: apiVersion(r)})

@@ -144,3 +144,27 @@ func TestMarkdownIsCapped(t *testing.T) {
 		t.Errorf("summary of %d bytes (cap %d) without the count of rows left out or the link:\n%s", len(got), limit, got[len(got)-200:])
 	}
 }
+
+func TestCompareBoundsFieldsInAll(t *testing.T) {
+	var dr apply.DryRunResult
+	for i := range MaxAllFields/MaxFields + 1 {
+		name := strings.Repeat("c", i+1)
+		data := func(v string) string {
+			var b strings.Builder
+			b.WriteString("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + "}\ndata:\n")
+			for j := range MaxFields {
+				b.WriteString("  k" + strings.Repeat("x", j) + ": " + v + "\n")
+			}
+			return b.String()
+		}
+		dr.Objects = append(dr.Objects, apply.Planned{Object: apply.Ref{Version: "v1", Kind: "ConfigMap", Name: name}, Live: obj(t, data("a")), After: obj(t, data("b"))})
+	}
+	got := Compare(dr)
+	listed, more := 0, 0
+	for _, o := range got.Changed {
+		listed, more = listed+len(o.Fields), more+o.MoreFields
+	}
+	if len(got.Changed) != MaxAllFields/MaxFields+1 || listed != MaxAllFields || more != MaxFields {
+		t.Errorf("%d objects, %d fields listed, %d counted, want %d, %d, %d", len(got.Changed), listed, more, MaxAllFields/MaxFields+1, MaxAllFields, MaxFields)
+	}
+}

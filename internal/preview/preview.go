@@ -102,16 +102,26 @@ func run(ctx context.Context, files deploy.Files, dry DryRunner, repo config.Rep
 	}()
 	objs, err := deploy.Render(ctx, files, repo, commit, lim.Files, lim.MaxObjects)
 	if err != nil {
-		res.Error, res.Problems = err.Error(), renderProblems(err)
+		res.Error, res.Problems = cutError(err.Error()), renderProblems(err)
 		return res
 	}
 	dr, err := dry.DryRun(ctx, apply.Request{Repo: repo, Commit: commit, Objects: objs})
 	if err != nil {
-		res.Error, res.Problems = err.Error(), validationProblems(err)
+		res.Error, res.Problems = cutError(err.Error()), validationProblems(err)
 		return res
 	}
 	res.State, res.Changes = StateDone, Compare(dr)
 	return res
+}
+
+// MaxError bounds the error kept with a preview; Problems list each one.
+const MaxError = 4 << 10
+
+func cutError(msg string) string {
+	if len(msg) > MaxError {
+		return msg[:MaxError] + "…"
+	}
+	return msg
 }
 
 func renderProblems(err error) []ManifestProblem {

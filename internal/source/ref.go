@@ -23,8 +23,10 @@ func PullRef(number int) string { return fmt.Sprintf("refs/pull/%d/head", number
 
 // FetchRef fetches ref (refs/heads/X, refs/tags/X or refs/pull/N/head; a short name is a
 // branch) from the repo's configured URL, never another, within the fetch limits, and
-// returns its revision. It is kept under refs/deployd/fetched/. A Source used for this
-// should not be the one deployments check, so the two never fetch into one cache at once.
+// returns its revision. It is kept under refs/deployd/fetched/; a cache past maxPacks
+// packs is cloned afresh first. Callers fetch one ref of a repo at a time, and a Source
+// used for this should not be the one deployments check, so the two never fetch into one
+// cache at once.
 func (s *Source) FetchRef(ctx context.Context, repo config.Repo, ref string) (Revision, error) {
 	if !strings.HasPrefix(ref, "refs/") {
 		ref = "refs/heads/" + ref
@@ -33,6 +35,12 @@ func (s *Source) FetchRef(ctx context.Context, repo config.Repo, ref string) (Re
 		return Revision{}, fmt.Errorf("%s: %q is not a branch, tag or pull request ref", repo.Name, ref)
 	}
 	dir := s.dir(repo)
+	// Each fetch brings a pack; past maxPacks the cache is cloned afresh, as Check does.
+	if packCount(dir) > maxPacks {
+		if err := s.discard(repo, dir, "to clone it afresh"); err != nil {
+			return Revision{}, err
+		}
+	}
 	r, err := s.repository(dir, repo.URL)
 	if err != nil {
 		return Revision{}, diskFault(repo, dir, fmt.Errorf("%s: opening the git cache: %w", repo.Name, err))

@@ -57,3 +57,25 @@ func TestFetchRef(t *testing.T) {
 		t.Errorf("a missing pull request: %v", err)
 	}
 }
+
+// TestFetchRefKeepsFewPacks fetches one pull request after another, each a new pack: the
+// cache is cloned afresh past maxPacks, so it never holds many more.
+func TestFetchRefKeepsFewPacks(t *testing.T) {
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "shop/web")
+	repo.Commit("main", "one", manifests)
+	cfg := repoConfig("shop/web", srv.RepoURL("shop/web"))
+	src := newSource(t)
+	for n := 1; n <= 2*maxPacks; n++ {
+		branch := "pr-" + strings.Repeat("x", n)
+		head := repo.Commit(branch, branch, map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\nmetadata: {name: " + branch + "}\n"})
+		repo.PullRequest(n, branch)
+		rev, err := src.FetchRef(context.Background(), cfg, PullRef(n))
+		if err != nil || rev.Commit != head {
+			t.Fatalf("pull request %d: %+v %v", n, rev, err)
+		}
+		if got := packCount(src.dir(cfg)); got > maxPacks+1 {
+			t.Fatalf("after pull request %d the cache holds %d packs, want at most %d", n, got, maxPacks+1)
+		}
+	}
+}

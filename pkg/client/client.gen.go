@@ -406,7 +406,7 @@ type ChangedObject struct {
 	// Fields The fields that would change (at most 50; Secret values redacted).
 	Fields *[]FieldChange `json:"fields,omitempty"`
 
-	// MoreFields Changed fields left out past the 50 listed.
+	// MoreFields Changed fields left out: past 50 for an object, or 500 for the whole preview.
 	MoreFields *int64 `json:"moreFields,omitempty"`
 
 	// Note Why the object is only listed, when it is.
@@ -898,11 +898,14 @@ type Result struct {
 	// Finished When the preview ended.
 	Finished *time.Time `json:"finished,omitempty"`
 
-	// Images Container images that would change.
+	// Images Container images that would change (at most 100).
 	Images []ImageChange `json:"images"`
 
 	// Kept Objects that left the manifests but would be kept, with why.
 	Kept *[]ChangedObject `json:"kept,omitempty"`
+
+	// MoreImages Image changes left out past the 100 listed.
+	MoreImages *int64 `json:"moreImages,omitempty"`
 
 	// Namespace The environment's namespace.
 	Namespace string `json:"namespace"`
