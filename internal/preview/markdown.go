@@ -27,6 +27,7 @@ func Markdown(res Result, detailsURL string, maxBytes int) string {
 			im := res.Images[i]
 			return fmt.Sprintf("| %s | %s | %s | %s |", code(im.Object), code(im.Container), code(im.From), code(im.To))
 		})
+		m.omitted += res.MoreImages
 	}
 	m.objects("Added", res.Added)
 	if len(res.Changed) > 0 {
