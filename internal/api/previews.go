@@ -65,7 +65,7 @@ type diffOutput struct {
 func (s *Server) registerPreviews() {
 	tags := []string{"previews"}
 	huma.Register(s.api, huma.Operation{OperationID: "list-previews", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}/previews",
-		Summary: "Previews of a repo's pull requests", Description: "What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field, Secret values redacted), pruned, images. Kept in memory: a restart forgets them until the next event of the pull request.",
+		Summary: "Previews of a repo's pull requests", Description: "What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field), pruned, images. Secret values are always redacted; ConfigMap data and containers' env values unless the request carries the API token. Kept in memory: a restart forgets them until the next event of the pull request.",
 		Tags: tags, Errors: append(readErrors, http.StatusServiceUnavailable)}, s.listPreviews)
 	huma.Register(s.api, huma.Operation{OperationID: "get-preview", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}/previews/{number}",
 		Summary: "A pull request's preview", Tags: tags, Errors: append(readErrors, http.StatusServiceUnavailable)}, s.getPreview)
@@ -88,6 +88,9 @@ func (s *Server) listPreviews(ctx context.Context, in *previewsInput) (*previews
 	}
 	out := &previewsOutput{}
 	out.Body.Previews = s.deps.Previews.List(es[0].Repo.Name)
+	for i := range out.Body.Previews {
+		out.Body.Previews[i] = s.redactPreview(out.Body.Previews[i], in.Authorization)
+	}
 	return out, nil
 }
 
@@ -112,7 +115,7 @@ func (s *Server) getPreview(ctx context.Context, in *previewInput) (*previewOutp
 		}
 		p.Environments = only
 	}
-	return &previewOutput{Body: p}, nil
+	return &previewOutput{Body: s.redactPreview(p, in.Authorization)}, nil
 }
 
 func (s *Server) diff(ctx context.Context, in *diffInput) (*diffOutput, error) {
@@ -146,6 +149,20 @@ func (s *Server) diff(ctx context.Context, in *diffInput) (*diffOutput, error) {
 		out.Body.Changes = out.Body.Changes || r.Any()
 	}
 	return out, nil
+}
+
+// redactPreview hides configuration values from a reader without the token, as getObject
+// does: anyone may read what changes, only the token's holder the values.
+func (s *Server) redactPreview(p preview.Preview, authorization string) preview.Preview {
+	if s.authorize(authorization, true) == nil {
+		return p
+	}
+	envs := make([]preview.Result, len(p.Environments))
+	for i, r := range p.Environments {
+		envs[i] = r.Redacted()
+	}
+	p.Environments = envs
+	return p
 }
 
 func entryRepos(es []view.Entry) []config.Repo {

@@ -29,7 +29,9 @@ func (f *fakePreviews) Get(repo string, number int) (preview.Preview, bool) {
 	if number != 7 {
 		return preview.Preview{}, false
 	}
-	return preview.Preview{Repo: repo, Number: 7, Environments: []preview.Result{{Environment: "dev", State: preview.StateDone}, {Environment: "prod", State: preview.StatePending}}}, true
+	changed := []preview.ChangedObject{{Object: "ConfigMap/app7/settings", APIVersion: "v1", Fields: []preview.FieldChange{{Path: "data.value", From: `"old-value"`, To: `"new-value"`}}}}
+	return preview.Preview{Repo: repo, Number: 7, Environments: []preview.Result{{Environment: "dev", State: preview.StatePending},
+		{Environment: "prod", State: preview.StateDone, Changes: preview.Changes{Changed: changed}}}}, true
 }
 
 func (f *fakePreviews) Diff(ctx context.Context, entries []config.Repo, ref string, files preview.Uploaded) ([]preview.Result, error) {
@@ -77,6 +79,9 @@ func TestPreviewOperations(t *testing.T) {
 		contains                        string
 	}{
 		{"a pull request's preview, one environment", "GET", "/deployment/team7/app7/previews/7?environment=prod", "", "", 200, `"environments":[{"environment":"prod"`},
+		{"a ConfigMap's values are redacted for a reader without the token", "GET", "/deployment/team7/app7/previews/7?environment=prod", "", "", 200, `"path":"data.value","from":"<redacted>"`},
+		{"and shown with it", "GET", "/deployment/team7/app7/previews/7?environment=prod", "tok", "", 200, `"from":"\"old-value\"","to":"\"new-value\""`},
+		{"the list is redacted too", "GET", "/deployment/team7/app7/previews", "", "", 200, `"from":"<redacted>"`},
 		{"an unknown pull request", "GET", "/deployment/team7/app7/previews/8", "", "", 404, "no preview of pull request #8 of team7/app7"},
 		{"the list", "GET", "/deployment/team7/app7/previews", "", "", 200, `"previews":[{"repo":"team7/app7","number":7`},
 		{"a diff needs the token", "POST", "/deployment/team7/app7/diff", "", files("deploy/manifests/a.yaml"), 401, "bearer token"},

@@ -157,7 +157,7 @@ func fieldDiff(before, after any, path string, hide bool, out *[]FieldChange) {
 		return
 	}
 	f := FieldChange{Path: strings.TrimPrefix(path, "."), From: value(before), To: value(after)}
-	if hide && (strings.HasPrefix(f.Path, "data") || strings.HasPrefix(f.Path, "stringData")) {
+	if hide && (under(f.Path, "data") || under(f.Path, "stringData") || strings.Contains(f.Path, "last-applied-configuration")) {
 		f.From, f.To = hidden(before), hidden(after)
 	}
 	*out = append(*out, f)

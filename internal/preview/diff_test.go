@@ -168,3 +168,27 @@ func TestCompareBoundsFieldsInAll(t *testing.T) {
 		t.Errorf("%d objects, %d fields listed, %d counted, want %d, %d, %d", len(got.Changed), listed, more, MaxAllFields/MaxFields+1, MaxAllFields, MaxFields)
 	}
 }
+
+func TestRedacted(t *testing.T) {
+	res := Result{Changes: Changes{Changed: []ChangedObject{
+		{Object: "ConfigMap/shop/settings", APIVersion: "v1", Fields: []FieldChange{{Path: "data.value", From: `"1"`, To: `"2"`}, {Path: "metadata.labels.team", To: `"a"`}}},
+		{Object: "Deployment/shop/web", APIVersion: "apps/v1", Fields: []FieldChange{
+			{Path: "spec.template.spec.containers[name=web].env[name=TOKEN].value", From: `"a"`, To: `"b"`},
+			{Path: "spec.template.spec.containers[name=web].env", To: `[{"name":"X","value":"y"}]`},
+			{Path: "spec.replicas", From: "1", To: "2"}}},
+	}}}
+	want := []ChangedObject{
+		{Object: "ConfigMap/shop/settings", APIVersion: "v1", Fields: []FieldChange{{Path: "data.value", From: redacted, To: redacted}, {Path: "metadata.labels.team", To: `"a"`}}},
+		{Object: "Deployment/shop/web", APIVersion: "apps/v1", Fields: []FieldChange{
+			{Path: "spec.template.spec.containers[name=web].env[name=TOKEN].value", From: redacted, To: redacted},
+			{Path: "spec.template.spec.containers[name=web].env", To: redacted},
+			{Path: "spec.replicas", From: "1", To: "2"}}},
+	}
+	got := res.Redacted()
+	if diff := cmp.Diff(want, got.Changed); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	if res.Changed[0].Fields[0].From != `"1"` {
+		t.Error("Redacted changed the result it was given")
+	}
+}

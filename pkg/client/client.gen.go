@@ -1286,7 +1286,7 @@ type ClientInterface interface {
 
 	// ListPreviews Previews of a repo's pull requests
 	//
-	// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field, Secret values redacted), pruned, images. Kept in memory: a restart forgets them until the next event of the pull request.
+	// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field), pruned, images. Secret values are always redacted; ConfigMap data and containers' env values unless the request carries the API token. Kept in memory: a restart forgets them until the next event of the pull request.
 	//
 	// Corresponds with GET /deployment/{owner}/{repo}/previews (the `ListPreviews` operationId).
 	ListPreviews(ctx context.Context, owner string, repo string, params *ListPreviewsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1485,7 +1485,7 @@ func (c *Client) Pause(ctx context.Context, owner string, repo string, params *P
 
 // ListPreviews Previews of a repo's pull requests
 //
-// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field, Secret values redacted), pruned, images. Kept in memory: a restart forgets them until the next event of the pull request.
+// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field), pruned, images. Secret values are always redacted; ConfigMap data and containers' env values unless the request carries the API token. Kept in memory: a restart forgets them until the next event of the pull request.
 //
 // Corresponds with GET /deployment/{owner}/{repo}/previews (the `ListPreviews` operationId).
 func (c *Client) ListPreviews(ctx context.Context, owner string, repo string, params *ListPreviewsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2964,7 +2964,7 @@ type ClientWithResponsesInterface interface {
 
 	// ListPreviewsWithResponse Previews of a repo's pull requests
 	//
-	// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field, Secret values redacted), pruned, images. Kept in memory: a restart forgets them until the next event of the pull request.
+	// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field), pruned, images. Secret values are always redacted; ConfigMap data and containers' env values unless the request carries the API token. Kept in memory: a restart forgets them until the next event of the pull request.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -4281,7 +4281,7 @@ func (c *ClientWithResponses) PauseWithResponse(ctx context.Context, owner strin
 
 // ListPreviewsWithResponse Previews of a repo's pull requests
 //
-// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field, Secret values redacted), pruned, images. Kept in memory: a restart forgets them until the next event of the pull request.
+// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field), pruned, images. Secret values are always redacted; ConfigMap data and containers' env values unless the request carries the API token. Kept in memory: a restart forgets them until the next event of the pull request.
 //
 // Returns a wrapper object for the known response body format(s).
 //
