@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -76,7 +77,12 @@ func diff(args []string, stdout, stderr io.Writer) error {
 	if *ref != "" {
 		params.Ref = ref
 	}
-	res, err := c.DiffWithResponse(ctx, owner, repo, params, body)
+	var res *client.DiffResponse
+	if body.Files != nil {
+		res, err = c.DiffWithResponse(ctx, owner, repo, params, body)
+	} else {
+		res, err = c.DiffWithBodyWithResponse(ctx, owner, repo, params, "application/json", http.NoBody)
+	}
 	if err != nil {
 		return fmt.Errorf("reaching deployd at %s: %w", cf.server, err)
 	}

@@ -287,7 +287,7 @@ func TestPullRequestPreviews(t *testing.T) {
 			t.Errorf("previews listed (-want +got)\n%s", diff)
 		}
 	})
-	t.Run("deployd diff --dir of a local tree", func(t *testing.T) {
+	t.Run("deployd diff of a local tree or a ref", func(t *testing.T) {
 		tree := t.TempDir()
 		for name, content := range map[string]string{"src/main.go": "package main\n", "deploy/manifests/web.yaml": main["deploy/manifests/web.yaml"],
 			"deploy/manifests/settings.yaml": main["deploy/manifests/settings.yaml"], "deploy/manifests/old.yaml": main["deploy/manifests/old.yaml"]} {
@@ -314,6 +314,14 @@ func TestPullRequestPreviews(t *testing.T) {
 		code, stdout, stderr = runCLI(t, args...)
 		if code != 2 || !strings.Contains(stdout, "deploy/manifests/web.yaml:1") {
 			t.Errorf("broken tree: exit %d\n%s%s", code, stdout, stderr)
+		}
+		code, stdout, stderr = runCLI(t, "diff", "shop/web", "--server", base, "--token-file", token, "--ref", "refs/pull/2/head")
+		if code != 1 || !strings.Contains(stdout, "  - ConfigMap/"+appNS+"/old\n") {
+			t.Errorf("--ref of a pull request: exit %d\n%s%s", code, stdout, stderr)
+		}
+		code, stdout, stderr = runCLI(t, "diff", "shop/web", "--server", base, "--token-file", token, "--ref", "main")
+		if code != 0 {
+			t.Errorf("--ref main: exit %d\n%s%s", code, stdout, stderr)
 		}
 		code, _, stderr = runCLI(t, "diff", "shop/web", "--server", base, "--dir", tree)
 		if code != 2 || !strings.Contains(stderr, "401") {
