@@ -92,7 +92,14 @@ type Service struct {
 	pending map[prKey]PullRequest
 	order   []prKey
 	stored  map[prKey]*Preview
+	// running cancels the preview running, when a newer event of its pull request
+	// replaces it.
+	running     prKey
+	stopRunning context.CancelCauseFunc
 }
+
+// errReplaced stops a preview whose pull request had a newer event.
+var errReplaced = errors.New("replaced by a newer event of the pull request")
 
 // New returns a Service; pub may be nil (previews are kept and served, not published).
 func New(fetch Fetcher, dry DryRunner, pub Publisher, opts Options) *Service {
@@ -118,6 +125,9 @@ func (s *Service) Enqueue(pr PullRequest) {
 		s.order = append(s.order, k)
 	}
 	s.pending[k] = pr
+	if s.stopRunning != nil && s.running == k {
+		s.stopRunning(errReplaced)
+	}
 	if pr.Closed {
 		delete(s.stored, k)
 	} else {
@@ -199,6 +209,16 @@ func (s *Service) handle(ctx context.Context, pr PullRequest) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
+	pctx, stop := context.WithCancelCause(pctx)
+	defer stop(nil)
+	s.mu.Lock()
+	s.running, s.stopRunning = keyOf(pr.Repo, pr.Number), stop
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.stopRunning = nil
+		s.mu.Unlock()
+	}()
 	for _, repo := range pr.Entries {
 		res := s.previewRef(pctx, repo, source.PullRef(pr.Number))
 		if res.State == StateFailed && errors.Is(pctx.Err(), context.DeadlineExceeded) {

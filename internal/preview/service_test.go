@@ -272,3 +272,48 @@ func TestAPreviewTimesOutAndTheNextRuns(t *testing.T) {
 		t.Errorf("(-want +got)\n%s", diff)
 	}
 }
+
+// blocksOn answers for one commit only once its context ends, telling when it started.
+type blocksOn struct {
+	commit  string
+	started chan struct{}
+}
+
+func (b blocksOn) DryRun(ctx context.Context, req apply.Request) (apply.DryRunResult, error) {
+	if req.Commit == b.commit {
+		close(b.started)
+		<-ctx.Done()
+		return apply.DryRunResult{}, context.Cause(ctx)
+	}
+	return addsAll{}.DryRun(ctx, req)
+}
+
+func TestANewerEventStopsTheRunningPreview(t *testing.T) {
+	git := &fakeGit{heads: map[string]string{"refs/pull/1/head": "old"}}
+	opts := DefaultOptions() // 2 minutes: the old preview ends only if it is stopped
+	done := make(chan Result, 2)
+	opts.Done = func(repo string, number int, res Result) { done <- res }
+	dry := blocksOn{"old", make(chan struct{})}
+	s := New(git, dry, nil, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	s.Enqueue(pr(1, "old"))
+	select {
+	case <-dry.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first preview did not start")
+	}
+	git.mu.Lock()
+	git.heads["refs/pull/1/head"] = "new"
+	git.mu.Unlock()
+	s.Enqueue(pr(1, "new"))
+	select {
+	case res := <-done:
+		if res.Commit != "new" || res.State != StateDone {
+			t.Errorf("first preview stored: %+v", res)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the newer event's preview did not end: the running one was not stopped")
+	}
+}
