@@ -209,16 +209,8 @@ func (s *Service) handle(ctx context.Context, pr PullRequest) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
-	pctx, stop := context.WithCancelCause(pctx)
-	defer stop(nil)
-	s.mu.Lock()
-	s.running, s.stopRunning = keyOf(pr.Repo, pr.Number), stop
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.stopRunning = nil
-		s.mu.Unlock()
-	}()
+	pctx, untrack := s.track(pctx, keyOf(pr.Repo, pr.Number))
+	defer untrack()
 	for _, repo := range pr.Entries {
 		res := s.previewRef(pctx, repo, source.PullRef(pr.Number))
 		if res.State == StateFailed && errors.Is(pctx.Err(), context.DeadlineExceeded) {
@@ -231,6 +223,20 @@ func (s *Service) handle(ctx context.Context, pr PullRequest) {
 		if s.opts.Done != nil {
 			s.opts.Done(pr.Repo, pr.Number, res)
 		}
+	}
+}
+
+// track makes the preview running under ctx stoppable by a newer event of k.
+func (s *Service) track(ctx context.Context, k prKey) (context.Context, func()) {
+	ctx, stop := context.WithCancelCause(ctx)
+	s.mu.Lock()
+	s.running, s.stopRunning = k, stop
+	s.mu.Unlock()
+	return ctx, func() {
+		s.mu.Lock()
+		s.stopRunning = nil
+		s.mu.Unlock()
+		stop(nil)
 	}
 }
 
