@@ -317,3 +317,40 @@ func TestANewerEventStopsTheRunningPreview(t *testing.T) {
 		t.Fatal("the newer event's preview did not end: the running one was not stopped")
 	}
 }
+
+// TestHostileTreesFailThePreview previews uploaded trees one step over deployd's limits:
+// each fails the preview, saying which limit and where, and nothing is dry-run.
+func TestHostileTreesFailThePreview(t *testing.T) {
+	lim := DefaultLimits()
+	lim.Files.MaxFiles, lim.MaxObjects = 3, 2
+	laughs := "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n" +
+		"d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+	cm := func(name string) []byte { return []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + "}\n") }
+	tests := []struct {
+		name  string
+		files Uploaded
+		want  string
+	}{
+		{"a file over the count", Uploaded{"deploy/manifests/a.yaml": cm("a"), "deploy/manifests/b.yaml": cm("b"), "deploy/manifests/c.yaml": cm("c"), "deploy/manifests/d.yaml": cm("d")},
+			"deploy/manifests has 4 files, more than the limit of 3"},
+		{"an object over the count", Uploaded{"deploy/manifests/a.yaml": cm("a"), "deploy/manifests/b.yaml": cm("b"), "deploy/manifests/c.yaml": cm("c")},
+			"renders to more than the limit of 2 objects per repo"},
+		{"a billion laughs", Uploaded{"deploy/manifests/lol.yaml": []byte(laughs)}, "deploy/manifests/lol.yaml:1: YAML aliases expand to more than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dry := &countingDryRun{}
+			res := run(context.Background(), tt.files, dry, entry, "", "", lim)
+			if res.State != StateFailed || !strings.Contains(res.Error, tt.want) || dry.calls != 0 {
+				t.Errorf("%s, %q (%d dry runs), want failed with %q", res.State, res.Error, dry.calls, tt.want)
+			}
+		})
+	}
+}
+
+type countingDryRun struct{ calls int }
+
+func (c *countingDryRun) DryRun(ctx context.Context, req apply.Request) (apply.DryRunResult, error) {
+	c.calls++
+	return addsAll{}.DryRun(ctx, req)
+}
