@@ -141,6 +141,9 @@ func localTree(ctx context.Context, c *client.ClientWithResponses, cf *clientFla
 			}
 		}
 	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s has no files under %s: give the repo's root to --dir", dir, strings.Join(paths, " or "))
+	}
 	return out, nil
 }
 

@@ -323,6 +323,10 @@ func TestPullRequestPreviews(t *testing.T) {
 		if code != 0 {
 			t.Errorf("--ref main: exit %d\n%s%s", code, stdout, stderr)
 		}
+		code, _, stderr = runCLI(t, "diff", "shop/web", "--server", base, "--token-file", token, "--dir", filepath.Join(tree, "deploy"))
+		if code != 2 || !strings.Contains(stderr, "has no files under deploy/manifests/: give the repo's root to --dir") {
+			t.Errorf("--dir below the repo's root: exit %d %s", code, stderr)
+		}
 		code, _, stderr = runCLI(t, "diff", "shop/web", "--server", base, "--dir", tree)
 		if code != 2 || !strings.Contains(stderr, "401") {
 			t.Errorf("without the token: exit %d %s", code, stderr)
