@@ -69,13 +69,18 @@ type Changes struct {
 	MoreImages int `json:"moreImages,omitempty" doc:"Image changes left out past the 100 listed."`
 }
 
+// noChanges is Changes with empty lists, as the API shows them (never null).
+func noChanges() Changes {
+	return Changes{Added: []ChangedObject{}, Changed: []ChangedObject{}, Pruned: []ChangedObject{}, Images: []ImageChange{}}
+}
+
 // Any reports whether anything would change.
 func (c Changes) Any() bool { return len(c.Added)+len(c.Changed)+len(c.Pruned) > 0 }
 
 // Compare tells what the dry run found: each object added, changed (field by field) or
 // unchanged, the images that would change, and what would be pruned.
 func Compare(dr apply.DryRunResult) Changes {
-	c := Changes{Added: []ChangedObject{}, Changed: []ChangedObject{}, Pruned: []ChangedObject{}, Images: []ImageChange{}}
+	c := noChanges()
 	budget := MaxAllFields
 	for _, p := range dr.Objects {
 		o := ChangedObject{Object: p.Object.String(), APIVersion: apiVersion(p.Object), Source: p.Source}

@@ -93,10 +93,10 @@ func DefaultLimits() Limits {
 // run previews repo at commit, reading its files from files; it never fails, the
 // result says why it did (a panic included).
 func run(ctx context.Context, files deploy.Files, dry DryRunner, repo config.Repo, ref, commit string, lim Limits) (res Result) {
-	res = Result{Environment: repo.Environment, Namespace: repo.Namespace, Ref: ref, Commit: commit, State: StateFailed}
+	res = Result{Environment: repo.Environment, Namespace: repo.Namespace, Ref: ref, Commit: commit, State: StateFailed, Changes: noChanges()}
 	defer func() {
 		if v := recover(); v != nil {
-			res.State, res.Error, res.Changes = StateFailed, "the preview failed: "+panics.New(v).Error(), Changes{}
+			res.State, res.Error, res.Changes = StateFailed, "the preview failed: "+panics.New(v).Error(), noChanges()
 		}
 		res.Finished = time.Now().UTC()
 	}()

@@ -244,7 +244,7 @@ func (s *Service) track(ctx context.Context, k prKey) (context.Context, func()) 
 func (s *Service) previewRef(ctx context.Context, repo config.Repo, ref string) Result {
 	rev, err := s.fetch.FetchRef(ctx, repo, ref)
 	if err != nil {
-		return Result{Environment: repo.Environment, Namespace: repo.Namespace, Ref: ref, State: StateFailed, Error: err.Error(), Finished: time.Now().UTC()}
+		return Result{Environment: repo.Environment, Namespace: repo.Namespace, Ref: ref, State: StateFailed, Error: cutError(err.Error()), Finished: time.Now().UTC(), Changes: noChanges()}
 	}
 	return run(ctx, s.fetch, s.dry, repo, ref, rev.Commit, s.opts.Limits)
 }
@@ -270,7 +270,7 @@ func (s *Service) store(k prKey, pr PullRequest, res *Result) {
 	if !ok || p.HeadSHA != pr.HeadSHA || res == nil {
 		p = &Preview{Repo: pr.Repo, Number: pr.Number, HeadSHA: pr.HeadSHA}
 		for _, e := range pr.Entries {
-			p.Environments = append(p.Environments, Result{Environment: e.Environment, Namespace: e.Namespace, Ref: source.PullRef(pr.Number), Commit: pr.HeadSHA, State: StatePending})
+			p.Environments = append(p.Environments, Result{Environment: e.Environment, Namespace: e.Namespace, Ref: source.PullRef(pr.Number), Commit: pr.HeadSHA, State: StatePending, Changes: noChanges()})
 		}
 		s.stored[k] = p
 	}
