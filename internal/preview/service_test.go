@@ -325,7 +325,9 @@ func TestHostileTreesFailThePreview(t *testing.T) {
 	lim.Files.MaxFiles, lim.MaxObjects = 3, 2
 	laughs := "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n" +
 		"d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
-	cm := func(name string) []byte { return []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + "}\n") }
+	cm := func(name string) []byte {
+		return []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + "}\n")
+	}
 	tests := []struct {
 		name  string
 		files Uploaded
