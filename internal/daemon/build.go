@@ -47,6 +47,8 @@ type Daemon struct {
 	srv       *http.Server
 	health    *health
 	previews  *preview.Service
+	// previewSrc is the previews' own git cache.
+	previewSrc *source.Source
 
 	// work is the background work's context: it outlives Run's ctx until Close, so
 	// in-flight work ends within the shutdown deadline rather than at the signal.

@@ -16,6 +16,7 @@ func (d *Daemon) buildPreviews(context.Context) error {
 	srcOpts.CacheDir, srcOpts.Timeout = filepath.Join(d.opts.CacheDir, "previews"), d.opts.GitTimeout
 	srcOpts.MaxFetchBytes, srcOpts.MaxObjectBytes = int64(d.opts.GitMaxFetchMiB)<<20, int64(d.opts.GitMaxObjectMiB)<<20
 	src := source.New(srcOpts)
+	d.previewSrc = src
 	pruneCaches(src, d.watcher.State().Config, d.log)
 	opts := d.opts.Previews
 	if opts.PublicURL == "" {

@@ -91,6 +91,7 @@ func (d *Daemon) watchConfig() {
 		logReload(d.log, r)
 		if r.Err == nil {
 			pruneCaches(d.src, r.Config, d.log)
+			pruneCaches(d.previewSrc, r.Config, d.log)
 			d.view.SetConfig(r.Config)
 			d.router.SetConfig(r.Config)
 			d.ctl.SetConfig(r.Config)
