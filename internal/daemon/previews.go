@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/deployd/deployd/internal/preview"
@@ -15,6 +17,9 @@ func (d *Daemon) buildPreviews(context.Context) error {
 	srcOpts := source.DefaultOptions()
 	srcOpts.CacheDir, srcOpts.Timeout = filepath.Join(d.opts.CacheDir, "previews"), d.opts.GitTimeout
 	srcOpts.MaxFetchBytes, srcOpts.MaxObjectBytes = int64(d.opts.GitMaxFetchMiB)<<20, int64(d.opts.GitMaxObjectMiB)<<20
+	if err := os.MkdirAll(srcOpts.CacheDir, 0o700); err != nil {
+		return fmt.Errorf("creating the previews' git cache directory: %w", err)
+	}
 	src := source.New(srcOpts)
 	d.previewSrc = src
 	pruneCaches(src, d.watcher.State().Config, d.log)
