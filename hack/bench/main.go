@@ -15,7 +15,8 @@
 //     gets an error record, RSS stays under the pod's limit;
 //  9. on the real node (root, Linux): start, kubectl apply -f k8s/ → deployd Ready, push →
 //     the app's real Pods serve the new version, deployd's Pod memory at rest;
-//  10. a hand edit of an applied object until deployd's drift correction puts it back.
+//  10. a hand edit of an applied object until deployd's drift correction puts it back;
+//  11. a pull request's webhook until deployd serves its preview (fetch, render, dry run, diff).
 //
 // It writes bench/results/<date>.json and the table in bench/RESULTS.md, and prints it.
 package main
@@ -77,7 +78,7 @@ func main() {
 	flag.DurationVar(&o.hooksFor, "hooks-for", 60*time.Second, "how long scenario 7 delivers webhooks")
 	flag.IntVar(&o.hooksReads, "hooks-reads", 200, "status API reads per second during scenario 7, over 4 clients (0: as fast as they go)")
 	flag.IntVar(&o.hostileRepos, "hostile-repos", 200, "calm repos deploying beside the hostile ones in scenario 8")
-	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8,9,10", "scenarios to run, e.g. 1,2 (9 needs root on Linux: the real node)")
+	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8,9,10,11", "scenarios to run, e.g. 1,2 (9 needs root on Linux: the real node)")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
@@ -104,8 +105,8 @@ func run1(ctx context.Context, o options) error {
 	want := map[int]bool{}
 	for _, s := range strings.Split(o.only, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 10 {
-			return fmt.Errorf("-only %q: want scenario numbers from 1 to 10", o.only)
+		if err != nil || n < 1 || n > 11 {
+			return fmt.Errorf("-only %q: want scenario numbers from 1 to 11", o.only)
 		}
 		want[n] = true
 	}
@@ -123,7 +124,7 @@ func run1(ctx context.Context, o options) error {
 		}
 	}
 	e := &env{}
-	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] || want[8] || want[10] {
+	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] || want[8] || want[10] || want[11] {
 		var err error
 		if e, err = newEnv(ctx, o); err != nil {
 			return err
@@ -160,6 +161,11 @@ func run1(ctx context.Context, o options) error {
 	if want[10] {
 		if err := e.driftCorrected(ctx, r); err != nil {
 			r.fail("scenario 10", err)
+		}
+	}
+	if want[11] {
+		if err := e.previewReady(ctx, r); err != nil {
+			r.fail("scenario 11", err)
 		}
 	}
 	if err := r.write(o.out, o.readme); err != nil {

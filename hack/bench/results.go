@@ -135,7 +135,7 @@ var scenarioNames = map[int]string{
 	1: "Push → applied", 2: "Rollout finished → reported", 3: "Idle cost at scale",
 	4: "Many rollouts at once", 5: "Cold start at scale", 6: "Status API throughput",
 	7: "Webhooks under load", 8: "Hostile repos beside calm ones",
-	9: "On the real node", 10: "Drift corrected",
+	9: "On the real node", 10: "Drift corrected", 11: "Pull request previewed",
 }
 
 // markdown is the results table.

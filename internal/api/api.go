@@ -89,6 +89,9 @@ type Deps struct {
 	Config   ConfigState
 	// Drift tells each repo's drift (drift.Detector); nil shows every repo in sync.
 	Drift Drift
+	// Previews serves pull request previews and diffs (preview.Service); nil leaves
+	// their operations out.
+	Previews Previews
 }
 
 // Drift tells a repo's drift from what deployd applied (drift.Detector).
@@ -132,6 +135,7 @@ func New(deps Deps, opts Options) *Server {
 	s.api.UseMiddleware(s.authorizeOperation) // before the operations: huma binds middleware at registration
 	s.register()
 	s.registerEvents()
+	s.registerPreviews()
 	return s
 }
 
@@ -144,11 +148,15 @@ const MaxBody = 1 << 20
 // (/docs); plain status requests are answered from the status cache.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > MaxBody {
-			refuseBody(w)
+		limit := int64(MaxBody)
+		if isUpload(r) {
+			limit = MaxUpload
+		}
+		if r.ContentLength > limit {
+			refuseBody(w, limit)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		if s.serveStatus(w, r) {
 			return
 		}
@@ -177,6 +185,13 @@ func isStream(r *http.Request) bool {
 	return len(parts) == 5 && parts[1] == "deployment" && parts[4] == "events"
 }
 
+// isUpload tells a request of POST /deployment/{owner}/{repo}/diff, which may carry a
+// local tree's files.
+func isUpload(r *http.Request) bool {
+	parts := strings.Split(r.URL.Path, "/")
+	return r.Method == http.MethodPost && len(parts) == 5 && parts[1] == "deployment" && parts[4] == "diff"
+}
+
 // clientOf is the client's address, without its port.
 func clientOf(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -195,9 +210,13 @@ func problem(w http.ResponseWriter, err huma.StatusError) {
 }
 
 // refuseBody answers 413 in huma's error format.
-func refuseBody(w http.ResponseWriter) {
+func refuseBody(w http.ResponseWriter, limit int64) {
 	w.Header().Set("Connection", "close")
-	problem(w, huma.NewError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d MiB: the API's operations take their input in the path and query", MaxBody>>20)))
+	msg := fmt.Sprintf("request body over %d MiB: the API's operations take their input in the path and query", limit>>20)
+	if limit != MaxBody {
+		msg = fmt.Sprintf("request body over %d MiB: upload only the manifests", limit>>20)
+	}
+	problem(w, huma.NewError(http.StatusRequestEntityTooLarge, msg))
 }
 
 // OpenAPI returns the API's OpenAPI document.

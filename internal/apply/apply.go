@@ -183,6 +183,22 @@ type Result struct {
 // ValidationError lists every problem found before anything was applied.
 type ValidationError struct {
 	Problems []string
+	// Issues are the same problems, each with where it is (for annotations on a pull request).
+	Issues []Issue
+}
+
+// Issue is one problem found in validation: the object's source ("file:line", or
+// "kustomize <dir>"), the object, and what is wrong.
+type Issue struct {
+	Source  string
+	Object  string
+	Message string
+}
+
+// add records a problem of the object from source.
+func (e *ValidationError) add(source, object, msg string) {
+	e.Problems = append(e.Problems, fmt.Sprintf("%s: %s: %s", source, object, msg))
+	e.Issues = append(e.Issues, Issue{Source: source, Object: object, Message: msg})
 }
 
 func (e *ValidationError) Error() string {

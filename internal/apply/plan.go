@@ -79,9 +79,9 @@ var crdGK = schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourc
 // plan resolves each object's kind, confines it to the repo's namespace and labels it.
 // Every problem is reported, and nothing is applied when there is one.
 func (a *Applier) plan(req Request) (*plan, error) {
-	var problems []string
+	verr := &ValidationError{}
 	bad := func(o render.Object, format string, args ...any) {
-		problems = append(problems, fmt.Sprintf("%s: %s: %s", o.Source, o.String(), fmt.Sprintf(format, args...)))
+		verr.add(o.Source, o.String(), fmt.Sprintf(format, args...))
 	}
 	defined := crdKinds(req.Objects)
 	p := &plan{}
@@ -144,8 +144,8 @@ func (a *Applier) plan(req Request) (*plan, error) {
 			p.rest = append(p.rest, it)
 		}
 	}
-	if len(problems) > 0 {
-		return nil, &ValidationError{Problems: problems}
+	if len(verr.Problems) > 0 {
+		return nil, verr
 	}
 	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
@@ -38,16 +39,8 @@ func (a *Applier) prune(ctx context.Context, dyn dynamic.Interface, repo config.
 			kept = append(kept, r)
 			continue
 		}
-		labels := live.GetLabels()
-		switch {
-		case labels[LabelManagedBy] != ManagedByValue || labels[LabelRepo] != repoLabel(repo) || labels[LabelEnvironment] != repo.Environment:
-			changes = append(changes, Change{Object: r, Action: PruneSkipped, Reason: "not labelled as this repo's by deployd"})
-			continue
-		case live.GetAnnotations()[AnnotationPrune] == "disabled":
-			changes = append(changes, Change{Object: r, Action: PruneSkipped, Reason: AnnotationPrune + ": disabled"})
-			continue
-		case r.Kind == "Namespace" && r.Group == "" && labels[LabelCreatedNamespace] == "true":
-			changes = append(changes, Change{Object: r, Action: PruneSkipped, Reason: "a namespace deployd created is never pruned"})
+		if reason := keepReason(repo, r, live); reason != "" {
+			changes = append(changes, Change{Object: r, Action: PruneSkipped, Reason: reason})
 			continue
 		}
 		uid := live.GetUID()
@@ -60,4 +53,18 @@ func (a *Applier) prune(ctx context.Context, dyn dynamic.Interface, repo config.
 		changes = append(changes, Change{Object: r, Action: Pruned})
 	}
 	return changes, kept, errors.Join(errs...)
+}
+
+// keepReason says why live, which left the manifests, is not pruned; "" when it is.
+func keepReason(repo config.Repo, r Ref, live *unstructured.Unstructured) string {
+	labels := live.GetLabels()
+	switch {
+	case labels[LabelManagedBy] != ManagedByValue || labels[LabelRepo] != repoLabel(repo) || labels[LabelEnvironment] != repo.Environment:
+		return "not labelled as this repo's by deployd"
+	case live.GetAnnotations()[AnnotationPrune] == "disabled":
+		return AnnotationPrune + ": disabled"
+	case r.Kind == "Namespace" && r.Group == "" && labels[LabelCreatedNamespace] == "true":
+		return "a namespace deployd created is never pruned"
+	}
+	return ""
 }

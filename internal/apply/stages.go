@@ -72,18 +72,24 @@ func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, pr
 	if err := errors.Join(append(readPanic, dryPanic...)...); err != nil {
 		return err
 	}
-	var problems []string
+	return verdict(items, errs)
+}
+
+// verdict turns the dry run's errors into a *ValidationError listing every rejected
+// object, or the first error that is no verdict on the manifests.
+func verdict(items []*item, errs []error) error {
+	verr := &ValidationError{}
 	for i, err := range errs {
 		if err != nil && !rejected(err) {
 			// Not a verdict on the manifests: retrying the same ones may succeed.
 			return fmt.Errorf("%s: %s: dry run: %w", items[i].source, items[i].ref(), err)
 		}
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %s: %s", items[i].source, items[i].ref(), explain(err)))
+			verr.add(items[i].source, items[i].ref().String(), explain(err))
 		}
 	}
-	if len(problems) > 0 {
-		return &ValidationError{Problems: problems}
+	if len(verr.Problems) > 0 {
+		return verr
 	}
 	return nil
 }

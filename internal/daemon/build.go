@@ -19,6 +19,7 @@ import (
 	"github.com/deployd/deployd/internal/kube"
 	"github.com/deployd/deployd/internal/leader"
 	"github.com/deployd/deployd/internal/metrics"
+	"github.com/deployd/deployd/internal/preview"
 	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/view"
 	"github.com/deployd/deployd/internal/webhook"
@@ -45,6 +46,9 @@ type Daemon struct {
 	api       *api.Server
 	srv       *http.Server
 	health    *health
+	previews  *preview.Service
+	// previewSrc is the previews' own git cache.
+	previewSrc *source.Source
 
 	// work is the background work's context: it outlives Run's ctx until Close, so
 	// in-flight work ends within the shutdown deadline rather than at the signal.
@@ -66,7 +70,7 @@ type Daemon struct {
 func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d := &Daemon{opts: opts, log: opts.Logger, stopElection: func() {}}
 	d.work, d.stopWork = context.WithCancel(context.WithoutCancel(ctx))
-	for _, step := range []func(context.Context) error{d.buildConfig, d.buildCluster, d.buildListeners, d.buildSource, d.buildParts, d.buildController, d.buildHTTP} {
+	for _, step := range []func(context.Context) error{d.buildConfig, d.buildCluster, d.buildListeners, d.buildSource, d.buildParts, d.buildController, d.buildPreviews, d.buildHTTP} {
 		if err := step(ctx); err != nil {
 			d.Close() // what the steps before built
 			return nil, err
@@ -179,8 +183,9 @@ func (d *Daemon) buildHTTP(context.Context) error {
 		d.log.Warn("webhooks are off: start deployd with --webhook-secret-file to accept GitHub pushes")
 	}
 	hooks := webhook.New(d.queue(), d.opts.WebhookSecretFile, d.opts.Webhook, func(r webhook.Result) { logDelivery(d.log, r); d.meter.Delivery(r) })
+	hooks.SetPreviews(d.previews)
 	d.health = &health{watcher: d.watcher, synced: d.parts.tracker.Synced}
-	deps := api.Deps{View: d.view, Queue: d.queue(), Config: d.watcher, Statuses: d.parts.tracker, Objects: d.parts.applier, Pauser: d.parts, Drift: replicaDrift{d.parts}}
+	deps := api.Deps{View: d.view, Queue: d.queue(), Config: d.watcher, Statuses: d.parts.tracker, Objects: d.parts.applier, Pauser: d.parts, Drift: replicaDrift{d.parts}, Previews: d.previews}
 	d.api = api.New(deps, api.Options{TokenFile: d.opts.APITokenFile, ReadAuth: d.opts.APIReadAuth, PublicURL: d.opts.PublicURL, Streams: d.opts.APIStreams, Log: d.log})
 	mux := http.NewServeMux()
 	mux.Handle("/", d.api.Handler())

@@ -27,6 +27,7 @@ import (
 	"github.com/deployd/deployd/internal/drift"
 	"github.com/deployd/deployd/internal/kube"
 	"github.com/deployd/deployd/internal/leader"
+	"github.com/deployd/deployd/internal/preview"
 	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/source"
 	"github.com/deployd/deployd/internal/webhook"
@@ -79,6 +80,11 @@ type Options struct {
 	HistoryLimit int
 	// Drift configures drift detection and correction (back-off of fighting writers).
 	Drift drift.Options
+	// Previews configures pull request previews (the Publisher below publishes them).
+	Previews preview.Options
+	// PreviewPublisher publishes previews on GitHub (checks.Publisher); nil keeps them
+	// in deployd's API only.
+	PreviewPublisher preview.Publisher
 	// LeaderElect makes this replica one of several: only the elected leader checks and
 	// deploys; the others serve reads and hand requests to it.
 	LeaderElect bool
@@ -107,6 +113,7 @@ func DefaultOptions() Options {
 		Namespace:       ownNamespace(),
 		HistoryLimit:    50,
 		Drift:           drift.DefaultOptions(),
+		Previews:        preview.DefaultOptions(),
 		Controller:      controller.DefaultOptions(),
 		Webhook:         webhook.DefaultOptions(),
 		APIStreams:      api.DefaultStreamOptions(),

@@ -59,6 +59,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	d.ctl.SetConfig(cfg)
 	d.wg.Go(func() { d.health.probeLoop(d.work, d.prober, d.opts.ProbeInterval, d.log) })
+	d.wg.Go(func() { d.previews.Run(d.work) })
 	d.lost, d.stopElection = elect(d.work, &d.wg, d.restCfg, d.opts, d.log, d.lead)
 	d.wg.Go(d.watchConfig)
 	if d.configMap != nil {
@@ -90,6 +91,7 @@ func (d *Daemon) watchConfig() {
 		logReload(d.log, r)
 		if r.Err == nil {
 			pruneCaches(d.src, r.Config, d.log)
+			pruneCaches(d.previewSrc, r.Config, d.log)
 			d.view.SetConfig(r.Config)
 			d.router.SetConfig(r.Config)
 			d.ctl.SetConfig(r.Config)

@@ -216,20 +216,31 @@ func (r *Runner) Objects(ctx context.Context, repo config.Repo, commit string) (
 // render reads and renders repo's manifests at commit; what the commit is to blame for
 // is a controller.Permanent error.
 func (r *Runner) render(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
-	files, err := r.files.Files(repo, commit, repo.ManifestPath(), r.Limits)
+	return Render(ctx, r.files, repo, commit, r.Limits, r.MaxObjects)
+}
+
+// Render reads and renders repo's manifests at commit from files, within limits and
+// maxObjects, as a deployment does (previews render with it too); what the commit is to
+// blame for is a controller.Permanent error.
+func Render(ctx context.Context, files Files, repo config.Repo, commit string, limits source.Limits, maxObjects int) ([]render.Object, error) {
+	read, err := files.Files(repo, commit, repo.ManifestPath(), limits)
 	if err != nil {
 		return nil, readErr(err)
 	}
-	if render.IsKustomization(files, repo.ManifestPath()) {
+	if render.IsKustomization(read, repo.ManifestPath()) {
 		// An overlay may reach ../base anywhere in the repo, next to the app's own code.
-		lim := r.Limits
+		lim := limits
 		lim.MaxFiles *= repoFiles
-		if files, err = r.files.Files(repo, commit, ".", lim); err != nil {
+		if read, err = files.Files(repo, commit, ".", lim); err != nil {
 			return nil, readErr(err)
 		}
 	}
+	return renderFiles(ctx, read, repo, maxObjects)
+}
+
+func renderFiles(ctx context.Context, files map[string][]byte, repo config.Repo, maxObjects int) ([]render.Object, error) {
 	lim := render.DefaultLimits()
-	lim.MaxObjects = r.MaxObjects
+	lim.MaxObjects = maxObjects
 	rctx, cancel := context.WithTimeout(ctx, render.DefaultTimeout)
 	objs, err := render.Render(rctx, files, repo.ManifestPath(), lim)
 	cancel()

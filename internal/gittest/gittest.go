@@ -121,6 +121,20 @@ func (r *Repo) ForcePush(branch, msg string, files map[string]string) string {
 	return git(r.t, r.work, "rev-parse", "HEAD")
 }
 
+// PullRequest points refs/pull/<number>/head of the served repository at branch's head,
+// as GitHub does for a pull request (from a fork too), and returns its SHA.
+func (r *Repo) PullRequest(number int, branch string) string {
+	r.t.Helper()
+	git(r.t, r.work, "push", "-q", "-f", "origin", fmt.Sprintf("%s:refs/pull/%d/head", branch, number))
+	return git(r.t, r.work, "rev-parse", branch)
+}
+
+// Checkout makes branch the work tree's, so the next Commit of a new branch starts there.
+func (r *Repo) Checkout(branch string) {
+	r.t.Helper()
+	r.checkout(branch)
+}
+
 func (r *Repo) checkout(branch string) {
 	switch {
 	case git(r.t, r.work, "symbolic-ref", "--short", "HEAD") == branch:

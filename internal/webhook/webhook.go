@@ -93,6 +93,8 @@ type Handler struct {
 	clients map[string]*clientReads // client address → its reads, while it has any
 	seen    *recent                 // delivery ids and GitHub deployment ids taken
 	now     func() time.Time
+	// previews, when set, takes pull request events.
+	previews Previews
 }
 
 // New returns a handler verifying deliveries with the secret in secretPath (re-read
@@ -192,6 +194,8 @@ func (h *Handler) act(ctx context.Context, event, contentType string, raw []byte
 		return h.push(ctx, payload)
 	case "deployment":
 		return h.deployment(ctx, payload)
+	case "pull_request":
+		return h.pullRequest(payload)
 	}
 	return http.StatusAccepted, fmt.Sprintf("event %q is not one deployd acts on; ignored", event), nil
 }

@@ -4,6 +4,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -268,6 +269,27 @@ func (e RecordTrigger) Valid() bool {
 	}
 }
 
+// Defines values for ResultState.
+const (
+	ResultStateDone    ResultState = "done"
+	ResultStateFailed  ResultState = "failed"
+	ResultStatePending ResultState = "pending"
+)
+
+// Valid indicates whether the value is a known member of the ResultState enum.
+func (e ResultState) Valid() bool {
+	switch e {
+	case ResultStateDone:
+		return true
+	case ResultStateFailed:
+		return true
+	case ResultStatePending:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SummaryPhase.
 const (
 	SummaryPhaseApplying        SummaryPhase = "applying"
@@ -376,6 +398,27 @@ func (e ListDeploymentsParamsPhase) Valid() bool {
 	}
 }
 
+// ChangedObject defines model for ChangedObject.
+type ChangedObject struct {
+	// ApiVersion The object's apiVersion.
+	ApiVersion string `json:"apiVersion"`
+
+	// Fields The fields that would change (at most 50; Secret values redacted).
+	Fields *[]FieldChange `json:"fields,omitempty"`
+
+	// MoreFields Changed fields left out: past 50 for an object, or 500 for the whole preview.
+	MoreFields *int64 `json:"moreFields,omitempty"`
+
+	// Note Why the object is only listed, when it is.
+	Note *string `json:"note,omitempty"`
+
+	// Object Kind/namespace/name, or Kind/name when cluster-scoped.
+	Object string `json:"object"`
+
+	// Source Where the manifests define it (file:line).
+	Source *string `json:"source,omitempty"`
+}
+
 // Commit defines model for Commit.
 type Commit struct {
 	// Author The commit author's name.
@@ -462,6 +505,21 @@ type DeploymentEvent struct {
 
 	// Repo owner/repo.
 	Repo string `json:"repo"`
+}
+
+// DiffInputBody defines model for DiffInputBody.
+type DiffInputBody struct {
+	// Files A local tree's files, by path in the repo (deploy/manifests/app.yaml), to preview instead of a ref.
+	Files map[string]string `json:"files"`
+}
+
+// DiffOutputBody defines model for DiffOutputBody.
+type DiffOutputBody struct {
+	// Changes Whether anything would change in any environment.
+	Changes bool `json:"changes"`
+
+	// Environments The preview of each environment.
+	Environments []Result `json:"environments"`
 }
 
 // DriftField defines model for DriftField.
@@ -566,6 +624,18 @@ type ErrorModel struct {
 	Type *string `json:"type,omitempty"`
 }
 
+// FieldChange defines model for FieldChange.
+type FieldChange struct {
+	// From The live value as JSON; empty when the field is added.
+	From *string `json:"from,omitempty"`
+
+	// Path The field's path, e.g. spec.replicas or spec.template.spec.containers[name=web].image.
+	Path string `json:"path"`
+
+	// To The value after the merge as JSON; empty when the field is removed.
+	To *string `json:"to,omitempty"`
+}
+
 // HistoryOutputBody defines model for HistoryOutputBody.
 type HistoryOutputBody struct {
 	// Environment The environment the records belong to.
@@ -584,6 +654,21 @@ type HistoryOutputBody struct {
 	Total int64 `json:"total"`
 }
 
+// ImageChange defines model for ImageChange.
+type ImageChange struct {
+	// Container The container's name.
+	Container string `json:"container"`
+
+	// From The live image; empty for a new container.
+	From *string `json:"from,omitempty"`
+
+	// Object The object holding the container.
+	Object string `json:"object"`
+
+	// To The image after the merge.
+	To string `json:"to"`
+}
+
 // KeepaliveEvent defines model for KeepaliveEvent.
 type KeepaliveEvent struct {
 	// Time The server's time.
@@ -594,6 +679,21 @@ type KeepaliveEvent struct {
 type ListOutputBody struct {
 	// Deployments One line per repo and environment.
 	Deployments []Summary `json:"deployments"`
+}
+
+// ManifestProblem defines model for ManifestProblem.
+type ManifestProblem struct {
+	// File The file in the repo.
+	File *string `json:"file,omitempty"`
+
+	// Line The line, from 1.
+	Line *int64 `json:"line,omitempty"`
+
+	// Message What is wrong.
+	Message string `json:"message"`
+
+	// Object The object refused.
+	Object *string `json:"object,omitempty"`
 }
 
 // Object defines model for Object.
@@ -680,6 +780,30 @@ type PauseOutputBody struct {
 	Reason *string `json:"reason,omitempty"`
 }
 
+// Preview defines model for Preview.
+type Preview struct {
+	// Environments The preview of each environment whose branch is the pull request's base.
+	Environments []Result `json:"environments"`
+
+	// HeadSha The pull request's head commit the last event named.
+	HeadSha string `json:"headSha"`
+
+	// Number The pull request's number.
+	Number int64 `json:"number"`
+
+	// Repo The repo, owner/name.
+	Repo string `json:"repo"`
+
+	// Updated When the preview last changed.
+	Updated time.Time `json:"updated"`
+}
+
+// PreviewsOutputBody defines model for PreviewsOutputBody.
+type PreviewsOutputBody struct {
+	// Previews The previews of the repo's open pull requests, by number.
+	Previews []Preview `json:"previews"`
+}
+
 // Record defines model for Record.
 type Record struct {
 	Commit Commit `json:"commit"`
@@ -753,6 +877,57 @@ type RepoStatus struct {
 	// Url Where deployd fetches the repo from.
 	Url string `json:"url"`
 }
+
+// Result defines model for Result.
+type Result struct {
+	// Added Objects that would be created.
+	Added []ChangedObject `json:"added"`
+
+	// Changed Objects that would change, with the fields.
+	Changed []ChangedObject `json:"changed"`
+
+	// Commit The commit previewed (the pull request's head).
+	Commit *string `json:"commit,omitempty"`
+
+	// Environment The environment (repos.yaml entry) previewed.
+	Environment string `json:"environment"`
+
+	// Error Why the preview failed.
+	Error *string `json:"error,omitempty"`
+
+	// Finished When the preview ended.
+	Finished *time.Time `json:"finished,omitempty"`
+
+	// Images Container images that would change (at most 100).
+	Images []ImageChange `json:"images"`
+
+	// Kept Objects that left the manifests but would be kept, with why.
+	Kept *[]ChangedObject `json:"kept,omitempty"`
+
+	// MoreImages Image changes left out past the 100 listed.
+	MoreImages *int64 `json:"moreImages,omitempty"`
+
+	// Namespace The environment's namespace.
+	Namespace string `json:"namespace"`
+
+	// Problems Each refused manifest, with its file and line.
+	Problems *[]ManifestProblem `json:"problems,omitempty"`
+
+	// Pruned Objects deployd applied that would be deleted.
+	Pruned []ChangedObject `json:"pruned"`
+
+	// Ref The ref previewed, e.g. refs/pull/7/head; empty for a local tree.
+	Ref *string `json:"ref,omitempty"`
+
+	// State pending until the preview ran; failed when the manifests were refused or the preview could not run.
+	State ResultState `json:"state"`
+
+	// Unchanged How many objects would stay as they are.
+	Unchanged int64 `json:"unchanged"`
+}
+
+// ResultState pending until the preview ran; failed when the manifests were refused or the preview could not run.
+type ResultState string
 
 // RollbackOutputBody defines model for RollbackOutputBody.
 type RollbackOutputBody struct {
@@ -832,6 +1007,18 @@ type GetDeploymentParams struct {
 	Authorization *string `json:"Authorization,omitempty"`
 }
 
+// DiffParams defines parameters for Diff.
+type DiffParams struct {
+	// Environment Only this environment.
+	Environment *string `form:"environment,omitempty" json:"environment,omitempty"`
+
+	// Ref The ref to preview (a branch, refs/tags/X or refs/pull/N/head), fetched from the repo's URL; the configured branch when neither it nor files is given.
+	Ref *string `form:"ref,omitempty" json:"ref,omitempty"`
+
+	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
+	Authorization *string `json:"Authorization,omitempty"`
+}
+
 // EventsParams defines parameters for Events.
 type EventsParams struct {
 	// Environment Only this environment.
@@ -881,6 +1068,21 @@ type PauseParams struct {
 
 	// Reason Why the repo is paused, shown in its status.
 	Reason *string `form:"reason,omitempty" json:"reason,omitempty"`
+
+	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
+	Authorization *string `json:"Authorization,omitempty"`
+}
+
+// ListPreviewsParams defines parameters for ListPreviews.
+type ListPreviewsParams struct {
+	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
+	Authorization *string `json:"Authorization,omitempty"`
+}
+
+// GetPreviewParams defines parameters for GetPreview.
+type GetPreviewParams struct {
+	// Environment Only this environment.
+	Environment *string `form:"environment,omitempty" json:"environment,omitempty"`
 
 	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
 	Authorization *string `json:"Authorization,omitempty"`
@@ -939,6 +1141,9 @@ type AllEventsParams struct {
 	// Authorization Bearer token, when deployd runs with --api-read-auth.
 	Authorization *string `json:"Authorization,omitempty"`
 }
+
+// DiffJSONRequestBody defines body for Diff for application/json ContentType.
+type DiffJSONRequestBody = DiffInputBody
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -1028,6 +1233,24 @@ type ClientInterface interface {
 	// Corresponds with GET /deployment/{owner}/{repo} (the `GetDeployment` operationId).
 	GetDeployment(ctx context.Context, owner string, repo string, params *GetDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DiffWithBody Preview a ref or a local tree
+	//
+	// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /deployment/{owner}/{repo}/diff (the `Diff` operationId).
+	DiffWithBody(ctx context.Context, owner string, repo string, params *DiffParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// Diff Preview a ref or a local tree
+	//
+	// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /deployment/{owner}/{repo}/diff (the `Diff` operationId).
+	Diff(ctx context.Context, owner string, repo string, params *DiffParams, body DiffJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// Events Follow a repo
 	//
 	// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away. Streams are limited in number (in all and per client address: 503 over the limit), and a client that stops reading is dropped: reconnect and read the state afresh.
@@ -1060,6 +1283,18 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /deployment/{owner}/{repo}/pause (the `Pause` operationId).
 	Pause(ctx context.Context, owner string, repo string, params *PauseParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListPreviews Previews of a repo's pull requests
+	//
+	// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field), pruned, images. Secret values are always redacted; ConfigMap data and containers' env values unless the request carries the API token. Kept in memory: a restart forgets them until the next event of the pull request.
+	//
+	// Corresponds with GET /deployment/{owner}/{repo}/previews (the `ListPreviews` operationId).
+	ListPreviews(ctx context.Context, owner string, repo string, params *ListPreviewsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetPreview A pull request's preview
+	//
+	// Corresponds with GET /deployment/{owner}/{repo}/previews/{number} (the `GetPreview` operationId).
+	GetPreview(ctx context.Context, owner string, repo string, number int64, params *GetPreviewParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// Resume Resume a paused repo
 	//
@@ -1117,6 +1352,44 @@ func (c *Client) GetConfig(ctx context.Context, params *GetConfigParams, reqEdit
 // Corresponds with GET /deployment/{owner}/{repo} (the `GetDeployment` operationId).
 func (c *Client) GetDeployment(ctx context.Context, owner string, repo string, params *GetDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetDeploymentRequest(c.Server, owner, repo, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DiffWithBody Preview a ref or a local tree
+//
+// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /deployment/{owner}/{repo}/diff (the `Diff` operationId).
+func (c *Client) DiffWithBody(ctx context.Context, owner string, repo string, params *DiffParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDiffRequestWithBody(c.Server, owner, repo, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// Diff Preview a ref or a local tree
+//
+// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /deployment/{owner}/{repo}/diff (the `Diff` operationId).
+func (c *Client) Diff(ctx context.Context, owner string, repo string, params *DiffParams, body DiffJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDiffRequest(c.Server, owner, repo, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1200,6 +1473,38 @@ func (c *Client) GetObject(ctx context.Context, owner string, repo string, kind 
 // Corresponds with POST /deployment/{owner}/{repo}/pause (the `Pause` operationId).
 func (c *Client) Pause(ctx context.Context, owner string, repo string, params *PauseParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPauseRequest(c.Server, owner, repo, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListPreviews Previews of a repo's pull requests
+//
+// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field), pruned, images. Secret values are always redacted; ConfigMap data and containers' env values unless the request carries the API token. Kept in memory: a restart forgets them until the next event of the pull request.
+//
+// Corresponds with GET /deployment/{owner}/{repo}/previews (the `ListPreviews` operationId).
+func (c *Client) ListPreviews(ctx context.Context, owner string, repo string, params *ListPreviewsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListPreviewsRequest(c.Server, owner, repo, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetPreview A pull request's preview
+//
+// Corresponds with GET /deployment/{owner}/{repo}/previews/{number} (the `GetPreview` operationId).
+func (c *Client) GetPreview(ctx context.Context, owner string, repo string, number int64, params *GetPreviewParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetPreviewRequest(c.Server, owner, repo, number, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1397,6 +1702,114 @@ func NewGetDeploymentRequest(server string, owner string, repo string, params *G
 	if err != nil {
 		return nil, err
 	}
+
+	if params != nil {
+
+		if params.Authorization != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Authorization", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDiffRequest calls the generic Diff builder with application/json body
+func NewDiffRequest(server string, owner string, repo string, params *DiffParams, body DiffJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewDiffRequestWithBody(server, owner, repo, params, "application/json", bodyReader)
+}
+
+// NewDiffRequestWithBody constructs an http.Request for the Diff method, with any body, and a specified content type
+func NewDiffRequestWithBody(server string, owner string, repo string, params *DiffParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "owner", owner, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "repo", repo, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/deployment/%s/%s/diff", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Environment != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "environment", *params.Environment, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Ref != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "ref", *params.Ref, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	if params != nil {
 
@@ -1888,6 +2301,152 @@ func NewPauseRequest(server string, owner string, repo string, params *PausePara
 	return req, nil
 }
 
+// NewListPreviewsRequest constructs an http.Request for the ListPreviews method
+func NewListPreviewsRequest(server string, owner string, repo string, params *ListPreviewsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "owner", owner, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "repo", repo, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/deployment/%s/%s/previews", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.Authorization != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Authorization", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetPreviewRequest constructs an http.Request for the GetPreview method
+func NewGetPreviewRequest(server string, owner string, repo string, number int64, params *GetPreviewParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "owner", owner, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "repo", repo, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "number", number, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/deployment/%s/%s/previews/%s", pathParam0, pathParam1, pathParam2)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Environment != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "environment", *params.Environment, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.Authorization != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Authorization", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewResumeRequest constructs an http.Request for the Resume method
 func NewResumeRequest(server string, owner string, repo string, params *ResumeParams) (*http.Request, error) {
 	var err error
@@ -2342,6 +2901,24 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /deployment/{owner}/{repo} (the `GetDeployment` operationId).
 	GetDeploymentWithResponse(ctx context.Context, owner string, repo string, params *GetDeploymentParams, reqEditors ...RequestEditorFn) (*GetDeploymentResponse, error)
 
+	// DiffWithBodyWithResponse Preview a ref or a local tree
+	//
+	// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /deployment/{owner}/{repo}/diff (the `Diff` operationId).
+	DiffWithBodyWithResponse(ctx context.Context, owner string, repo string, params *DiffParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DiffResponse, error)
+
+	// DiffWithResponse Preview a ref or a local tree
+	//
+	// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /deployment/{owner}/{repo}/diff (the `Diff` operationId).
+	DiffWithResponse(ctx context.Context, owner string, repo string, params *DiffParams, body DiffJSONRequestBody, reqEditors ...RequestEditorFn) (*DiffResponse, error)
+
 	// EventsWithResponse Follow a repo
 	//
 	// Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away. Streams are limited in number (in all and per client address: 503 over the limit), and a client that stops reading is dropped: reconnect and read the state afresh.
@@ -2384,6 +2961,22 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /deployment/{owner}/{repo}/pause (the `Pause` operationId).
 	PauseWithResponse(ctx context.Context, owner string, repo string, params *PauseParams, reqEditors ...RequestEditorFn) (*PauseResponse, error)
+
+	// ListPreviewsWithResponse Previews of a repo's pull requests
+	//
+	// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field), pruned, images. Secret values are always redacted; ConfigMap data and containers' env values unless the request carries the API token. Kept in memory: a restart forgets them until the next event of the pull request.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /deployment/{owner}/{repo}/previews (the `ListPreviews` operationId).
+	ListPreviewsWithResponse(ctx context.Context, owner string, repo string, params *ListPreviewsParams, reqEditors ...RequestEditorFn) (*ListPreviewsResponse, error)
+
+	// GetPreviewWithResponse A pull request's preview
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /deployment/{owner}/{repo}/previews/{number} (the `GetPreview` operationId).
+	GetPreviewWithResponse(ctx context.Context, owner string, repo string, number int64, params *GetPreviewParams, reqEditors ...RequestEditorFn) (*GetPreviewResponse, error)
 
 	// ResumeWithResponse Resume a paused repo
 	//
@@ -2552,6 +3145,89 @@ func (r GetDeploymentResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetDeploymentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DiffResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DiffOutputBody
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *ErrorModel
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *ErrorModel
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ErrorModel
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ErrorModel
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *ErrorModel
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ErrorModel
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DiffResponse) GetJSON200() *DiffOutputBody {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r DiffResponse) GetApplicationproblemJSON400() *ErrorModel {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r DiffResponse) GetApplicationproblemJSON401() *ErrorModel {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r DiffResponse) GetApplicationproblemJSON404() *ErrorModel {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r DiffResponse) GetApplicationproblemJSON422() *ErrorModel {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r DiffResponse) GetApplicationproblemJSON500() *ErrorModel {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DiffResponse) GetApplicationproblemJSON503() *ErrorModel {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r DiffResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DiffResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DiffResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DiffResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -2932,6 +3608,158 @@ func (r PauseResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r PauseResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListPreviewsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PreviewsOutputBody
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *ErrorModel
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ErrorModel
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ErrorModel
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *ErrorModel
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ErrorModel
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListPreviewsResponse) GetJSON200() *PreviewsOutputBody {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListPreviewsResponse) GetApplicationproblemJSON401() *ErrorModel {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListPreviewsResponse) GetApplicationproblemJSON404() *ErrorModel {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r ListPreviewsResponse) GetApplicationproblemJSON422() *ErrorModel {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ListPreviewsResponse) GetApplicationproblemJSON500() *ErrorModel {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListPreviewsResponse) GetApplicationproblemJSON503() *ErrorModel {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListPreviewsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListPreviewsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListPreviewsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListPreviewsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetPreviewResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Preview
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *ErrorModel
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ErrorModel
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ErrorModel
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *ErrorModel
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ErrorModel
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetPreviewResponse) GetJSON200() *Preview {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetPreviewResponse) GetApplicationproblemJSON401() *ErrorModel {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetPreviewResponse) GetApplicationproblemJSON404() *ErrorModel {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r GetPreviewResponse) GetApplicationproblemJSON422() *ErrorModel {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetPreviewResponse) GetApplicationproblemJSON500() *ErrorModel {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetPreviewResponse) GetApplicationproblemJSON503() *ErrorModel {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetPreviewResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetPreviewResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetPreviewResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetPreviewResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3348,6 +4176,36 @@ func (c *ClientWithResponses) GetDeploymentWithResponse(ctx context.Context, own
 	return ParseGetDeploymentResponse(rsp)
 }
 
+// DiffWithBodyWithResponse Preview a ref or a local tree
+//
+// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /deployment/{owner}/{repo}/diff (the `Diff` operationId).
+func (c *ClientWithResponses) DiffWithBodyWithResponse(ctx context.Context, owner string, repo string, params *DiffParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DiffResponse, error) {
+	rsp, err := c.DiffWithBody(ctx, owner, repo, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDiffResponse(rsp)
+}
+
+// DiffWithResponse Preview a ref or a local tree
+//
+// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /deployment/{owner}/{repo}/diff (the `Diff` operationId).
+func (c *ClientWithResponses) DiffWithResponse(ctx context.Context, owner string, repo string, params *DiffParams, body DiffJSONRequestBody, reqEditors ...RequestEditorFn) (*DiffResponse, error) {
+	rsp, err := c.Diff(ctx, owner, repo, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDiffResponse(rsp)
+}
+
 // EventsWithResponse Follow a repo
 //
 // Server-Sent Events: a `deployment` event at every phase change of the repo's deployments, an `object` event at every rollout status change of its objects, and a `keepalive` event when idle, until the client goes away. Streams are limited in number (in all and per client address: 503 over the limit), and a client that stops reading is dropped: reconnect and read the state afresh.
@@ -3419,6 +4277,34 @@ func (c *ClientWithResponses) PauseWithResponse(ctx context.Context, owner strin
 		return nil, err
 	}
 	return ParsePauseResponse(rsp)
+}
+
+// ListPreviewsWithResponse Previews of a repo's pull requests
+//
+// What merging each open pull request would change in each environment whose branch is its base: objects added, changed (field by field), pruned, images. Secret values are always redacted; ConfigMap data and containers' env values unless the request carries the API token. Kept in memory: a restart forgets them until the next event of the pull request.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /deployment/{owner}/{repo}/previews (the `ListPreviews` operationId).
+func (c *ClientWithResponses) ListPreviewsWithResponse(ctx context.Context, owner string, repo string, params *ListPreviewsParams, reqEditors ...RequestEditorFn) (*ListPreviewsResponse, error) {
+	rsp, err := c.ListPreviews(ctx, owner, repo, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListPreviewsResponse(rsp)
+}
+
+// GetPreviewWithResponse A pull request's preview
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /deployment/{owner}/{repo}/previews/{number} (the `GetPreview` operationId).
+func (c *ClientWithResponses) GetPreviewWithResponse(ctx context.Context, owner string, repo string, number int64, params *GetPreviewParams, reqEditors ...RequestEditorFn) (*GetPreviewResponse, error) {
+	rsp, err := c.GetPreview(ctx, owner, repo, number, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetPreviewResponse(rsp)
 }
 
 // ResumeWithResponse Resume a paused repo
@@ -3587,6 +4473,74 @@ func ParseGetDeploymentResponse(rsp *http.Response) (*GetDeploymentResponse, err
 			return nil, err
 		}
 		response.ApplicationproblemJSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDiffResponse parses an HTTP response from a DiffWithResponse call
+func ParseDiffResponse(rsp *http.Response) (*DiffResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DiffResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DiffOutputBody
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -3892,6 +4846,128 @@ func ParsePauseResponse(rsp *http.Response) (*PauseResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListPreviewsResponse parses an HTTP response from a ListPreviewsWithResponse call
+func ParseListPreviewsResponse(rsp *http.Response) (*ListPreviewsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListPreviewsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PreviewsOutputBody
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetPreviewResponse parses an HTTP response from a GetPreviewWithResponse call
+func ParseGetPreviewResponse(rsp *http.Response) (*GetPreviewResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetPreviewResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Preview
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 

@@ -199,7 +199,8 @@ async function repoView(name) {
   return [
     h("p", {}, h("a", { href: "#/" }, "← All deployments")),
     h("h1", {}, r.repo),
-    h("p", { class: "muted" }, "from ", h("code", {}, r.url)),
+    h("p", { class: "muted" }, "from ", h("code", {}, r.url), " · ",
+      h("a", { href: repoPath(name) + "/previews" }, "pull request previews")),
     r.environments.map((e, i) => h("section", { class: "panel", "aria-labelledby": "env-" + i, "data-env": e.environment },
       h("h2", { id: "env-" + i }, e.environment),
       h("dl", { class: "facts" },
