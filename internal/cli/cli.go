@@ -33,7 +33,7 @@ type ExitError struct {
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
 // Run runs deployd with args (without the program name). Subcommands: check, version,
-// and the client commands status, sync, pause, resume, rollback and wait; none runs the
+// and the client commands status, sync, pause, resume, rollback, wait and promote; none runs the
 // daemon until ctx is cancelled.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
@@ -49,6 +49,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runClient(action(args[0], args[1:], stdout, stderr), stderr)
 		case "wait":
 			return runClient(waitCmd(args[1:], stdout, stderr), stderr)
+		case "promote":
+			return runClient(promoteCmd(args[1:], stdout, stderr), stderr)
 		}
 	}
 	var hook func(*daemon.Options)
@@ -107,7 +109,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: deployd [flags]\n       deployd check --config repos.yaml\n       deployd version\n"+
-			"       deployd status|sync|pause|resume|rollback|wait OWNER/REPO [--server URL] [--token-file F] [--environment E] ...\n\n"+
+			"       deployd status|sync|pause|resume|rollback|wait OWNER/REPO [--server URL] [--token-file F] [--environment E] ...\n"+
+			"       deployd promote OWNER/REPO --to ENVIRONMENT [--commit SHA] [--wait]\n\n"+
 			"Every flag can also be set as DEPLOYD_<FLAG> (e.g. DEPLOYD_LOG_LEVEL=debug); flags win.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
