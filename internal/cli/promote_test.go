@@ -167,7 +167,7 @@ func TestPromotion(t *testing.T) {
 	var c3 string
 	t.Run("staging fails: production is blocked", func(t *testing.T) {
 		c3 = repo.Commit("main", "staging broken", map[string]string{
-			"deploy/staging/app.yaml": webApp("ghcr.io/acme/web:1.4.2") + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}\n",
+			"deploy/staging/app.yaml":    webApp("ghcr.io/acme/web:1.4.2") + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}\n",
 			"deploy/production/app.yaml": webApp("ghcr.io/acme/web:1.4.2")})
 		sync("staging")
 		s := waitEnvRecord(t, c, "staging", "c3 in error", commitIs(c3, client.RecordPhaseError))

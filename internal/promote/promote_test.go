@@ -15,9 +15,9 @@ import (
 
 func TestCompare(t *testing.T) {
 	tests := []struct {
-		name      string
+		name       string
 		ran, would []string
-		want      string
+		want       string
 	}{
 		{"same images", []string{"ghcr.io/acme/web:1.4.2", "busybox"}, []string{"busybox", "ghcr.io/acme/web:1.4.2"}, ""},
 		{"another tag", []string{"ghcr.io/acme/web:1.4.2"}, []string{"ghcr.io/acme/web:1.4.3"},

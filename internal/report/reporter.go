@@ -50,9 +50,9 @@ type Reporter struct {
 
 // stream is one deployd deployment's reports, sent in order.
 type stream struct {
-	repo    config.Repo
-	number  int
-	sha     string
+	repo   config.Repo
+	number int
+	sha    string
 	// images are the record's images, put in the GitHub deployment's payload (nil: not
 	// recorded): another cluster's deployd promoting from this environment compares them.
 	images  []string
