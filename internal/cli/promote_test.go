@@ -221,3 +221,78 @@ func envStatusOf(t *testing.T, c *client.ClientWithResponses, env string) client
 	}
 	return res.JSON200.Environments[0]
 }
+
+// TestPromotionAcrossClusters runs two deployds sharing the GitHub stand-in: one serves
+// staging, the other production with promoteFrom staging, which it does not serve, so it
+// reads staging's outcomes (and images) from GitHub's deployments and statuses.
+func TestPromotionAcrossClusters(t *testing.T) {
+	gh := githubtest.New(t)
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "acme/web")
+	c1 := repo.Commit("main", "1.4.2 everywhere", map[string]string{
+		"deploy/staging/app.yaml": webApp("ghcr.io/acme/web:1.4.2"), "deploy/production/app.yaml": webApp("ghcr.io/acme/web:1.4.2")})
+	url := srv.RepoURL("acme/web")
+	dir := t.TempDir()
+	ghToken := writeFile(t, dir, "gh-token", "gh-token\n")
+	token := writeFile(t, dir, "token", "api-token\n")
+	start := func(name, entry string) (*client.ClientWithResponses, string) {
+		appNS, stateNS := env.Namespace(t), env.Namespace(t)
+		cfg := writeFile(t, dir, name+".yaml", "repos:\n  - {name: acme/web, url: '"+url+"', namespace: "+appNS+", path: 'deploy/{environment}', "+entry+"}\n")
+		base, _, _ := startDaemon(t, "--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, name+"-cache"),
+			"--namespace", stateNS, "--api-token-file", token, "--github-token-file", ghToken, "--github-api-url", gh.URL, "--log-format", "json")
+		c, _ := client.NewClientWithResponses(base, client.WithRequestEditorFn(bearer("api-token")))
+		return c, appNS
+	}
+	staging, _ := start("staging", "environment: staging, interval: 0")
+	production, prodNS := start("production", "environment: production, interval: 1s, promoteFrom: staging")
+
+	t.Run("production deploys what succeeded in staging, seen on GitHub", func(t *testing.T) {
+		waitEnvRecord(t, staging, "staging", "c1 succeeded", commitIs(c1, client.RecordPhaseSucceeded))
+		waitEnvRecord(t, production, "production", "c1 succeeded", commitIs(c1, client.RecordPhaseSucceeded))
+		if got := imageIn(t, prodNS); got != "ghcr.io/acme/web:1.4.2" {
+			t.Errorf("production runs %s", got)
+		}
+	})
+	t.Run("a commit staging has not deployed waits; once it ran other images, production is blocked", func(t *testing.T) {
+		c2 := repo.Commit("main", "production on 1.4.3", map[string]string{
+			"deploy/staging/app.yaml": webApp("ghcr.io/acme/web:1.4.2") + "---\n" + cm("c2"), "deploy/production/app.yaml": webApp("ghcr.io/acme/web:1.4.3")})
+		waitFor(t, "production shows c2 waiting for staging", func(ctx context.Context) bool {
+			p := envStatusOf(t, production, "production").Promotion
+			return p != nil && p.WaitingCommit != nil && *p.WaitingCommit == c2 && !p.Ready && strings.Contains(*p.Reason, "waiting for staging to succeed with it")
+		})
+		envName := "staging"
+		if res, err := staging.SyncWithResponse(context.Background(), "acme", "web", &client.SyncParams{Environment: &envName}); err != nil || res.StatusCode() != 202 {
+			t.Fatalf("sync staging: %v", err)
+		}
+		waitEnvRecord(t, staging, "staging", "c2 succeeded", commitIs(c2, client.RecordPhaseSucceeded))
+		b := waitEnvRecord(t, production, "production", "c2 blocked", commitIs(c2, client.RecordPhaseBlocked))
+		if want := "image web: staging ran ghcr.io/acme/web:1.4.2, production would run ghcr.io/acme/web:1.4.3"; errorOf(b) != want {
+			t.Errorf("blocked record's error %q, want %q", errorOf(b), want)
+		}
+		if got := imageIn(t, prodNS); got != "ghcr.io/acme/web:1.4.2" {
+			t.Errorf("a blocked promotion changed production: it runs %s", got)
+		}
+		// Polled every second (each poll asks GitHub again), the refusal is recorded once.
+		asked := func() int {
+			n := 0
+			for _, call := range gh.Calls() {
+				if call.Method == "GET" && call.Path == "/repos/acme/web/deployments" {
+					n++
+				}
+			}
+			return n
+		}
+		before := asked()
+		waitFor(t, "three more polls", func(context.Context) bool { return asked() >= before+3 })
+		res, _ := production.ListHistoryWithResponse(context.Background(), "acme", "web", &client.ListHistoryParams{})
+		blocked := 0
+		for _, r := range res.JSON200.Records {
+			if r.Phase == client.RecordPhaseBlocked {
+				blocked++
+			}
+		}
+		if blocked != 1 {
+			t.Errorf("%d blocked records, want 1", blocked)
+		}
+	})
+}
