@@ -192,6 +192,8 @@ func (h *Handler) act(ctx context.Context, event, contentType string, raw []byte
 		return h.push(ctx, payload)
 	case "deployment":
 		return h.deployment(ctx, payload)
+	case "deployment_status":
+		return h.deploymentStatus(ctx, payload)
 	}
 	return http.StatusAccepted, fmt.Sprintf("event %q is not one deployd acts on; ignored", event), nil
 }
