@@ -168,16 +168,6 @@ func (s *Server) deployments(path, sha, environment string) []map[string]any {
 	return out
 }
 
-// AddDeployment records a deployment created on GitHub by someone else (another cluster's
-// deployd, a person), as if POSTed: its id, for statuses to be added with AddStatus.
-func (s *Server) AddDeployment(owner, repo string, body map[string]any) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.nextID++
-	s.calls = append(s.calls, Call{Method: http.MethodPost, Path: "/repos/" + owner + "/" + repo + "/deployments", Body: body, Time: time.Now(), DeploymentID: s.nextID})
-	return s.nextID
-}
-
 // Calls returns the calls so far.
 func (s *Server) Calls() []Call {
 	s.mu.Lock()
