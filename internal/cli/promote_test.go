@@ -143,6 +143,11 @@ func TestPromotion(t *testing.T) {
 		if res, _ := c.PromoteWithResponse(ctx, "acme", "web", &client.PromoteParams{Environment: &staging}); res == nil || res.StatusCode() != 409 {
 			t.Errorf("promote to staging (no promoteFrom) answered %v", res)
 		}
+		for _, bad := range []string{"main", strings.ToUpper(c1), c1 + "0"} {
+			if res, _ := c.PromoteWithResponse(ctx, "acme", "web", &client.PromoteParams{Environment: &env, Commit: &bad}); res == nil || (res.StatusCode() != 400 && res.StatusCode() != 422) {
+				t.Errorf("promote commit %q answered %v", bad, res)
+			}
+		}
 	})
 
 	var c2 string
