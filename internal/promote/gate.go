@@ -220,3 +220,25 @@ func (g *Gate) Waiting(key config.Key) (view.Promotion, bool) {
 	p, ok := g.waiting[key]
 	return p, ok
 }
+
+var (
+	_ controller.Skipper = (*Gate)(nil)
+	_ controller.Refuser = (*Gate)(nil)
+)
+
+// Skipped tells the deployer behind the gate of a commit with unchanged manifests: it
+// deploys nothing, so there is nothing to gate.
+func (g *Gate) Skipped(ctx context.Context, d controller.Deployment) error {
+	if s, ok := g.next.(controller.Skipper); ok {
+		return s.Skipped(ctx, d)
+	}
+	return nil
+}
+
+// Refused tells the deployer behind the gate of a branch head over a fetch limit.
+func (g *Gate) Refused(ctx context.Context, d controller.Deployment, err error) error {
+	if r, ok := g.next.(controller.Refuser); ok {
+		return r.Refused(ctx, d, err)
+	}
+	return nil
+}

@@ -69,6 +69,9 @@ func TestGate(t *testing.T) {
 	}
 	held := func(err error) bool { var h *controller.HeldError; return errors.As(err, &h) }
 
+	if g.Skipped(context.Background(), controller.Deployment{Repo: prod}) != nil || g.Refused(context.Background(), controller.Deployment{Repo: prod}, errors.New("over")) != nil {
+		t.Fatal("Skipped and Refused reach the deployer behind the gate")
+	}
 	if err := deploy(staging, controller.TriggerPoll, "c9"); err != nil || len(f.deployed) != 1 {
 		t.Fatalf("an entry without promoteFrom passes: %v %v", err, f.deployed)
 	}
