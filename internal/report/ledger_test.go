@@ -60,3 +60,27 @@ func TestImagesGoToGitHubAndBack(t *testing.T) {
 		t.Errorf("another environment listed %v", none)
 	}
 }
+
+// TestLedgerBound: one question reads at most maxLedgerDeployments deployments, however
+// many GitHub lists.
+func TestLedgerBound(t *testing.T) {
+	gh := githubtest.New(t)
+	r, _ := newReporter(t, gh, time.Minute)
+	r.Start(context.Background())
+	for n := 1; n <= maxLedgerDeployments+1; n++ {
+		r.Record(repo, rec(n, history.Succeeded, ""), 0)
+	}
+	r.Wait()
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("gh-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewLedger(ClientOptions{APIURL: gh.URL, TokenFile: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := l.Deployments(context.Background(), "shop", "web", rec(1, "", "").Commit.SHA, "prod")
+	if err != nil || len(ds) != maxLedgerDeployments {
+		t.Errorf("%d deployments read, %v; want %d of %d", len(ds), err, maxLedgerDeployments, maxLedgerDeployments+1)
+	}
+}
