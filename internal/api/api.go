@@ -309,7 +309,7 @@ func (s *Server) one(owner, repo, environment string) (view.Entry, error) {
 
 func recordOf(r history.Record) Record {
 	out := Record{Number: r.Number, Name: r.Name(), Trigger: r.Trigger, Started: r.Started, Ended: r.Ended, Phase: string(r.Phase), Error: r.Error,
-		Commit: Commit{SHA: r.Commit.SHA, Message: r.Commit.Message, Author: r.Commit.Author, Time: r.Commit.Time}, Note: r.Note}
+		Commit: Commit{SHA: r.Commit.SHA, Message: r.Commit.Message, Author: r.Commit.Author, Time: r.Commit.Time}, Note: r.Note, Images: r.Images}
 	if r.GitHub != nil {
 		out.GitHubDeploymentID, out.GitHubState = r.GitHub.DeploymentID, r.GitHub.State
 	}
@@ -331,6 +331,10 @@ func (s *Server) environment(e view.Entry, now time.Time) Environment {
 	if cur, ok := e.Current(); ok {
 		rec := recordOf(cur)
 		out.Current, out.Phase = &rec, string(cur.Phase)
+	}
+	if e.Repo.Promotes() {
+		p := e.Promotion
+		out.Promotion = &PromotionStatus{From: e.Repo.PromoteFrom, Mode: string(e.Repo.Promotion), WaitingCommit: p.Commit, Reason: p.Reason, Ready: p.Ready, Since: p.Since}
 	}
 	dep, ok := e.Deployed()
 	if !ok {

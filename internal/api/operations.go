@@ -171,6 +171,7 @@ func (s *Server) register() {
 		Summary:     "Deploy an earlier commit again",
 		Description: "Deploys the commit of an earlier successful deployment as a new one (trigger rollback), and pauses the repo so the next push does not undo it.",
 		Tags:        tags, Security: write, Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable}}, s.rollback)
+	s.registerPromote()
 	huma.Register(s.api, huma.Operation{OperationID: "get-config", Method: http.MethodGet, Path: "/config",
 		Summary: "The config in force", Description: "The effective repos.yaml, with the error of the last refused reload.", Tags: []string{"deployd"}, Errors: []int{http.StatusUnauthorized}}, s.getConfig)
 }

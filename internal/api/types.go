@@ -61,13 +61,14 @@ type Record struct {
 	Number  int             `json:"number" doc:"The deployment's number, counted per repo and environment from 1."`
 	Name    string          `json:"name" doc:"The deployment's display name, e.g. deployment-0007."`
 	Commit  Commit          `json:"commit" doc:"The deployed commit."`
-	Trigger string          `json:"trigger" enum:"startup,poll,webhook,api,config,rollback,github-deployment,drift" doc:"What started the deployment."`
+	Trigger string          `json:"trigger" enum:"startup,poll,webhook,api,config,rollback,github-deployment,drift,promote,auto-promote" doc:"What started the deployment."`
 	Started time.Time       `json:"started" doc:"When the deployment started."`
 	Ended   time.Time       `json:"ended,omitzero" doc:"When it ended; absent while it runs."`
-	Phase   string          `json:"phase" enum:"queued,applying,waiting,succeeded,failed,error,superseded,skipped-no-change" doc:"Where the deployment is, or how it ended."`
+	Phase   string          `json:"phase" enum:"queued,applying,waiting,succeeded,failed,error,superseded,skipped-no-change,blocked" doc:"Where the deployment is, or how it ended."`
 	Error   string          `json:"error,omitempty" doc:"What went wrong, for failed and error phases."`
 	Objects []ObjectOutcome `json:"objects,omitempty" doc:"Each object's outcome."`
 	Note    string          `json:"note,omitempty" doc:"Something unusual about the deployment, e.g. a GitHub deployment of a commit off the configured branch."`
+	Images  []string        `json:"images,omitempty" doc:"The distinct container images the commit rendered to (containers and init containers of every pod template); a promotion compares them."`
 	// GitHub reporting.
 	GitHubDeploymentID int64  `json:"githubDeploymentId,omitempty" doc:"The GitHub deployment this deployment is reported on."`
 	GitHubState        string `json:"githubState,omitempty" enum:"queued,in_progress,success,failure,error,inactive" doc:"The last state reported to GitHub."`
@@ -75,21 +76,32 @@ type Record struct {
 
 // Environment is a repo's state in one environment.
 type Environment struct {
-	Environment    string   `json:"environment" doc:"The environment's name."`
-	Namespace      string   `json:"namespace" doc:"The namespace the repo's manifests are applied to."`
-	Branch         string   `json:"branch" doc:"The deployed branch."`
-	Path           string   `json:"path" doc:"The manifests path in the repo."`
-	ObservedCommit *Commit  `json:"observedCommit,omitempty" doc:"The branch head deployd last saw."`
-	CheckError     string   `json:"checkError,omitempty" doc:"Why the last check of the repo failed, if it did."`
-	DeployedCommit string   `json:"deployedCommit,omitempty" doc:"The SHA of the commit whose manifests are applied."`
-	Phase          string   `json:"phase" enum:"none,queued,applying,waiting,succeeded,failed,error,superseded,skipped-no-change" doc:"The phase of the newest deployment; none before the first."`
-	Paused         bool     `json:"paused" doc:"A paused repo is watched but not deployed."`
-	PauseReason    string   `json:"pauseReason,omitempty" doc:"Why the repo is paused."`
-	Current        *Record  `json:"current,omitempty" doc:"The newest deployment record."`
-	Rollout        string   `json:"rollout" enum:"Current,InProgress,Failed,Terminating,NotFound,Unknown" doc:"Overall rollout status: the least healthy of the objects'."`
-	Objects        []Object `json:"objects" nullable:"false" doc:"The applied objects of the deployed record, with their live status."`
-	InSync         bool     `json:"inSync" doc:"False while an applied object no longer matches what deployd applied (a field changed by another writer, or the object deleted)."`
-	DriftReason    string   `json:"driftReason,omitempty" doc:"Why drift is not corrected at once: 'fighting with <manager>' (corrections back off), or the repo is paused."`
+	Environment    string           `json:"environment" doc:"The environment's name."`
+	Namespace      string           `json:"namespace" doc:"The namespace the repo's manifests are applied to."`
+	Branch         string           `json:"branch" doc:"The deployed branch."`
+	Path           string           `json:"path" doc:"The manifests path in the repo."`
+	ObservedCommit *Commit          `json:"observedCommit,omitempty" doc:"The branch head deployd last saw."`
+	CheckError     string           `json:"checkError,omitempty" doc:"Why the last check of the repo failed, if it did."`
+	DeployedCommit string           `json:"deployedCommit,omitempty" doc:"The SHA of the commit whose manifests are applied."`
+	Phase          string           `json:"phase" enum:"none,queued,applying,waiting,succeeded,failed,error,superseded,skipped-no-change,blocked" doc:"The phase of the newest deployment; none before the first."`
+	Paused         bool             `json:"paused" doc:"A paused repo is watched but not deployed."`
+	PauseReason    string           `json:"pauseReason,omitempty" doc:"Why the repo is paused."`
+	Current        *Record          `json:"current,omitempty" doc:"The newest deployment record."`
+	Rollout        string           `json:"rollout" enum:"Current,InProgress,Failed,Terminating,NotFound,Unknown" doc:"Overall rollout status: the least healthy of the objects'."`
+	Objects        []Object         `json:"objects" nullable:"false" doc:"The applied objects of the deployed record, with their live status."`
+	InSync         bool             `json:"inSync" doc:"False while an applied object no longer matches what deployd applied (a field changed by another writer, or the object deleted)."`
+	DriftReason    string           `json:"driftReason,omitempty" doc:"Why drift is not corrected at once: 'fighting with <manager>' (corrections back off), or the repo is paused."`
+	Promotion      *PromotionStatus `json:"promotion,omitempty" doc:"Set when the environment promotes from another (promoteFrom in repos.yaml)."`
+}
+
+// PromotionStatus is where an environment with promoteFrom stands.
+type PromotionStatus struct {
+	From          string    `json:"from" doc:"The environment commits must succeed in first."`
+	Mode          string    `json:"mode" enum:"auto,manual" doc:"auto deploys a commit once it succeeded there; manual waits for a promotion request."`
+	WaitingCommit string    `json:"waitingCommit,omitempty" doc:"The commit waiting to be promoted here, if any."`
+	Reason        string    `json:"reason,omitempty" doc:"What the waiting commit waits for."`
+	Ready         bool      `json:"ready" doc:"The source environment succeeded with the waiting commit: a promotion request would deploy it, if its images match."`
+	Since         time.Time `json:"since,omitzero" doc:"Since when the commit waits."`
 }
 
 // RepoStatus is a repo in every environment.
@@ -104,7 +116,7 @@ type Summary struct {
 	Repo           string `json:"repo" doc:"owner/repo."`
 	Environment    string `json:"environment" doc:"The environment."`
 	Namespace      string `json:"namespace" doc:"The target namespace."`
-	Phase          string `json:"phase" enum:"none,queued,applying,waiting,succeeded,failed,error,superseded,skipped-no-change" doc:"The newest deployment's phase."`
+	Phase          string `json:"phase" enum:"none,queued,applying,waiting,succeeded,failed,error,superseded,skipped-no-change,blocked" doc:"The newest deployment's phase."`
 	Rollout        string `json:"rollout" enum:"Current,InProgress,Failed,Terminating,NotFound,Unknown" doc:"Overall rollout status."`
 	DeployedCommit string `json:"deployedCommit,omitempty" doc:"The SHA whose manifests are applied."`
 	Number         int    `json:"number,omitempty" doc:"The newest deployment's number."`

@@ -16,8 +16,9 @@ func check(args []string, stdout, stderr io.Writer) error {
 	opts := config.DefaultOptions()
 	path := fs.String("config", "repos.yaml", "path to repos.yaml")
 	fs.StringVar(&opts.DefaultEnvironment, "environment", opts.DefaultEnvironment, "environment of repos that set none")
+	fs.BoolVar(&opts.GitHub, "github", false, "deployd reports to GitHub (a token or an app): promoteFrom may name another cluster's environment")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: deployd check [--config repos.yaml] [--environment E]\n\nValidates a config file and lists every problem with its line.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: deployd check [--config repos.yaml] [--environment E] [--github]\n\nValidates a config file and lists every problem with its line.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {

@@ -33,7 +33,7 @@ type ExitError struct {
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
 // Run runs deployd with args (without the program name). Subcommands: check, version,
-// and the client commands status, sync, pause, resume, rollback and wait; none runs the
+// and the client commands status, sync, pause, resume, rollback, wait and promote; none runs the
 // daemon until ctx is cancelled.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
@@ -51,6 +51,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runClient(waitCmd(args[1:], stdout, stderr), stderr)
 		case "diff":
 			return diffCmd(args[1:], stdout, stderr)
+		case "promote":
+			return runClient(promoteCmd(args[1:], stdout, stderr), stderr)
 		}
 	}
 	var hook func(*daemon.Options)
@@ -110,7 +112,8 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: deployd [flags]\n       deployd check --config repos.yaml\n       deployd version\n"+
 			"       deployd status|sync|pause|resume|rollback|wait OWNER/REPO [--server URL] [--token-file F] [--environment E] ...\n"+
-			"       deployd diff OWNER/REPO [--ref REF | --dir LOCAL_DIR] [--environment E]\n\n"+
+			"       deployd diff OWNER/REPO [--ref REF | --dir LOCAL_DIR] [--environment E]\n"+
+			"       deployd promote OWNER/REPO --to ENVIRONMENT [--commit SHA] [--wait]\n\n"+
 			"Every flag can also be set as DEPLOYD_<FLAG> (e.g. DEPLOYD_LOG_LEVEL=debug); flags win.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}

@@ -223,6 +223,7 @@ func statusTable(w io.Writer, st *client.RepoStatus, color bool) error {
 		if e.Current != nil && e.Current.Error != nil {
 			fmt.Fprintf(tw, "  %s: %s\n", paint(color, "error"), *e.Current.Error)
 		}
+		promotionLine(tw, e.Promotion)
 		if !e.InSync && e.DeployedCommit != nil {
 			why := ""
 			if e.DriftReason != nil {

@@ -109,7 +109,7 @@ func (w *waiter) show(r client.Record) (string, string, bool) {
 		msg = *r.Error
 	}
 	switch phase {
-	case "succeeded", "failed", "error", "superseded", "skipped-no-change":
+	case "succeeded", "failed", "error", "superseded", "skipped-no-change", "blocked":
 		return phase, msg, true
 	}
 	return phase, msg, false

@@ -97,6 +97,12 @@ type Repo struct {
 	// ProductionEnvironment and TransientEnvironment are passed to GitHub deployments.
 	ProductionEnvironment bool `json:"productionEnvironment"`
 	TransientEnvironment  bool `json:"transientEnvironment"`
+	// PromoteFrom names the environment a commit must have succeeded in, with the same
+	// images, before it is deployed here (see promotion.go); empty: no gate.
+	PromoteFrom string `json:"promoteFrom,omitempty"`
+	// Promotion is how a commit that passed the gate gets here: auto or manual. Set
+	// (auto by default) exactly when PromoteFrom is.
+	Promotion Promotion `json:"promotion,omitempty"`
 	Settings
 	// Line is the line in the config file where the repo's entry starts.
 	Line int `json:"line"`

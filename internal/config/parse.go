@@ -21,6 +21,10 @@ import (
 type Options struct {
 	// DefaultEnvironment is the environment of repos that set none (deployd's --environment).
 	DefaultEnvironment string
+	// GitHub says deployd reports to GitHub: only then may promoteFrom name an
+	// environment no entry of the file has (another cluster's deployd, asked through
+	// GitHub's deployment statuses).
+	GitHub bool
 }
 
 // DefaultOptions returns the options deployd uses when no flag says otherwise.
@@ -54,6 +58,8 @@ type parser struct {
 	dir      string
 	opts     Options
 	problems []Problem
+	// promotionNode is the current repo entry's promotion value, for its line.
+	promotionNode *yaml.Node
 }
 
 func (p *parser) add(n *yaml.Node, field, format string, args ...any) {

@@ -79,7 +79,7 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
 		want: []string{
 			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
-			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, promoteFrom, promotion, prune, serviceAccount, timeout, transientEnvironment, url`,
 		},
 	}, {
 		name: "unknown top-level and defaults fields",

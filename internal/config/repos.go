@@ -66,6 +66,8 @@ func (p *parser) repos(n *yaml.Node, cfg *Config) {
 		return
 	}
 	seen := map[Key]int{}
+	nodes := map[Key]entryNode{}
+	defer func() { p.checkPromotions(cfg, nodes) }()
 	for i, item := range n.Content {
 		field := fmt.Sprintf("repos[%d]", i)
 		r, ok := p.repo(deref(item), field, cfg.Defaults)
@@ -78,6 +80,7 @@ func (p *parser) repos(n *yaml.Node, cfg *Config) {
 			continue
 		}
 		seen[r.Key()] = item.Line
+		nodes[r.Key()] = entryNode{field: field, node: deref(item)}
 		cfg.Repos = append(cfg.Repos, r)
 	}
 }
@@ -86,6 +89,7 @@ func (p *parser) repos(n *yaml.Node, cfg *Config) {
 func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool) {
 	before := len(p.problems)
 	r := Repo{Settings: defaults, Environment: p.opts.DefaultEnvironment, Line: n.Line, CreateNamespace: true}
+	p.promotionNode = nil
 	var urlNode, authNode *yaml.Node
 	str := func(name, want string, check func(string) string, out *string) func(k, v *yaml.Node) {
 		return func(k, v *yaml.Node) {
@@ -120,6 +124,11 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 		"transientEnvironment": func(k, v *yaml.Node) {
 			p.boolean(v, join(field, "transientEnvironment"), &r.TransientEnvironment)
 		},
+		"promoteFrom": str("promoteFrom", "an environment name such as staging", checkEnvironment, &r.PromoteFrom),
+		"promotion": func(k, v *yaml.Node) {
+			p.promotionNode = v
+			str("promotion", "auto or manual", checkPromotion, (*string)(&r.Promotion))(k, v)
+		},
 	})
 	if deref(n).Kind != yaml.MappingNode {
 		return r, false
@@ -137,6 +146,7 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 	if r.Environment == "" {
 		p.add(n, join(field, "environment"), "missing, and deployd has no default: set it here or start deployd with --environment")
 	}
+	p.checkPromotion(&r, field, n)
 	p.checkAuth(r, field, urlNode, authNode)
 	r.Auth = p.resolveAuth(r.Auth)
 	return r, ok && len(p.problems) == before

@@ -39,6 +39,12 @@ const (
 	// TriggerDrift re-applies the applied commit because the cluster drifted from it;
 	// unlike a rollback it waits while the repo is paused, and yields to any other request.
 	TriggerDrift Trigger = "drift"
+	// TriggerPromote deploys a commit to an entry with promoteFrom on an explicit request
+	// (the API, deployd promote); the promotion gate still applies.
+	TriggerPromote Trigger = "promote"
+	// TriggerPromoteAuto tells an entry with promoteFrom that its source environment
+	// ended a deployment of the commit: auto promotion deploys it, if the gate lets it.
+	TriggerPromoteAuto Trigger = "auto-promote"
 )
 
 // Request asks for a repo to be checked.
@@ -129,6 +135,17 @@ type PermanentError struct{ Err error }
 func (e *PermanentError) Error() string { return e.Err.Error() }
 func (e *PermanentError) Unwrap() error { return e.Err }
 
+// HeldError is a deployer's answer for a revision it did not deploy on purpose: a
+// promotion waiting for its source environment or a request, or refused by its gate. It
+// is not retried, and the revision is remembered neither as deployed nor as failed: the
+// next check asks again.
+type HeldError struct{ Reason string }
+
+func (e *HeldError) Error() string { return e.Reason }
+
+// Held returns a HeldError saying why.
+func Held(reason string) error { return &HeldError{Reason: reason} }
+
 // Permanent wraps err as a PermanentError.
 func Permanent(err error) error { return &PermanentError{Err: err} }
 
@@ -153,6 +170,8 @@ const (
 	ActionFailedBefore Action = "failed before, waiting for a change"
 	// ActionRefused: the branch head is over a fetch limit; waiting for a new one.
 	ActionRefused Action = "refused, waiting for a change"
+	// ActionHeld: the deployer held the revision back (a promotion gate); Err says why.
+	ActionHeld Action = "held by the promotion gate"
 )
 
 // Outcome reports one processing of a key, for logs and metrics.
@@ -460,7 +479,10 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 			GitHubDeploymentID: req.GitHubDeploymentID, Ref: req.Ref, Note: req.Note}
 		out.Err = c.deploy(ctx, d)
 		var permanent *PermanentError
+		var held *HeldError
 		switch {
+		case errors.As(out.Err, &held):
+			out.Action = ActionHeld
 		case errors.As(out.Err, &permanent):
 			out.Action = ActionDeployFailed
 			c.mu.Lock()

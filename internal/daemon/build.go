@@ -68,6 +68,7 @@ type Daemon struct {
 // source and view, the deployment path, the controller, the HTTP handlers. Nothing runs
 // until Run.
 func New(ctx context.Context, opts Options) (*Daemon, error) {
+	opts.Config.GitHub = opts.GitHub.Enabled() // promoteFrom another cluster asks GitHub
 	d := &Daemon{opts: opts, log: opts.Logger, stopElection: func() {}}
 	d.work, d.stopWork = context.WithCancel(context.WithoutCancel(ctx))
 	for _, step := range []func(context.Context) error{d.buildConfig, d.buildCluster, d.buildListeners, d.buildSource, d.buildParts, d.buildController, d.buildPreviews, d.buildHTTP} {
@@ -141,7 +142,11 @@ func (d *Daemon) buildParts(ctx context.Context) (err error) {
 	if d.parts, err = newParts(d.work, &d.wg, d.restCfg, d.src, d.view, d.opts, d.meter, d.log); err != nil {
 		return err
 	}
-	return d.parts.buildReporting(d.opts, d.meter, d.log)
+	if err := d.parts.buildReporting(d.opts, d.meter, d.log); err != nil {
+		return err
+	}
+	d.parts.buildGate()
+	return nil
 }
 
 // buildController builds the work queue and the router that routes requests to it.
@@ -156,7 +161,7 @@ func (d *Daemon) buildController(context.Context) error {
 		d.view.Observe(o.Key, o.Result.Revision, checkErr)
 		d.meter.Outcome(o)
 	}
-	d.ctl = controller.New(d.src, d.parts.runner, ctlOpts)
+	d.ctl = controller.New(d.src, d.parts.gate, ctlOpts)
 	d.meter.QueueDepth(d.ctl.Len)
 	d.parts.ctl = d.ctl
 	d.router = leader.NewRouter(replica{d.parts, d.log}, d.parts.kube, d.opts.Namespace, d.log)

@@ -28,6 +28,8 @@ func logOutcome(log *slog.Logger, o controller.Outcome) {
 		log.Debug("panic caught", append(attrs, "err", o.Err, "stack", string(p.Stack))...)
 	}
 	switch {
+	case o.Action == controller.ActionHeld:
+		log.Info("not deployed: held by the promotion gate", append(attrs, "reason", o.Err.Error())...)
 	case o.Err != nil && o.Action == controller.ActionDeployFailed && o.RetryIn == 0:
 		log.Error("deploy failed; not retried until a new commit or a forced sync", append(attrs, "err", o.Err)...)
 	case o.Err != nil && o.Action == controller.ActionRefused:

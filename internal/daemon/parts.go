@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/deployd/deployd/internal/history"
 	"github.com/deployd/deployd/internal/metrics"
 	"github.com/deployd/deployd/internal/panics"
+	"github.com/deployd/deployd/internal/promote"
 	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
@@ -43,6 +45,8 @@ type parts struct {
 	// checks publishes pull request previews to GitHub (check runs, or statuses and
 	// comments); nil when reporting to GitHub is off.
 	checks  *checks.Publisher
+	ledger  *report.Ledger   // reads GitHub's deployments; nil when reporting is off
+	gate    *promote.Gate    // the controller's deployer: the runner behind the promotion gate
 	drift   *drift.Detector
 	leading func() bool // set once the router exists: only the leader corrects drift
 	// driftPoke asks publishDrift to store the drift that changed, for the followers.
@@ -97,6 +101,9 @@ func (p *parts) buildReporting(opts Options, meter *metrics.Metrics, log *slog.L
 	if p.checks, err = checks.NewForGitHub(gopts, checks.DefaultOptions()); err != nil {
 		return err
 	}
+	if p.ledger, err = report.NewLedger(gopts); err != nil {
+		return err
+	}
 	log.Info("reporting deployments to GitHub", "api", gopts.APIURL, "app", gopts.AppID != 0)
 	return nil
 }
@@ -142,6 +149,7 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 		if p.report != nil {
 			p.report.Record(e.Repo, e.Record, e.GitHubDeploymentID)
 		}
+		p.promoteAfter(e)
 	})
 	return p, nil
 }
@@ -296,4 +304,37 @@ func newDrift(p *parts, opts drift.Options) *drift.Detector {
 	d = drift.New(opts)
 	p.tracker.Observe(d.Observe)
 	return d
+}
+
+// buildGate puts the promotion gate in front of the runner (after buildReporting: a
+// source environment in another cluster is asked through GitHub).
+func (p *parts) buildGate() {
+	var ledger promote.Ledger
+	if p.ledger != nil {
+		ledger = p.ledger
+	}
+	p.gate = promote.New(p.runner, p.runner, p.store, ledger, p.view.Config, p.view)
+}
+
+// promoteAfter tells the entries that promote from e's environment that a deployment of
+// a commit ended there (in-process, at once): auto promotion deploys it if it succeeded
+// and the gate agrees; a failure is recorded as blocked; manual promotion shows it as
+// waiting. Drift corrections and rollbacks redo a commit and promote nothing.
+func (p *parts) promoteAfter(e deploy.Event) {
+	r := e.Record
+	switch {
+	case p.ctl == nil, r.Commit.SHA == "",
+		r.Trigger == string(controller.TriggerDrift), r.Trigger == string(controller.TriggerRollback):
+		return
+	case r.Phase != history.Succeeded && r.Phase != history.Failed && r.Phase != history.Error:
+		return
+	}
+	cfg := p.view.Config()
+	if cfg == nil {
+		return
+	}
+	for _, to := range cfg.Promoters(e.Repo.Key()) {
+		p.ctl.Enqueue(to.Key(), controller.Request{Trigger: controller.TriggerPromoteAuto, Commit: r.Commit.SHA,
+			Note: fmt.Sprintf("%s %s with %s", e.Repo.Environment, r.Phase, source.ShortSHA(r.Commit.SHA))})
+	}
 }

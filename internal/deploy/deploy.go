@@ -148,11 +148,20 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 		return fmt.Errorf("recording the deployment: %w", err)
 	}
 	gh := d.GitHubDeploymentID
+	// Rendered before it is told of: the images go with the record from its start (the
+	// GitHub deployment created for it carries them, for another cluster's promotion).
+	objs, err := r.renderSafely(ctx, d)
+	if err == nil {
+		rec.Images, rec.ImagesRecorded = imagesOf(objs)
+	}
 	queued := rec.Clone()
 	queued.Phase = history.Queued
 	r.notify(Event{Repo: d.Repo, Record: queued, GitHubDeploymentID: gh})
 	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
-	res, err := r.applySafely(ctx, d, rec.Number)
+	var res apply.Result
+	if err == nil {
+		res, err = r.applySafely(ctx, d, rec.Number, objs)
+	}
 	rec.Objects = objectsOf(res.Changes)
 	if res.Rebuilt != nil {
 		rec.Note = joinText(rec.Note, res.Rebuilt.Note())
@@ -170,15 +179,31 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 
 // applySafely is apply behind a recover: a panic, in it or in a goroutine of the apply
 // (which recovers its own), fails this deployment for good instead of ending deployd.
-func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, number int) (res apply.Result, err error) {
-	defer func() {
-		var p *panics.Error
-		if errors.As(err, &p) {
-			err = controller.Permanent(err)
-		}
-	}()
+func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, number int, objs []render.Object) (res apply.Result, err error) {
+	defer permanentPanic(&err)
 	defer panics.Recover(&err)
-	return r.apply(ctx, d, number)
+	return r.apply(ctx, d, number, objs)
+}
+
+// renderSafely renders d's revision behind a recover, like applySafely.
+func (r *Runner) renderSafely(ctx context.Context, d controller.Deployment) (objs []render.Object, err error) {
+	defer permanentPanic(&err)
+	defer panics.Recover(&err)
+	return r.render(ctx, d.Repo, d.Revision.Commit)
+}
+
+// permanentPanic makes a recovered panic a permanent failure: the same input would panic again.
+func permanentPanic(err *error) {
+	var p *panics.Error
+	if errors.As(*err, &p) {
+		*err = controller.Permanent(*err)
+	}
+}
+
+// imagesOf is the images of objs for a record; not recorded when over render.MaxImages.
+func imagesOf(objs []render.Object) ([]string, bool) {
+	images, err := render.Images(objs)
+	return images, err == nil
 }
 
 // takeRedo returns the crashes counted for commit when it is the repo's interrupted
@@ -194,11 +219,7 @@ func (r *Runner) takeRedo(key config.Key, commit string) int {
 	return rd.crashes
 }
 
-func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int) (apply.Result, error) {
-	objs, err := r.render(ctx, d.Repo, d.Revision.Commit)
-	if err != nil {
-		return apply.Result{}, err
-	}
+func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int, objs []render.Object) (apply.Result, error) {
 	res, err := r.applier.Apply(ctx, apply.Request{Repo: d.Repo, Commit: d.Revision.Commit, Number: number, Objects: objs})
 	var invalid *apply.ValidationError
 	if errors.As(err, &invalid) {
@@ -559,4 +580,17 @@ func setStatus(objs []history.Object, name string, s rollout.Tracked) {
 			objs[i].Status, objs[i].Message = string(s.Status), s.Summary()
 		}
 	}
+}
+
+// Blocked records a promotion the gate refused (phase blocked): nothing is applied, what
+// runs does not change. why names the difference; images are what the commit would run.
+func (r *Runner) Blocked(ctx context.Context, d controller.Deployment, why string, images []string) (history.Record, error) {
+	rec := recordOf(d, history.Blocked, time.Now().UTC())
+	rec.Ended, rec.Error, rec.Note = rec.Started, why, note(d)
+	rec.Images, rec.ImagesRecorded = images, images != nil
+	rec, err := r.history.Create(ctx, d.Repo, rec)
+	if err == nil {
+		r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: d.GitHubDeploymentID})
+	}
+	return rec, err
 }

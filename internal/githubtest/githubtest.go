@@ -136,18 +136,42 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, body map[string]a
 		w.WriteHeader(http.StatusCreated)
 		json.NewEncoder(w).Encode(map[string]any{"id": 1, "state": body["state"]})
 	case r.Method == http.MethodGet && len(parts) == 6 && parts[3] == "deployments" && parts[5] == "statuses":
-		var out []map[string]any
-		for _, c := range s.Calls() {
-			if c.Method == http.MethodPost && c.Path == r.URL.Path {
+		out := []map[string]any{}
+		calls := s.Calls()
+		for i := len(calls) - 1; i >= 0; i-- { // newest first, as GitHub lists them
+			if c := calls[i]; c.Method == http.MethodPost && c.Path == r.URL.Path && !c.Refused {
 				out = append(out, c.Body)
 			}
 		}
 		json.NewEncoder(w).Encode(out)
 	case s.routeChecks(w, r, body):
+	case r.Method == http.MethodGet && len(parts) == 4 && parts[0] == "repos" && parts[3] == "deployments":
+		json.NewEncoder(w).Encode(s.deployments(strings.Join(parts[:3], "/"), r.URL.Query().Get("sha"), r.URL.Query().Get("environment")))
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		fmt.Fprintf(w, `{"message":"the stand-in does not serve %s %s"}`, r.Method, r.URL.Path)
 	}
+}
+
+// deployments lists the deployments created at path (repos/OWNER/REPO), newest first,
+// with the sha and environment asked for (GitHub's filters), as GitHub shows them.
+func (s *Server) deployments(path, sha, environment string) []map[string]any {
+	out := []map[string]any{}
+	calls := s.Calls()
+	for i := len(calls) - 1; i >= 0; i-- {
+		c := calls[i]
+		if c.DeploymentID == 0 || strings.Trim(c.Path, "/") != path+"/deployments" {
+			continue
+		}
+		ref, _ := c.Body["ref"].(string)
+		env, _ := c.Body["environment"].(string)
+		if (sha != "" && ref != sha) || (environment != "" && env != environment) {
+			continue
+		}
+		out = append(out, map[string]any{"id": c.DeploymentID, "sha": ref, "ref": ref, "environment": env,
+			"payload": c.Body["payload"], "description": c.Body["description"]})
+	}
+	return out
 }
 
 // Calls returns the calls so far.

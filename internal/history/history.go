@@ -29,6 +29,8 @@ const (
 	Error           Phase = "error"
 	Superseded      Phase = "superseded"
 	SkippedNoChange Phase = "skipped-no-change"
+	// Blocked is a promotion the gate refused (see promoteFrom): nothing was applied.
+	Blocked Phase = "blocked"
 )
 
 // Done reports whether the phase is final.
@@ -84,6 +86,12 @@ type Record struct {
 	Error string `json:"error,omitempty"`
 	// Objects are the per-object outcomes.
 	Objects []Object `json:"objects,omitempty"`
+	// Images are the distinct container images the commit's manifests rendered to (every
+	// container and init container of every pod template), sorted; a promotion compares them.
+	Images []string `json:"images,omitempty"`
+	// ImagesRecorded tells Images is known (it may be empty): false for records of an
+	// older deployd, of a render that failed, or over render.MaxImages.
+	ImagesRecorded bool `json:"imagesRecorded,omitempty"`
 	// Note says something unusual about the deployment, e.g. a commit off the configured branch.
 	Note string `json:"note,omitempty"`
 	// Crashes counts the times deployd was killed (crashed, OOM-killed) while deploying
@@ -107,6 +115,7 @@ type GitHub struct {
 // Clone returns a copy that shares no memory with r.
 func (r Record) Clone() Record {
 	r.Objects = append([]Object(nil), r.Objects...)
+	r.Images = append([]string(nil), r.Images...)
 	return r
 }
 

@@ -50,9 +50,12 @@ type Reporter struct {
 
 // stream is one deployd deployment's reports, sent in order.
 type stream struct {
-	repo    config.Repo
-	number  int
-	sha     string
+	repo   config.Repo
+	number int
+	sha    string
+	// images are the record's images, put in the GitHub deployment's payload (nil: not
+	// recorded): another cluster's deployd promoting from this environment compares them.
+	images  []string
 	id      int64 // the GitHub deployment's id, once created
 	queued  int   // how many of statesFor's states were queued: they only grow
 	jobs    chan job
@@ -83,8 +86,8 @@ func (r *Reporter) Wait() { r.wg.Wait() }
 // its id (githubID), and no new GitHub deployment is created for it.
 func (r *Reporter) Record(repo config.Repo, rec history.Record, githubID int64) {
 	states := statesFor(rec)
-	if len(states) == 0 {
-		return
+	if len(states) == 0 || (rec.Phase == history.Blocked && githubID == 0) {
+		return // a blocked promotion is told on GitHub only to who asked for it there
 	}
 	s := r.stream(repo, rec, githubID)
 	if s == nil {
@@ -121,6 +124,8 @@ func statesFor(rec history.Record) []string {
 		return []string{"queued", "in_progress", "error"}
 	case history.Superseded:
 		return []string{"queued", "in_progress", "inactive"}
+	case history.Blocked:
+		return []string{"failure"} // only for a GitHub deployment asked for (see Record)
 	}
 	return nil // skipped-no-change: nothing was deployed
 }
@@ -165,6 +170,9 @@ func (r *Reporter) stream(repo config.Repo, rec history.Record, githubID int64) 
 		return nil
 	}
 	s := &stream{repo: repo, number: rec.Number, sha: rec.Commit.SHA, id: githubID, jobs: make(chan job, 16)}
+	if rec.ImagesRecorded {
+		s.images = append([]string{}, rec.Images...)
+	}
 	r.streams[k] = s
 	ctx := r.ctx
 	r.wg.Go(func() { r.run(ctx, s) })
@@ -236,7 +244,7 @@ func (r *Reporter) attempt(ctx context.Context, s *stream, owner, name string, j
 			TransientEnvironment:  github.Bool(rec.TransientEnvironment),
 			ProductionEnvironment: github.Bool(rec.ProductionEnvironment),
 			Description:           github.String("deployd " + history.Record{Number: s.number}.Name()),
-			Payload:               map[string]any{"deployd": map[string]any{"number": s.number}},
+			Payload:               payload(s),
 		})
 		if err != nil {
 			return err
@@ -255,6 +263,25 @@ func (r *Reporter) attempt(ctx context.Context, s *stream, owner, name string, j
 		req.AutoInactive = github.Bool(true) // older deployments of the environment become inactive
 	}
 	return r.api.CreateStatus(rctx, owner, name, s.id, req)
+}
+
+// payload is a GitHub deployment's payload: deployd's number for it and, when known, the
+// images it runs (PayloadImages reads them back).
+func payload(s *stream) map[string]any {
+	p := map[string]any{"number": s.number}
+	if s.images != nil {
+		p["images"] = s.images
+	}
+	return map[string]any{"deployd": p}
+}
+
+// Payload is the part of a GitHub deployment's payload deployd writes.
+type Payload struct {
+	Deployd struct {
+		Number int `json:"number"`
+		// Images is nil when the deployment did not record them.
+		Images []string `json:"images"`
+	} `json:"deployd"`
 }
 
 // notFound logs a repo GitHub cannot show once, not per deployment.

@@ -34,6 +34,8 @@ type Entry struct {
 	Records []history.Record
 	// Pause is the pause state.
 	Pause Pause
+	// Promotion is the commit waiting to be promoted, for an entry with promoteFrom.
+	Promotion Promotion
 	// Version grows at every change of the entry: readers may keep what they built
 	// from it while it stays the same.
 	Version uint64
@@ -255,4 +257,21 @@ func (v *View) Subscribers() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return len(v.subs)
+}
+
+// Promotion is the commit waiting to be promoted to an entry with promoteFrom.
+type Promotion struct {
+	// Commit is its SHA; empty when nothing waits.
+	Commit string `json:"commit,omitempty"`
+	// Reason says what it waits for.
+	Reason string `json:"reason,omitempty"`
+	// Ready is set when the source environment succeeded with it.
+	Ready bool `json:"ready,omitempty"`
+	// Since is when it started waiting.
+	Since time.Time `json:"since,omitzero"`
+}
+
+// SetPromotion records the commit waiting to be promoted (zero: none).
+func (v *View) SetPromotion(key config.Key, p Promotion) {
+	v.update(key, nil, func(e *Entry) { e.Promotion = p })
 }

@@ -196,6 +196,8 @@ func (h *Handler) act(ctx context.Context, event, contentType string, raw []byte
 		return h.deployment(ctx, payload)
 	case "pull_request":
 		return h.pullRequest(payload)
+	case "deployment_status":
+		return h.deploymentStatus(ctx, payload)
 	}
 	return http.StatusAccepted, fmt.Sprintf("event %q is not one deployd acts on; ignored", event), nil
 }

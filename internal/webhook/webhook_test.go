@@ -40,7 +40,7 @@ func (q *fakeQueue) Config() *config.Config { return q.cfg }
 func (q *fakeQueue) Enqueue(ctx context.Context, k config.Key, req controller.Request) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if req.Trigger != controller.TriggerWebhook && req.Trigger != controller.TriggerGitHubDeployment {
+	if req.Trigger != controller.TriggerWebhook && req.Trigger != controller.TriggerGitHubDeployment && req.Trigger != controller.TriggerPromoteAuto {
 		panic("trigger " + req.Trigger)
 	}
 	if ctx.Err() != nil {

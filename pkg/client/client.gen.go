@@ -41,6 +41,7 @@ func (e ConfigRepoAuth) Valid() bool {
 // Defines values for EnvironmentPhase.
 const (
 	EnvironmentPhaseApplying        EnvironmentPhase = "applying"
+	EnvironmentPhaseBlocked         EnvironmentPhase = "blocked"
 	EnvironmentPhaseError           EnvironmentPhase = "error"
 	EnvironmentPhaseFailed          EnvironmentPhase = "failed"
 	EnvironmentPhaseNone            EnvironmentPhase = "none"
@@ -55,6 +56,8 @@ const (
 func (e EnvironmentPhase) Valid() bool {
 	switch e {
 	case EnvironmentPhaseApplying:
+		return true
+	case EnvironmentPhaseBlocked:
 		return true
 	case EnvironmentPhaseError:
 		return true
@@ -167,6 +170,24 @@ func (e ObjectOutcomeAction) Valid() bool {
 	}
 }
 
+// Defines values for PromotionStatusMode.
+const (
+	Auto   PromotionStatusMode = "auto"
+	Manual PromotionStatusMode = "manual"
+)
+
+// Valid indicates whether the value is a known member of the PromotionStatusMode enum.
+func (e PromotionStatusMode) Valid() bool {
+	switch e {
+	case Auto:
+		return true
+	case Manual:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for RecordGithubState.
 const (
 	RecordGithubStateError      RecordGithubState = "error"
@@ -200,6 +221,7 @@ func (e RecordGithubState) Valid() bool {
 // Defines values for RecordPhase.
 const (
 	RecordPhaseApplying        RecordPhase = "applying"
+	RecordPhaseBlocked         RecordPhase = "blocked"
 	RecordPhaseError           RecordPhase = "error"
 	RecordPhaseFailed          RecordPhase = "failed"
 	RecordPhaseQueued          RecordPhase = "queued"
@@ -213,6 +235,8 @@ const (
 func (e RecordPhase) Valid() bool {
 	switch e {
 	case RecordPhaseApplying:
+		return true
+	case RecordPhaseBlocked:
 		return true
 	case RecordPhaseError:
 		return true
@@ -236,10 +260,12 @@ func (e RecordPhase) Valid() bool {
 // Defines values for RecordTrigger.
 const (
 	Api              RecordTrigger = "api"
+	AutoPromote      RecordTrigger = "auto-promote"
 	Config           RecordTrigger = "config"
 	Drift            RecordTrigger = "drift"
 	GithubDeployment RecordTrigger = "github-deployment"
 	Poll             RecordTrigger = "poll"
+	Promote          RecordTrigger = "promote"
 	Rollback         RecordTrigger = "rollback"
 	Startup          RecordTrigger = "startup"
 	Webhook          RecordTrigger = "webhook"
@@ -250,6 +276,8 @@ func (e RecordTrigger) Valid() bool {
 	switch e {
 	case Api:
 		return true
+	case AutoPromote:
+		return true
 	case Config:
 		return true
 	case Drift:
@@ -257,6 +285,8 @@ func (e RecordTrigger) Valid() bool {
 	case GithubDeployment:
 		return true
 	case Poll:
+		return true
+	case Promote:
 		return true
 	case Rollback:
 		return true
@@ -293,6 +323,7 @@ func (e ResultState) Valid() bool {
 // Defines values for SummaryPhase.
 const (
 	SummaryPhaseApplying        SummaryPhase = "applying"
+	SummaryPhaseBlocked         SummaryPhase = "blocked"
 	SummaryPhaseError           SummaryPhase = "error"
 	SummaryPhaseFailed          SummaryPhase = "failed"
 	SummaryPhaseNone            SummaryPhase = "none"
@@ -307,6 +338,8 @@ const (
 func (e SummaryPhase) Valid() bool {
 	switch e {
 	case SummaryPhaseApplying:
+		return true
+	case SummaryPhaseBlocked:
 		return true
 	case SummaryPhaseError:
 		return true
@@ -569,7 +602,8 @@ type Environment struct {
 	Paused bool `json:"paused"`
 
 	// Phase The phase of the newest deployment; none before the first.
-	Phase EnvironmentPhase `json:"phase"`
+	Phase     EnvironmentPhase `json:"phase"`
+	Promotion *PromotionStatus `json:"promotion,omitempty"`
 
 	// Rollout Overall rollout status: the least healthy of the objects'.
 	Rollout EnvironmentRollout `json:"rollout"`
@@ -804,6 +838,42 @@ type PreviewsOutputBody struct {
 	Previews []Preview `json:"previews"`
 }
 
+// PromoteOutputBody defines model for PromoteOutputBody.
+type PromoteOutputBody struct {
+	// Commit The commit asked to be promoted.
+	Commit string `json:"commit"`
+
+	// From The environment it must have succeeded in, with the same images.
+	From string `json:"from"`
+
+	// Message What was queued.
+	Message string `json:"message"`
+}
+
+// PromotionStatus defines model for PromotionStatus.
+type PromotionStatus struct {
+	// From The environment commits must succeed in first.
+	From string `json:"from"`
+
+	// Mode auto deploys a commit once it succeeded there; manual waits for a promotion request.
+	Mode PromotionStatusMode `json:"mode"`
+
+	// Ready The source environment succeeded with the waiting commit: a promotion request would deploy it, if its images match.
+	Ready bool `json:"ready"`
+
+	// Reason What the waiting commit waits for.
+	Reason *string `json:"reason,omitempty"`
+
+	// Since Since when the commit waits.
+	Since *time.Time `json:"since,omitempty"`
+
+	// WaitingCommit The commit waiting to be promoted here, if any.
+	WaitingCommit *string `json:"waitingCommit,omitempty"`
+}
+
+// PromotionStatusMode auto deploys a commit once it succeeded there; manual waits for a promotion request.
+type PromotionStatusMode string
+
 // Record defines model for Record.
 type Record struct {
 	Commit Commit `json:"commit"`
@@ -819,6 +889,9 @@ type Record struct {
 
 	// GithubState The last state reported to GitHub.
 	GithubState *RecordGithubState `json:"githubState,omitempty"`
+
+	// Images The distinct container images the commit rendered to (containers and init containers of every pod template); a promotion compares them.
+	Images *[]string `json:"images,omitempty"`
 
 	// Name The deployment's display name, e.g. deployment-0007.
 	Name string `json:"name"`
@@ -1088,6 +1161,18 @@ type GetPreviewParams struct {
 	Authorization *string `json:"Authorization,omitempty"`
 }
 
+// PromoteParams defines parameters for Promote.
+type PromoteParams struct {
+	// Environment The environment to promote to (one with promoteFrom); needed when the repo has several.
+	Environment *string `form:"environment,omitempty" json:"environment,omitempty"`
+
+	// Commit The full SHA to promote; default: the commit waiting to be promoted, else the one the source environment runs.
+	Commit *string `form:"commit,omitempty" json:"commit,omitempty"`
+
+	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
+	Authorization *string `json:"Authorization,omitempty"`
+}
+
 // ResumeParams defines parameters for Resume.
 type ResumeParams struct {
 	// Environment The environment; needed when the repo has several.
@@ -1295,6 +1380,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /deployment/{owner}/{repo}/previews/{number} (the `GetPreview` operationId).
 	GetPreview(ctx context.Context, owner string, repo string, number int64, params *GetPreviewParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// Promote Promote a commit to an environment
+	//
+	// Queues the deployment of a commit to an environment with promoteFrom. It is deployed only if the commit succeeded in the source environment and renders to exactly the images that ran there; otherwise its record is blocked, with the difference in its error. Follow it in the environment's status or history.
+	//
+	// Corresponds with POST /deployment/{owner}/{repo}/promote (the `Promote` operationId).
+	Promote(ctx context.Context, owner string, repo string, params *PromoteParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// Resume Resume a paused repo
 	//
@@ -1505,6 +1597,23 @@ func (c *Client) ListPreviews(ctx context.Context, owner string, repo string, pa
 // Corresponds with GET /deployment/{owner}/{repo}/previews/{number} (the `GetPreview` operationId).
 func (c *Client) GetPreview(ctx context.Context, owner string, repo string, number int64, params *GetPreviewParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetPreviewRequest(c.Server, owner, repo, number, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// Promote Promote a commit to an environment
+//
+// Queues the deployment of a commit to an environment with promoteFrom. It is deployed only if the commit succeeded in the source environment and renders to exactly the images that ran there; otherwise its record is blocked, with the difference in its error. Follow it in the environment's status or history.
+//
+// Corresponds with POST /deployment/{owner}/{repo}/promote (the `Promote` operationId).
+func (c *Client) Promote(ctx context.Context, owner string, repo string, params *PromoteParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPromoteRequest(c.Server, owner, repo, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2447,6 +2556,101 @@ func NewGetPreviewRequest(server string, owner string, repo string, number int64
 	return req, nil
 }
 
+// NewPromoteRequest constructs an http.Request for the Promote method
+func NewPromoteRequest(server string, owner string, repo string, params *PromoteParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "owner", owner, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "repo", repo, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/deployment/%s/%s/promote", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Environment != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "environment", *params.Environment, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Commit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "commit", *params.Commit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.Authorization != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Authorization", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewResumeRequest constructs an http.Request for the Resume method
 func NewResumeRequest(server string, owner string, repo string, params *ResumeParams) (*http.Request, error) {
 	var err error
@@ -2977,6 +3181,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /deployment/{owner}/{repo}/previews/{number} (the `GetPreview` operationId).
 	GetPreviewWithResponse(ctx context.Context, owner string, repo string, number int64, params *GetPreviewParams, reqEditors ...RequestEditorFn) (*GetPreviewResponse, error)
+
+	// PromoteWithResponse Promote a commit to an environment
+	//
+	// Queues the deployment of a commit to an environment with promoteFrom. It is deployed only if the commit succeeded in the source environment and renders to exactly the images that ran there; otherwise its record is blocked, with the difference in its error. Follow it in the environment's status or history.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /deployment/{owner}/{repo}/promote (the `Promote` operationId).
+	PromoteWithResponse(ctx context.Context, owner string, repo string, params *PromoteParams, reqEditors ...RequestEditorFn) (*PromoteResponse, error)
 
 	// ResumeWithResponse Resume a paused repo
 	//
@@ -3766,6 +3979,96 @@ func (r GetPreviewResponse) ContentType() string {
 	return ""
 }
 
+type PromoteResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *PromoteOutputBody
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *ErrorModel
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *ErrorModel
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ErrorModel
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *ErrorModel
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ErrorModel
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *ErrorModel
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ErrorModel
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r PromoteResponse) GetJSON202() *PromoteOutputBody {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PromoteResponse) GetApplicationproblemJSON400() *ErrorModel {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PromoteResponse) GetApplicationproblemJSON401() *ErrorModel {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r PromoteResponse) GetApplicationproblemJSON404() *ErrorModel {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r PromoteResponse) GetApplicationproblemJSON409() *ErrorModel {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r PromoteResponse) GetApplicationproblemJSON422() *ErrorModel {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r PromoteResponse) GetApplicationproblemJSON500() *ErrorModel {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r PromoteResponse) GetApplicationproblemJSON503() *ErrorModel {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r PromoteResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PromoteResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PromoteResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PromoteResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ResumeResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4305,6 +4608,21 @@ func (c *ClientWithResponses) GetPreviewWithResponse(ctx context.Context, owner 
 		return nil, err
 	}
 	return ParseGetPreviewResponse(rsp)
+}
+
+// PromoteWithResponse Promote a commit to an environment
+//
+// Queues the deployment of a commit to an environment with promoteFrom. It is deployed only if the commit succeeded in the source environment and renders to exactly the images that ran there; otherwise its record is blocked, with the difference in its error. Follow it in the environment's status or history.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /deployment/{owner}/{repo}/promote (the `Promote` operationId).
+func (c *ClientWithResponses) PromoteWithResponse(ctx context.Context, owner string, repo string, params *PromoteParams, reqEditors ...RequestEditorFn) (*PromoteResponse, error) {
+	rsp, err := c.Promote(ctx, owner, repo, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePromoteResponse(rsp)
 }
 
 // ResumeWithResponse Resume a paused repo
@@ -4947,6 +5265,81 @@ func ParseGetPreviewResponse(rsp *http.Response) (*GetPreviewResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePromoteResponse parses an HTTP response from a PromoteWithResponse call
+func ParsePromoteResponse(rsp *http.Response) (*PromoteResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PromoteResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest PromoteOutputBody
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ErrorModel

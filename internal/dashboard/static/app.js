@@ -51,7 +51,7 @@ function h(tag, attrs, ...children) {
 const tone = {
   succeeded: "ok", Current: "ok",
   queued: "warn", applying: "warn", waiting: "warn", InProgress: "warn", Terminating: "warn",
-  failed: "bad", error: "bad", Failed: "bad", NotFound: "bad",
+  failed: "bad", error: "bad", Failed: "bad", NotFound: "bad", blocked: "bad",
 };
 
 function badge(text) {
@@ -122,6 +122,11 @@ function commitCell(url, e) {
   const cell = [commit(url, e.deployedCommit)];
   if (cur && cur.commit.sha !== e.deployedCommit) {
     cell.push(h("span", { class: "next" }, "→ ", commit(url, cur.commit.sha, cur.commit.message), " " + cur.phase));
+  }
+  const p = e.promotion;
+  if (p && p.waitingCommit) {
+    cell.push(h("span", { class: "next", "data-promotion": "", title: p.reason || "" },
+      "waiting for promotion from " + p.from + ": ", commit(url, p.waitingCommit), p.ready ? " (ready)" : ""));
   }
   return cell;
 }
