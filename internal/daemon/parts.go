@@ -45,8 +45,8 @@ type parts struct {
 	// checks publishes pull request previews to GitHub (check runs, or statuses and
 	// comments); nil when reporting to GitHub is off.
 	checks  *checks.Publisher
-	ledger  *report.Ledger   // reads GitHub's deployments; nil when reporting is off
-	gate    *promote.Gate    // the controller's deployer: the runner behind the promotion gate
+	ledger  *report.Ledger // reads GitHub's deployments; nil when reporting is off
+	gate    *promote.Gate  // the controller's deployer: the runner behind the promotion gate
 	drift   *drift.Detector
 	leading func() bool // set once the router exists: only the leader corrects drift
 	// driftPoke asks publishDrift to store the drift that changed, for the followers.
