@@ -136,6 +136,7 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 			p.report.Record(e.Repo, e.Record, e.GitHubDeploymentID)
 		}
 	})
+	p.runner.Cluster = applier // a chart's .Capabilities
 	return p, nil
 }
 

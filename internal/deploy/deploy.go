@@ -30,6 +30,12 @@ type Applier interface {
 	Apply(ctx context.Context, req apply.Request) (apply.Result, error)
 }
 
+// Cluster tells a Helm chart's templates what the cluster serves (.Capabilities);
+// apply.Applier does.
+type Cluster interface {
+	Capabilities(ctx context.Context) (*render.Capabilities, error)
+}
+
 // Waiter waits for applied objects to roll out (rollout.Tracker does).
 type Waiter interface {
 	Wait(ctx context.Context, targets []rollout.Target, timeout time.Duration) rollout.WaitResult
@@ -73,6 +79,9 @@ type Runner struct {
 	// Limits bound the files read under the manifests path (a kustomization's read of
 	// the whole repo may have ten times MaxFiles); more fails the deployment for good.
 	Limits source.Limits
+	// Cluster, when set, gives Helm charts the cluster's version and APIs; without it
+	// they see Helm's defaults.
+	Cluster Cluster
 
 	files   Files
 	applier Applier
@@ -152,7 +161,11 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	queued.Phase = history.Queued
 	r.notify(Event{Repo: d.Repo, Record: queued, GitHubDeploymentID: gh})
 	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
-	res, err := r.applySafely(ctx, d, rec.Number)
+	res, rendered, err := r.applySafely(ctx, d, rec.Number)
+	rec.Renderer = rendered.Renderer
+	if c := rendered.Chart; c != nil {
+		rec.Chart = history.Chart{Name: c.Name, Version: c.Version}
+	}
 	rec.Objects = objectsOf(res.Changes)
 	if res.Rebuilt != nil {
 		rec.Note = joinText(rec.Note, res.Rebuilt.Note())
@@ -170,7 +183,7 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 
 // applySafely is apply behind a recover: a panic, in it or in a goroutine of the apply
 // (which recovers its own), fails this deployment for good instead of ending deployd.
-func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, number int) (res apply.Result, err error) {
+func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, number int) (res apply.Result, rendered render.Result, err error) {
 	defer func() {
 		var p *panics.Error
 		if errors.As(err, &p) {
@@ -194,54 +207,75 @@ func (r *Runner) takeRedo(key config.Key, commit string) int {
 	return rd.crashes
 }
 
-func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int) (apply.Result, error) {
-	objs, err := r.render(ctx, d.Repo, d.Revision.Commit)
+func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int) (apply.Result, render.Result, error) {
+	rendered, err := r.render(ctx, d.Repo, d.Revision.Commit)
 	if err != nil {
-		return apply.Result{}, err
+		return apply.Result{}, rendered, err
 	}
-	res, err := r.applier.Apply(ctx, apply.Request{Repo: d.Repo, Commit: d.Revision.Commit, Number: number, Objects: objs})
+	res, err := r.applier.Apply(ctx, apply.Request{Repo: d.Repo, Commit: d.Revision.Commit, Number: number, Objects: rendered.Objects})
 	var invalid *apply.ValidationError
 	if errors.As(err, &invalid) {
-		return res, controller.Permanent(err)
+		return res, rendered, controller.Permanent(err)
 	}
-	return res, err
+	return res, rendered, err
 }
 
 // Objects renders repo's manifests at commit, within the Runner's limits (for drift's
 // dry run of the applied commit).
 func (r *Runner) Objects(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
-	return r.render(ctx, repo, commit)
+	res, err := r.render(ctx, repo, commit)
+	return res.Objects, err
+}
+
+// renderOptions are repo's options for rendering: its limits, and a chart's release,
+// values and the cluster's capabilities.
+func (r *Runner) renderOptions(ctx context.Context, repo config.Repo, chart bool) (render.Options, error) {
+	opts := render.Options{Limits: render.DefaultLimits(), Environment: repo.Environment, Namespace: repo.Namespace,
+		ReleaseName: repo.HelmReleaseName(), Values: repo.Values, Set: repo.Set}
+	opts.Limits.MaxObjects = r.MaxObjects
+	if chart && r.Cluster != nil {
+		caps, err := r.Cluster.Capabilities(ctx)
+		if err != nil {
+			return opts, fmt.Errorf("rendering %s: reading the cluster's capabilities for the chart: %w", repo.ManifestPath(), err)
+		}
+		opts.Capabilities = caps
+	}
+	return opts, nil
 }
 
 // render reads and renders repo's manifests at commit; what the commit is to blame for
 // is a controller.Permanent error.
-func (r *Runner) render(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
+func (r *Runner) render(ctx context.Context, repo config.Repo, commit string) (render.Result, error) {
 	files, err := r.files.Files(repo, commit, repo.ManifestPath(), r.Limits)
 	if err != nil {
-		return nil, readErr(err)
+		return render.Result{}, readErr(err)
 	}
-	if render.IsKustomization(files, repo.ManifestPath()) {
-		// An overlay may reach ../base anywhere in the repo, next to the app's own code.
+	chart := render.IsChart(files, repo.ManifestPath())
+	if chart || render.IsKustomization(files, repo.ManifestPath()) {
+		// An overlay may reach ../base anywhere in the repo, next to the app's own code;
+		// a chart its values files and file:// dependencies.
 		lim := r.Limits
 		lim.MaxFiles *= repoFiles
 		if files, err = r.files.Files(repo, commit, ".", lim); err != nil {
-			return nil, readErr(err)
+			return render.Result{}, readErr(err)
 		}
 	}
-	lim := render.DefaultLimits()
-	lim.MaxObjects = r.MaxObjects
+	opts, err := r.renderOptions(ctx, repo, chart)
+	if err != nil {
+		return render.Result{}, err
+	}
 	rctx, cancel := context.WithTimeout(ctx, render.DefaultTimeout)
-	objs, err := render.Render(rctx, files, repo.ManifestPath(), lim)
+	res, err := render.RenderWith(rctx, files, repo.ManifestPath(), opts)
 	cancel()
 	var bad *render.Error
 	if err != nil && (ctx.Err() != nil || !errors.As(err, &bad)) {
 		// Stopped or superseded, or a worker that could not start: not the commit's fault.
-		return nil, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
+		return res, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
 	}
 	if err != nil {
-		return nil, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
+		return res, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
 	}
-	return objs, nil
+	return res, nil
 }
 
 // readErr classifies an error reading a commit's files: over a limit is the commit's
