@@ -137,4 +137,3 @@ func readTree(root, dir string, lim source.Limits) (map[string][]byte, error) {
 	}
 	return files, err
 }
-

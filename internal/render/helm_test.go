@@ -1,6 +1,9 @@
 package render
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io/fs"
@@ -272,5 +275,54 @@ func TestHelmLookupIsEmpty(t *testing.T) {
 	cm := byName(res.Objects)["ConfigMap/seen"]
 	if diff := cmp.Diff(map[string]any{"found": "0", "host": ""}, cm.Object["data"]); diff != "" {
 		t.Errorf("lookup and getHostByName (-want +got):\n%s", diff)
+	}
+}
+
+// tgz packs files as `helm package` does: every path under one directory named for the chart.
+func tgz(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for name, content := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestHelmVendoredArchive: a dependency vendored as `helm dependency build` leaves it,
+// a .tgz in charts/, is rendered with the parent's values for it.
+func TestHelmVendoredArchive(t *testing.T) {
+	files := chartWith(map[string]string{
+		"deploy/chart/Chart.yaml":  "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n- name: redis\n  version: 18.0.0\n  repository: oci://registry.example.com/charts\n",
+		"deploy/chart/values.yaml": "redis: {port: 6380}\n",
+	})
+	files["deploy/chart/charts/redis-18.0.0.tgz"] = tgz(t, map[string]string{
+		"redis/Chart.yaml":          "apiVersion: v2\nname: redis\nversion: 18.0.0\n",
+		"redis/values.yaml":         "port: 6379\n",
+		"redis/templates/svc.yaml":  "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-redis\nspec:\n  ports: [{port: {{ .Values.port }}}]\n",
+		"redis/templates/NOTES.txt": "redis is ready\n",
+	})
+	res, err := RenderWith(context.Background(), files, "deploy/chart", helmOptions("dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"Service/web-redis @deploy/chart/charts/redis/templates/svc.yaml:1", "Service/web @deploy/chart/templates/service.yaml:1"}
+	if diff := cmp.Diff(want, names(res.Objects)); diff != "" {
+		t.Errorf("objects (-want +got):\n%s", diff)
+	}
+	if got := fmt.Sprint(byName(res.Objects)["Service/web-redis"].Object["spec"]); got != "map[ports:[map[port:6380]]]" {
+		t.Errorf("the vendored chart's spec = %s, want the parent's port 6380", got)
 	}
 }
