@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 	"helm.sh/helm/v4/pkg/chart/common"
@@ -20,6 +22,7 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	v2util "helm.sh/helm/v4/pkg/chart/v2/util"
 	"helm.sh/helm/v4/pkg/engine"
+	"helm.sh/helm/v4/pkg/ignore"
 )
 
 // helmRequest is a chart's release and values, sent to a worker with the commit's files.
@@ -114,12 +117,17 @@ func (h *helmBuilder) load(dir string, depth int) (*chart.Chart, *Error) {
 	if h.loaded++; depth > maxChartDepth || h.loaded > 100 {
 		return nil, &Error{File: chartFile, Msg: fmt.Sprintf("file:// dependencies nest deeper than %d charts or load more than 100: simplify the chart", maxChartDepth)}
 	}
+	rules, e := helmIgnore(h.req.Files, dir)
+	if e != nil {
+		return nil, e
+	}
 	var bufs []*archive.BufferedFile
 	for name, data := range h.req.Files {
-		if rel, ok := strings.CutPrefix(name, dir+"/"); ok || dir == "." {
-			if dir == "." {
-				rel = name
-			}
+		rel, ok := strings.CutPrefix(name, dir+"/")
+		if dir == "." {
+			rel, ok = name, true
+		}
+		if ok && !ignored(rules, rel) {
 			bufs = append(bufs, &archive.BufferedFile{Name: rel, Data: data})
 		}
 	}
@@ -135,6 +143,51 @@ func (h *helmBuilder) load(dir string, depth int) (*chart.Chart, *Error) {
 		return nil, &Error{File: chartFile, Msg: "the chart is not valid: " + err.Error()}
 	}
 	return ch, h.dependencies(ch, dir, depth)
+}
+
+// helmIgnore reads the chart's .helmignore, with Helm's defaults, as `helm template`
+// does for a chart directory.
+func helmIgnore(files map[string][]byte, dir string) (*ignore.Rules, *Error) {
+	rules := ignore.Empty()
+	name := path.Join(dir, ignore.HelmIgnore)
+	if data, ok := files[name]; ok {
+		r, err := ignore.Parse(bytes.NewReader(data))
+		if err != nil {
+			return nil, &Error{File: name, Msg: err.Error()}
+		}
+		rules = r
+	}
+	rules.AddDefaults()
+	return rules, nil
+}
+
+// ignored reports whether rules leave out the chart's file rel, or a directory above it.
+func ignored(rules *ignore.Rules, rel string) bool {
+	parts := strings.Split(rel, "/")
+	for i := 1; i < len(parts); i++ {
+		if rules.Ignore(strings.Join(parts[:i], "/"), fileInfo{name: parts[i-1], dir: true}) {
+			return true
+		}
+	}
+	return rules.Ignore(rel, fileInfo{name: parts[len(parts)-1]})
+}
+
+// fileInfo is what ignore.Rules asks of a file: its name and whether it is a directory.
+type fileInfo struct {
+	name string
+	dir  bool
+}
+
+func (f fileInfo) Name() string       { return f.name }
+func (f fileInfo) Size() int64        { return 0 }
+func (f fileInfo) ModTime() time.Time { return time.Time{} }
+func (f fileInfo) IsDir() bool        { return f.dir }
+func (f fileInfo) Sys() any           { return nil }
+func (f fileInfo) Mode() fs.FileMode {
+	if f.dir {
+		return fs.ModeDir | 0o755
+	}
+	return 0o644
 }
 
 // checkYAML prices the aliases of the chart's YAML files before Helm's loader expands them.

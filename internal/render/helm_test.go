@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -324,5 +325,34 @@ func TestHelmVendoredArchive(t *testing.T) {
 	}
 	if got := fmt.Sprint(byName(res.Objects)["Service/web-redis"].Object["spec"]); got != "map[ports:[map[port:6380]]]" {
 		t.Errorf("the vendored chart's spec = %s, want the parent's port 6380", got)
+	}
+}
+
+// TestHelmIgnore: files .helmignore names are not part of the chart, as with `helm
+// template`: an ignored template is not rendered.
+func TestHelmIgnore(t *testing.T) {
+	files := chartWith(map[string]string{
+		"deploy/chart/.helmignore":                "# editor files\n*.swp\nwip/\n",
+		"deploy/chart/templates/wip/draft.yaml":   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: draft}\n",
+		"deploy/chart/templates/service.yaml.swp": "not yaml: [",
+	})
+	res, err := RenderWith(context.Background(), files, "deploy/chart", helmOptions("dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"Service/web @deploy/chart/templates/service.yaml:1"}, names(res.Objects)); diff != "" {
+		t.Errorf("objects (-want +got):\n%s", diff)
+	}
+}
+
+// TestHelmTimeout: a template that loops without end is stopped when the render's time
+// is up, and the worker with it.
+func TestHelmTimeout(t *testing.T) {
+	files := chartWith(map[string]string{"deploy/chart/templates/spin.yaml": "{{ range until 2000000000 }}{{ end }}"})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := RenderWith(ctx, files, "deploy/chart", helmOptions("dev"))
+	if want := "deploy/chart: helm template stopped: context deadline exceeded"; err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %s", err, want)
 	}
 }
