@@ -189,6 +189,9 @@ func TestHelmErrors(t *testing.T) {
 		{name: "a rendered template that is not YAML",
 			files: map[string]string{"deploy/chart/templates/bad.yaml": "apiVersion: v1\nkind: [\n"},
 			want:  Error{File: "deploy/chart/templates/bad.yaml", Line: 2, Msg: "in the rendered template: YAML syntax error: sequence end token ']' not found"}},
+		{name: "a values file whose aliases expand past the limit (billion laughs)",
+			files: map[string]string{"deploy/chart/values-dev.yaml": laughs(9)},
+			want:  Error{File: "deploy/chart/values-dev.yaml", Line: 1, Msg: "YAML aliases expand to more than 100000 nodes (excessive aliasing): write the values out"}},
 		{name: "a values file of the list that is not in the commit",
 			want: Error{File: "deploy/missing.yaml", Msg: `values file not in the commit (repos.yaml values: "deploy/missing.yaml"): commit it or remove it from values`}},
 		{name: "a kubeVersion the cluster does not meet",
@@ -355,4 +358,14 @@ func TestHelmTimeout(t *testing.T) {
 	if want := "deploy/chart: helm template stopped: context deadline exceeded"; err == nil || err.Error() != want {
 		t.Errorf("err = %v, want %s", err, want)
 	}
+}
+
+// laughs is a "billion laughs" document of n levels, each ten aliases of the one before.
+func laughs(n int) string {
+	var b strings.Builder
+	b.WriteString("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "l%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	return b.String()
 }
