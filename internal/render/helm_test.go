@@ -369,3 +369,22 @@ func laughs(n int) string {
 	}
 	return b.String()
 }
+
+// TestHelmDependencyErrors: an error in a dependency's template names the file where it
+// is in the repo: in charts/ for a vendored one, in its own directory for a file:// one.
+func TestHelmDependencyErrors(t *testing.T) {
+	tests := []struct{ file, want string }{
+		{"deploy/chart/charts/cache/templates/cm.yaml", "deploy/chart/charts/cache/templates/cm.yaml:2: helm template: function \"nope\" not defined"},
+		{"deploy/common/templates/cm.yaml", "deploy/common/templates/cm.yaml:2: helm template: function \"nope\" not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			files := chartRepo(t)
+			files[tt.file] = []byte("apiVersion: v1\n{{ nope }}\n")
+			_, err := RenderWith(context.Background(), files, "deploy/chart", helmOptions("dev"))
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("err = %v, want %s", err, tt.want)
+			}
+		})
+	}
+}
