@@ -25,7 +25,7 @@ import (
 // would start.
 const (
 	workerEnv      = "DEPLOYD_RENDER_WORKER"
-	workerEnvValue = "kustomize-v1"
+	workerEnvValue = "render-v2" // v2: requests may carry a Helm chart
 )
 
 // exitConfine is a worker's exit code when it could not set up its sandbox.
