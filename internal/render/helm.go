@@ -395,6 +395,7 @@ func (h *helmBuilder) objects(ch *chart.Chart, rendered map[string]string) ([]re
 			if isTestHook(o) {
 				continue
 			}
+			keep(o)
 			js, err := o.MarshalJSON()
 			if err != nil {
 				return &Error{File: name, Msg: err.Error()}
@@ -422,6 +423,17 @@ func (h *helmBuilder) objects(ch *chart.Chart, rendered map[string]string) ([]re
 		}
 	}
 	return out, nil
+}
+
+// keep marks an object Helm would keep when its release no longer has it
+// (helm.sh/resource-policy: keep) as one deployd does not prune.
+func keep(o Object) {
+	a := o.GetAnnotations()
+	if a["helm.sh/resource-policy"] != "keep" || a["deployd.dev/prune"] != "" {
+		return
+	}
+	a["deployd.dev/prune"] = "disabled"
+	o.SetAnnotations(a)
 }
 
 // allCRDs are the files in the crds/ directories of ch and its dependencies.

@@ -391,3 +391,17 @@ func TestHelmDependencyErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestHelmKeep: an object Helm keeps when the chart drops it (resource-policy: keep) is
+// one deployd does not prune.
+func TestHelmKeep(t *testing.T) {
+	files := chartWith(map[string]string{"deploy/chart/templates/pvc.yaml": "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\n  annotations: {helm.sh/resource-policy: keep}\nspec: {}\n"})
+	res, err := RenderWith(context.Background(), files, "deploy/chart", helmOptions("dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := byName(res.Objects)["PersistentVolumeClaim/data"].GetAnnotations()
+	if diff := cmp.Diff(map[string]string{"helm.sh/resource-policy": "keep", "deployd.dev/prune": "disabled"}, got); diff != "" {
+		t.Errorf("annotations (-want +got):\n%s", diff)
+	}
+}
