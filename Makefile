@@ -87,9 +87,10 @@ bench: build simcluster
 		(apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk)) >/dev/null; }
 	$(GO) run ./hack/bench $(BENCHFLAGS)
 
-## bench-go: the Go benchmarks alone (the status handler)
+## bench-go: the Go benchmarks alone (the status handler, a Helm chart's render)
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./internal/api
+	$(GO) test -run '^$$' -bench 'RenderChart' -benchmem -count 5 ./internal/render
 
 ## kind-up: a kind cluster with deployd in it (needs Docker; sigs.k8s.io/kind's Go API)
 kind-up:

@@ -313,6 +313,10 @@ func recordOf(r history.Record) Record {
 	if r.GitHub != nil {
 		out.GitHubDeploymentID, out.GitHubState = r.GitHub.DeploymentID, r.GitHub.State
 	}
+	out.Renderer = r.Renderer
+	if r.Chart != (history.Chart{}) {
+		out.Chart = &Chart{Name: r.Chart.Name, Version: r.Chart.Version}
+	}
 	for _, o := range r.Objects {
 		out.Objects = append(out.Objects, ObjectOutcome{Object: o.Object, Action: o.Action, Status: o.Status, Message: o.Message})
 	}

@@ -56,6 +56,12 @@ type ObjectOutcome struct {
 	Message string `json:"message,omitempty" doc:"Detail of the status, or why a prune was skipped."`
 }
 
+// Chart is a Helm chart's name and version (from its Chart.yaml).
+type Chart struct {
+	Name    string `json:"name" doc:"The chart's name."`
+	Version string `json:"version" doc:"The chart's version."`
+}
+
 // Record is one deployment.
 type Record struct {
 	Number  int             `json:"number" doc:"The deployment's number, counted per repo and environment from 1."`
@@ -69,6 +75,9 @@ type Record struct {
 	Objects []ObjectOutcome `json:"objects,omitempty" doc:"Each object's outcome."`
 	Note    string          `json:"note,omitempty" doc:"Something unusual about the deployment, e.g. a GitHub deployment of a commit off the configured branch."`
 	Images  []string        `json:"images,omitempty" doc:"The distinct container images the commit rendered to (containers and init containers of every pod template); a promotion compares them."`
+	// How the manifests were rendered.
+	Renderer string `json:"renderer,omitempty" enum:"plain,kustomize,helm" doc:"How the manifests were rendered: plain YAML files, a kustomization or a Helm chart; absent before the render."`
+	Chart    *Chart `json:"chart,omitempty" doc:"The Helm chart rendered, when the renderer is helm."`
 	// GitHub reporting.
 	GitHubDeploymentID int64  `json:"githubDeploymentId,omitempty" doc:"The GitHub deployment this deployment is reported on."`
 	GitHubState        string `json:"githubState,omitempty" enum:"queued,in_progress,success,failure,error,inactive" doc:"The last state reported to GitHub."`

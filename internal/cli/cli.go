@@ -32,7 +32,7 @@ type ExitError struct {
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
-// Run runs deployd with args (without the program name). Subcommands: check, version,
+// Run runs deployd with args (without the program name). Subcommands: check, render, version,
 // and the client commands status, sync, pause, resume, rollback, wait and promote; none runs the
 // daemon until ctx is cancelled.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -40,6 +40,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "check":
 			return check(args[1:], stdout, stderr)
+		case "render":
+			return renderCmd(ctx, args[1:], stdout, stderr)
 		case "version":
 			fmt.Fprintln(stdout, version.String())
 			return nil
@@ -110,7 +112,7 @@ func newServeFlags(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "log level: debug, info, warn or error")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: deployd [flags]\n       deployd check --config repos.yaml\n       deployd version\n"+
+		fmt.Fprintf(stderr, "Usage: deployd [flags]\n       deployd check --config repos.yaml\n       deployd render [--dir deploy/manifests] [--environment E] [--values F]... [--set K=V]...\n       deployd version\n"+
 			"       deployd status|sync|pause|resume|rollback|wait OWNER/REPO [--server URL] [--token-file F] [--environment E] ...\n"+
 			"       deployd diff OWNER/REPO [--ref REF | --dir LOCAL_DIR] [--environment E]\n"+
 			"       deployd promote OWNER/REPO --to ENVIRONMENT [--commit SHA] [--wait]\n\n"+

@@ -130,7 +130,7 @@ func localTree(ctx context.Context, c *client.ClientWithResponses, cf *clientFla
 	whole := false
 	for _, e := range st.JSON200.Environments {
 		p := path.Clean(e.Path)
-		whole = whole || p == "." || render.IsKustomization(files, p)
+		whole = whole || p == "." || render.IsKustomization(files, p) || render.IsChart(files, p)
 		paths = append(paths, p+"/")
 	}
 	out := map[string]string{}

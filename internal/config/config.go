@@ -103,6 +103,13 @@ type Repo struct {
 	// Promotion is how a commit that passed the gate gets here: auto or manual. Set
 	// (auto by default) exactly when PromoteFrom is.
 	Promotion Promotion `json:"promotion,omitempty"`
+	// Values are values files for a Helm chart at Path (repo paths; {environment} is
+	// replaced), applied in order after the chart's values.yaml and values-{environment}.yaml.
+	Values []string `json:"values,omitempty"`
+	// Set are a Helm chart's values applied last, over every values file.
+	Set map[string]any `json:"set,omitempty"`
+	// ReleaseName is a Helm chart's .Release.Name; empty means the repo's name part.
+	ReleaseName string `json:"releaseName,omitempty"`
 	Settings
 	// Line is the line in the config file where the repo's entry starts.
 	Line int `json:"line"`
@@ -143,6 +150,16 @@ func (r Repo) ManifestPath() string {
 }
 
 var nonName = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// HelmReleaseName is a chart's .Release.Name: ReleaseName, or the repo's name part made
+// a valid Kubernetes name (lower case, '-' for what is not a letter or digit).
+func (r Repo) HelmReleaseName() string {
+	if r.ReleaseName != "" {
+		return r.ReleaseName
+	}
+	_, name, _ := strings.Cut(r.Name, "/")
+	return strings.Trim(nonName.ReplaceAllString(strings.ToLower(name), "-"), "-")
+}
 
 // StateName names the ConfigMap, in deployd's namespace, that keeps the entry's state
 // (inventory, history): readable, unique per (repo, environment), a valid name.

@@ -59,6 +59,43 @@ repos:
 	}
 }
 
+func TestParseHelmFields(t *testing.T) {
+	cfg, err := Parse("repos.yaml", []byte(`
+repos:
+  - name: shop/Web_App
+    url: https://h/shop/web
+    namespace: shop
+    environment: production
+    path: deploy/chart
+    values:
+    - deploy/values/common.yaml
+    - ./deploy/values/{environment}.yaml
+    set:
+      replicas: 3
+      image: {tag: v1.2.3}
+  - name: shop/web
+    url: https://h/shop/web
+    namespace: shop-dev
+    environment: dev
+    releaseName: web-dev
+`), DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Repos[0]
+	if diff := cmp.Diff([]string{"deploy/values/common.yaml", "deploy/values/{environment}.yaml"}, r.Values); diff != "" {
+		t.Errorf("values (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]any{"replicas": 3, "image": map[string]any{"tag": "v1.2.3"}}, r.Set); diff != "" {
+		t.Errorf("set (-want +got):\n%s", diff)
+	}
+	for i, want := range []string{"web-app", "web-dev"} {
+		if got := cfg.Repos[i].HelmReleaseName(); got != want {
+			t.Errorf("repos[%d].HelmReleaseName() = %q, want %q", i, got, want)
+		}
+	}
+}
+
 func TestParseTheExampleFile(t *testing.T) {
 	cfg, err := Load("../../repos.yaml", DefaultOptions())
 	if err != nil {
@@ -79,7 +116,18 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
 		want: []string{
 			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
-			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, promoteFrom, promotion, prune, serviceAccount, timeout, transientEnvironment, url`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, promoteFrom, promotion, prune, releaseName, serviceAccount, set, timeout, transientEnvironment, url, values`,
+		},
+	}, {
+		name: "helm values, set and releaseName that are not valid",
+		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namespace: x\n    values: deploy/values.yaml\n    set: [a, b]\n    releaseName: Web_App\n  - name: a/c\n    url: https://h/a/c\n    namespace: x\n    values: [../secrets.yaml, {a: b}]\n    set: {a: {[1, 2]: x}}\n",
+		want: []string{
+			`repos.yaml:5: repos[0].values: must be a list of values files in the repo (e.g. [deploy/values/{environment}.yaml]), not "deploy/values.yaml"`,
+			`repos.yaml:6: repos[0].set: must be a mapping of a chart's values (e.g. {image: {tag: v1.2.3}}), not a list`,
+			`repos.yaml:7: repos[0].releaseName: "Web_App" is not a valid release name: lowercase letters, digits and '-', at most 53 characters (e.g. "web-app")`,
+			`repos.yaml:11: repos[1].values[0]: "../secrets.yaml" points outside the repo: remove the '..'`,
+			`repos.yaml:11: repos[1].values[1]: must be a path in the repo such as deploy/values/{environment}.yaml, not a mapping`,
+			`repos.yaml:12: repos[1].set: cannot be read as a chart's values: yaml: invalid map key: []interface {}{1, 2}`,
 		},
 	}, {
 		name: "unknown top-level and defaults fields",

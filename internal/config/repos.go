@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -129,6 +130,9 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 			p.promotionNode = v
 			str("promotion", "auto or manual", checkPromotion, (*string)(&r.Promotion))(k, v)
 		},
+		"values":      func(k, v *yaml.Node) { p.valueFiles(v, join(field, "values"), &r.Values) },
+		"set":         func(k, v *yaml.Node) { p.setValues(v, join(field, "set"), &r.Set) },
+		"releaseName": str("releaseName", "a Helm release name such as web", checkReleaseName, &r.ReleaseName),
 	})
 	if deref(n).Kind != yaml.MappingNode {
 		return r, false
@@ -375,6 +379,61 @@ func checkPath(p string) string {
 		return "points outside the repo: remove the '..'"
 	case strings.Contains(p, "\\"):
 		return "must use '/' between directories"
+	}
+	return ""
+}
+
+// maxValueFiles bounds a repo's values list.
+const maxValueFiles = 20
+
+// valueFiles reads a repo's values: a list of paths in the repo.
+func (p *parser) valueFiles(n *yaml.Node, field string, out *[]string) {
+	n = deref(n)
+	if n.Kind != yaml.SequenceNode {
+		p.add(n, field, "must be a list of values files in the repo (e.g. [deploy/values/{environment}.yaml]), not %s", describe(n))
+		return
+	}
+	if len(n.Content) > maxValueFiles {
+		p.add(n, field, "has %d files, more than %d: merge some of them", len(n.Content), maxValueFiles)
+		return
+	}
+	for i, item := range n.Content {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		s, ok := p.scalar(item, f, "a path in the repo such as deploy/values/{environment}.yaml")
+		if !ok {
+			continue
+		}
+		if msg := checkPath(s); msg != "" {
+			p.add(item, f, "%q %s", s, msg)
+			continue
+		}
+		*out = append(*out, path.Clean(s))
+	}
+}
+
+// setValues reads a repo's set: a mapping of a chart's values, as in a values file.
+func (p *parser) setValues(n *yaml.Node, field string, out *map[string]any) {
+	if deref(n).Kind != yaml.MappingNode {
+		p.add(n, field, "must be a mapping of a chart's values (e.g. {image: {tag: v1.2.3}}), not %s", describe(n))
+		return
+	}
+	var m map[string]any
+	if err := n.Decode(&m); err != nil {
+		p.add(n, field, "cannot be read as a chart's values: %v", err)
+		return
+	}
+	if _, err := json.Marshal(m); err != nil {
+		p.add(n, field, "cannot be a chart's values (keys must be strings): %v", err)
+		return
+	}
+	*out = m
+}
+
+// checkReleaseName checks a Helm release name as Helm does: a DNS label of at most 53
+// characters (Helm adds suffixes to it).
+func checkReleaseName(s string) string {
+	if errs := validation.IsDNS1123Label(s); len(errs) > 0 || len(s) > 53 {
+		return fmt.Sprintf("%q is not a valid release name: lowercase letters, digits and '-', at most 53 characters (e.g. %q)", s, exampleLabel(s))
 	}
 	return ""
 }

@@ -151,6 +151,7 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 		}
 		p.promoteAfter(e)
 	})
+	p.runner.Cluster = applier // a chart's .Capabilities
 	return p, nil
 }
 

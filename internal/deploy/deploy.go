@@ -30,6 +30,12 @@ type Applier interface {
 	Apply(ctx context.Context, req apply.Request) (apply.Result, error)
 }
 
+// Cluster tells a Helm chart's templates what the cluster serves (.Capabilities);
+// apply.Applier does.
+type Cluster interface {
+	Capabilities(ctx context.Context) (*render.Capabilities, error)
+}
+
 // Waiter waits for applied objects to roll out (rollout.Tracker does).
 type Waiter interface {
 	Wait(ctx context.Context, targets []rollout.Target, timeout time.Duration) rollout.WaitResult
@@ -73,6 +79,9 @@ type Runner struct {
 	// Limits bound the files read under the manifests path (a kustomization's read of
 	// the whole repo may have ten times MaxFiles); more fails the deployment for good.
 	Limits source.Limits
+	// Cluster, when set, gives Helm charts the cluster's version and APIs; without it
+	// they see Helm's defaults.
+	Cluster Cluster
 
 	files   Files
 	applier Applier
@@ -150,9 +159,13 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	gh := d.GitHubDeploymentID
 	// Rendered before it is told of: the images go with the record from its start (the
 	// GitHub deployment created for it carries them, for another cluster's promotion).
-	objs, err := r.renderSafely(ctx, d)
+	rendered, err := r.renderSafely(ctx, d)
+	rec.Renderer = rendered.Renderer
+	if c := rendered.Chart; c != nil {
+		rec.Chart = history.Chart{Name: c.Name, Version: c.Version}
+	}
 	if err == nil {
-		rec.Images, rec.ImagesRecorded = imagesOf(objs)
+		rec.Images, rec.ImagesRecorded = imagesOf(rendered.Objects)
 	}
 	queued := rec.Clone()
 	queued.Phase = history.Queued
@@ -160,7 +173,7 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
 	var res apply.Result
 	if err == nil {
-		res, err = r.applySafely(ctx, d, rec.Number, objs)
+		res, err = r.applySafely(ctx, d, rec.Number, rendered.Objects)
 	}
 	rec.Objects = objectsOf(res.Changes)
 	if res.Rebuilt != nil {
@@ -186,7 +199,7 @@ func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, numbe
 }
 
 // renderSafely renders d's revision behind a recover, like applySafely.
-func (r *Runner) renderSafely(ctx context.Context, d controller.Deployment) (objs []render.Object, err error) {
+func (r *Runner) renderSafely(ctx context.Context, d controller.Deployment) (res render.Result, err error) {
 	defer permanentPanic(&err)
 	defer panics.Recover(&err)
 	return r.render(ctx, d.Repo, d.Revision.Commit)
@@ -231,49 +244,67 @@ func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int,
 // Objects renders repo's manifests at commit, within the Runner's limits (for drift's
 // dry run of the applied commit).
 func (r *Runner) Objects(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
-	return r.render(ctx, repo, commit)
+	res, err := r.render(ctx, repo, commit)
+	return res.Objects, err
 }
 
 // render reads and renders repo's manifests at commit; what the commit is to blame for
 // is a controller.Permanent error.
-func (r *Runner) render(ctx context.Context, repo config.Repo, commit string) ([]render.Object, error) {
-	return Render(ctx, r.files, repo, commit, r.Limits, r.MaxObjects)
+func (r *Runner) render(ctx context.Context, repo config.Repo, commit string) (render.Result, error) {
+	return Render(ctx, r.files, r.Cluster, repo, commit, r.Limits, r.MaxObjects)
 }
 
 // Render reads and renders repo's manifests at commit from files, within limits and
-// maxObjects, as a deployment does (previews render with it too); what the commit is to
-// blame for is a controller.Permanent error.
-func Render(ctx context.Context, files Files, repo config.Repo, commit string, limits source.Limits, maxObjects int) ([]render.Object, error) {
+// maxObjects, as a deployment does (previews render with it too); cluster (optional)
+// gives a Helm chart the cluster's capabilities. What the commit is to blame for is a
+// controller.Permanent error.
+func Render(ctx context.Context, files Files, cluster Cluster, repo config.Repo, commit string, limits source.Limits, maxObjects int) (render.Result, error) {
 	read, err := files.Files(repo, commit, repo.ManifestPath(), limits)
 	if err != nil {
-		return nil, readErr(err)
+		return render.Result{}, readErr(err)
 	}
-	if render.IsKustomization(read, repo.ManifestPath()) {
-		// An overlay may reach ../base anywhere in the repo, next to the app's own code.
+	chart := render.IsChart(read, repo.ManifestPath())
+	if chart || render.IsKustomization(read, repo.ManifestPath()) {
+		// An overlay may reach ../base anywhere in the repo, next to the app's own code;
+		// a chart its values files and file:// dependencies.
 		lim := limits
 		lim.MaxFiles *= repoFiles
 		if read, err = files.Files(repo, commit, ".", lim); err != nil {
-			return nil, readErr(err)
+			return render.Result{}, readErr(err)
 		}
 	}
-	return renderFiles(ctx, read, repo, maxObjects)
-}
-
-func renderFiles(ctx context.Context, files map[string][]byte, repo config.Repo, maxObjects int) ([]render.Object, error) {
-	lim := render.DefaultLimits()
-	lim.MaxObjects = maxObjects
+	opts, err := renderOptions(ctx, cluster, repo, chart, maxObjects)
+	if err != nil {
+		return render.Result{}, err
+	}
 	rctx, cancel := context.WithTimeout(ctx, render.DefaultTimeout)
-	objs, err := render.Render(rctx, files, repo.ManifestPath(), lim)
+	res, err := render.RenderWith(rctx, read, repo.ManifestPath(), opts)
 	cancel()
 	var bad *render.Error
 	if err != nil && (ctx.Err() != nil || !errors.As(err, &bad)) {
 		// Stopped or superseded, or a worker that could not start: not the commit's fault.
-		return nil, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
+		return res, fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err)
 	}
 	if err != nil {
-		return nil, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
+		return res, controller.Permanent(fmt.Errorf("rendering %s: %w", repo.ManifestPath(), err))
 	}
-	return objs, nil
+	return res, nil
+}
+
+// renderOptions are repo's options for rendering: its limits, and a chart's release,
+// values and the cluster's capabilities.
+func renderOptions(ctx context.Context, cluster Cluster, repo config.Repo, chart bool, maxObjects int) (render.Options, error) {
+	opts := render.Options{Limits: render.DefaultLimits(), Environment: repo.Environment, Namespace: repo.Namespace,
+		ReleaseName: repo.HelmReleaseName(), Values: repo.Values, Set: repo.Set}
+	opts.Limits.MaxObjects = maxObjects
+	if chart && cluster != nil {
+		caps, err := cluster.Capabilities(ctx)
+		if err != nil {
+			return opts, fmt.Errorf("rendering %s: reading the cluster's capabilities for the chart: %w", repo.ManifestPath(), err)
+		}
+		opts.Capabilities = caps
+	}
+	return opts, nil
 }
 
 // readErr classifies an error reading a commit's files: over a limit is the commit's

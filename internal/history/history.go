@@ -94,6 +94,11 @@ type Record struct {
 	ImagesRecorded bool `json:"imagesRecorded,omitempty"`
 	// Note says something unusual about the deployment, e.g. a commit off the configured branch.
 	Note string `json:"note,omitempty"`
+	// Renderer is how the manifests were rendered: plain, kustomize or helm; empty
+	// before the render and in records older than the field.
+	Renderer string `json:"renderer,omitempty"`
+	// Chart is the Helm chart rendered, when Renderer is helm.
+	Chart Chart `json:"chart,omitzero"`
 	// Crashes counts the times deployd was killed (crashed, OOM-killed) while deploying
 	// this commit, over this record and the startup redos before it. At two, the commit
 	// is not redone again at start (see deploy.Runner.Recover).
@@ -104,6 +109,12 @@ type Record struct {
 	// GitHub is the GitHub deployment it is reported on; kept apart in the ConfigMap
 	// (see SetGitHub) so the reporter and the deployment never overwrite each other.
 	GitHub *GitHub `json:"-"`
+}
+
+// Chart names a Helm chart and its version.
+type Chart struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
 }
 
 // GitHub is the GitHub deployment a record is reported on.

@@ -100,3 +100,25 @@ func TestTheSizeBoundHolds(t *testing.T) {
 		t.Errorf("%d records kept (newest %d): the oldest should have gone to fit", len(list), list[0].Number)
 	}
 }
+
+// TestKeepsTheChart: a record keeps how it was rendered and the chart's version, for a
+// restarted deployd to read.
+func TestKeepsTheChart(t *testing.T) {
+	s := NewStore(state.New(env.Client, env.Namespace(t)), 50)
+	ctx := context.Background()
+	rec, err := s.Create(ctx, repo, Record{Phase: Applying, Started: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Phase, rec.Renderer, rec.Chart = Succeeded, "helm", Chart{Name: "web", Version: "1.4.0"}
+	if err := s.Update(ctx, repo, rec); err != nil {
+		t.Fatal(err)
+	}
+	list, err := NewStore(state.New(env.Client, s.states.Namespace()), 50).List(ctx, repo)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("list: %d records, %v", len(list), err)
+	}
+	if got := list[0].Renderer + " " + list[0].Chart.Name + " " + list[0].Chart.Version; got != "helm web 1.4.0" {
+		t.Errorf("read back %q, want helm web 1.4.0", got)
+	}
+}

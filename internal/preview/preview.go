@@ -100,7 +100,11 @@ func run(ctx context.Context, files deploy.Files, dry DryRunner, repo config.Rep
 		}
 		res.Finished = time.Now().UTC()
 	}()
-	objs, err := deploy.Render(ctx, files, repo, commit, lim.Files, lim.MaxObjects)
+	// A chart sees the cluster's capabilities when the dry runner can tell them (the
+	// applier can), as a deployment's render does.
+	cluster, _ := dry.(deploy.Cluster)
+	rendered, err := deploy.Render(ctx, files, cluster, repo, commit, lim.Files, lim.MaxObjects)
+	objs := rendered.Objects
 	if err != nil {
 		res.Error, res.Problems = cutError(err.Error()), renderProblems(err)
 		return res

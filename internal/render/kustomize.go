@@ -20,7 +20,8 @@ func kustomize(ctx context.Context, files map[string][]byte, dir string, lim Lim
 	if err := checkTree(files, dir, lim, map[string]bool{}); err != nil {
 		return nil, err
 	}
-	return workers.build(ctx, request{Files: files, Dir: dir, Limits: lim})
+	out, err := workers.build(ctx, request{Files: files, Dir: dir, Limits: lim})
+	return out.objects, err
 }
 
 // checkTree checks the kustomization in dir, then those of the directories it includes.

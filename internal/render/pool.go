@@ -16,7 +16,7 @@ import (
 	"syscall"
 )
 
-// maxConcurrentBuilds bounds the kustomize builds running at once: each worker may
+// maxConcurrentBuilds bounds the builds (kustomize or helm) running at once: each worker may
 // use Limits.MaxMemory, and all share the pod's memory. One worker is kept warm between
 // builds (it costs about 40 MiB); a second one, started when two builds overlap, exits
 // after its build.
@@ -25,7 +25,7 @@ const (
 	maxIdleWorkers      = 1
 )
 
-// workers runs kustomize builds in worker processes.
+// workers runs kustomize builds and helm templates in worker processes.
 var workers = &pool{slots: make(chan struct{}, maxConcurrentBuilds)}
 
 // lastPeakRSS is the peak resident memory of the worker of the last build, in bytes
@@ -120,12 +120,12 @@ func (p *pool) refill(memory int64) {
 
 // build sends req to a worker and reads its objects, counting them as they arrive.
 // The worker is killed when ctx is done or a limit is passed.
-func (p *pool) build(ctx context.Context, req request) ([]Object, error) {
+func (p *pool) build(ctx context.Context, req request) (built, error) {
 	select {
 	case p.slots <- struct{}{}:
 		defer func() { <-p.slots }()
 	case <-ctx.Done():
-		return nil, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build stopped: %v", context.Cause(ctx))}
+		return built{}, &Error{File: req.Dir, Msg: fmt.Sprintf("%s stopped: %v", req.what(), context.Cause(ctx))}
 	}
 	objs, reused, err := p.buildOnce(ctx, req, false)
 	if reused && errors.Is(err, errWorkerDied) && ctx.Err() == nil {
@@ -135,9 +135,16 @@ func (p *pool) build(ctx context.Context, req request) ([]Object, error) {
 	}
 	var died *diedError
 	if errors.As(err, &died) {
-		return nil, died.err
+		return built{}, died.err
 	}
 	return objs, err
+}
+
+// built is what a worker's build produced.
+type built struct {
+	objects []Object
+	// chart is the chart a helm build rendered.
+	chart *Chart
 }
 
 // diedError is a worker's death, explained; it wraps errWorkerDied.
@@ -146,10 +153,10 @@ type diedError struct{ err error }
 func (e *diedError) Error() string { return e.err.Error() }
 func (e *diedError) Unwrap() error { return errWorkerDied }
 
-func (p *pool) buildOnce(ctx context.Context, req request, fresh bool) ([]Object, bool, error) {
+func (p *pool) buildOnce(ctx context.Context, req request, fresh bool) (built, bool, error) {
 	w, reused, err := p.take(req.Limits.MaxMemory, fresh)
 	if err != nil {
-		return nil, false, err
+		return built{}, false, err
 	}
 	stop := context.AfterFunc(ctx, func() { w.cmd.Process.Kill() })
 	sent := make(chan error, 1)
@@ -171,9 +178,9 @@ func (p *pool) buildOnce(ctx context.Context, req request, fresh bool) ([]Object
 	go p.refill(req.Limits.MaxMemory)
 	switch {
 	case ctx.Err() != nil:
-		return nil, reused, &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build stopped: %v", context.Cause(ctx))}
+		return built{}, reused, &Error{File: req.Dir, Msg: fmt.Sprintf("%s stopped: %v", req.what(), context.Cause(ctx))}
 	case errors.Is(rerr, errWorkerDied):
-		return nil, reused, &diedError{w.died(req, werr)}
+		return built{}, reused, &diedError{w.died(req, werr)}
 	}
 	return objs, reused, rerr
 }
@@ -181,31 +188,36 @@ func (p *pool) buildOnce(ctx context.Context, req request, fresh bool) ([]Object
 var errWorkerDied = errors.New("render worker ended without a reply")
 
 // read decodes the replies to one build, counting objects and bytes against the limits.
-func (w *worker) read(req request) (objs []Object, retire bool, err error) {
+func (w *worker) read(req request) (out built, retire bool, err error) {
 	b := &budget{lim: req.Limits, dir: req.Dir}
 	w.out.N = req.Limits.MaxBytes + 1<<20 // JSON, and gob's framing
 	for {
 		var r reply
 		if err := w.dec.Decode(&r); err != nil {
 			if w.out.N <= 0 {
-				return nil, true, tooManyBytes(req.Dir, req.Limits)
+				return built{}, true, tooManyBytes(req.Dir, req.Limits)
 			}
-			return nil, true, errWorkerDied
+			return built{}, true, errWorkerDied
 		}
 		if r.Done {
 			if r.Err != nil {
-				return nil, r.Retire, r.Err
+				return built{chart: r.Chart}, r.Retire, r.Err
 			}
-			return objs, r.Retire, nil
+			out.chart = r.Chart
+			return out, r.Retire, nil
 		}
 		if err := b.add(len(r.JSON)); err != nil {
-			return nil, true, err
+			return built{}, true, err
 		}
 		u, err := decodeJSON(r.JSON)
 		if err != nil {
-			return nil, true, &Error{File: req.Dir, Msg: "kustomize output: " + err.Error()}
+			return built{}, true, &Error{File: req.Dir, Msg: req.what() + " output: " + err.Error()}
 		}
-		objs = append(objs, Object{Unstructured: u, Source: "kustomize " + req.Dir})
+		src := r.Source
+		if src == "" {
+			src = "kustomize " + req.Dir
+		}
+		out.objects = append(out.objects, Object{Unstructured: u, Source: src})
 	}
 }
 
@@ -229,10 +241,10 @@ func (w *worker) peakRSS() int64 {
 func (w *worker) died(req request, werr error) error {
 	head := w.stderr.String()
 	if signaled(werr, syscall.SIGXCPU) {
-		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build used more than %d s of CPU: make the kustomization smaller", workerCPUSeconds)}
+		return &Error{File: req.Dir, Msg: fmt.Sprintf("%s used more than %d s of CPU: make the %s smaller", req.what(), workerCPUSeconds, req.thing())}
 	}
 	if strings.Contains(head, "out of memory") || strings.Contains(head, "cannot allocate memory") || strings.Contains(head, "pthread_create failed") || strings.Contains(head, "failed to allocate") || signaled(werr, syscall.SIGKILL) {
-		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build used more than the memory limit of %d MiB: make the kustomization smaller", req.Limits.MaxMemory>>20)}
+		return &Error{File: req.Dir, Msg: fmt.Sprintf("%s used more than the memory limit of %d MiB: make the %s smaller", req.what(), req.Limits.MaxMemory>>20, req.thing())}
 	}
 	first, _, _ := strings.Cut(strings.TrimSpace(head), "\n")
 	var ee *exec.ExitError
@@ -241,9 +253,9 @@ func (w *worker) died(req request, werr error) error {
 		return fmt.Errorf("%s: the render worker could not confine itself: %s", req.Dir, first)
 	}
 	if first != "" {
-		return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed: %v: %s", werr, first)}
+		return &Error{File: req.Dir, Msg: fmt.Sprintf("%s failed: %v: %s", req.what(), werr, first)}
 	}
-	return &Error{File: req.Dir, Msg: fmt.Sprintf("kustomize build failed: %v", werr)}
+	return &Error{File: req.Dir, Msg: fmt.Sprintf("%s failed: %v", req.what(), werr)}
 }
 
 // signaled reports whether a worker's exit error is its death by sig (SIGKILL: the

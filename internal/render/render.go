@@ -1,5 +1,5 @@
 // Package render turns the manifests at a commit into Kubernetes objects: plain YAML
-// and JSON files, or a kustomization. Errors name the file and line.
+// and JSON files, a kustomization, or a Helm chart. Errors name the file and line.
 //
 // Every repo is hostile input, so rendering runs on a budget (Limits) checked while the
 // work is done: plain files are decoded in this process, one document at a time, each
@@ -11,9 +11,11 @@
 // safe for concurrent builds; and nothing stops its memory from outside. A worker caps its
 // data mappings (RLIMIT_DATA), refuses itself sockets and exec (seccomp), offers itself to
 // the OOM killer first, and is killed when the render's context ends. Argo CD renders in a
-// separate repo-server process for the same reasons. Starting a worker and warming
-// kustomize up costs about 150 ms, so a worker serves builds one after another (retired
-// when one panics, passes a limit or changes kustomize's schema) and one waits warm.
+// separate repo-server process for the same reasons. Helm charts are templated in the same
+// workers (helm.go): a chart's templates are not bounded in time or memory either.
+// Starting a worker and warming kustomize up costs about 150 ms, so a worker serves builds
+// one after another (retired when one panics, passes a limit or changes kustomize's
+// schema) and one waits warm.
 package render
 
 import (
@@ -99,11 +101,74 @@ const DefaultTimeout = 30 * time.Second
 // Render renders the manifests in dir of files (repo path → content), within lim and
 // until ctx is done.
 func Render(ctx context.Context, files map[string][]byte, dir string, lim Limits) ([]Object, error) {
+	res, err := RenderWith(ctx, files, dir, Options{Limits: lim})
+	return res.Objects, err
+}
+
+// The renderers Result.Renderer names.
+const (
+	RendererPlain     = "plain"
+	RendererKustomize = "kustomize"
+	RendererHelm      = "helm"
+)
+
+// Options say how to render a repo's manifests. Only Limits matter for plain files and
+// kustomizations; the rest are a Helm chart's release and values.
+type Options struct {
+	// Limits bound the render.
+	Limits Limits
+	// Environment names the values file beside Chart.yaml (values-{environment}.yaml)
+	// and replaces {environment} in Values.
+	Environment string
+	// Namespace is .Release.Namespace.
+	Namespace string
+	// ReleaseName is .Release.Name.
+	ReleaseName string
+	// Values are values files (repo paths), applied in order after the chart's own.
+	Values []string
+	// Set are values applied last, over every file.
+	Set map[string]any
+	// Capabilities are the cluster's, for .Capabilities; nil uses Helm's defaults.
+	Capabilities *Capabilities
+}
+
+// Capabilities are what a chart's templates see of the cluster (.Capabilities).
+type Capabilities struct {
+	// KubeVersion is the API server's version, such as v1.34.1.
+	KubeVersion string
+	// APIVersions are "group/version" and "group/version/Kind" of every served resource.
+	APIVersions []string
+}
+
+// Chart names a rendered Helm chart.
+type Chart struct {
+	Name       string
+	Version    string
+	AppVersion string
+}
+
+// Result is what a render produced and how.
+type Result struct {
+	Objects []Object
+	// Renderer is RendererPlain, RendererKustomize or RendererHelm.
+	Renderer string
+	// Chart is the chart rendered (Renderer is RendererHelm), or nil.
+	Chart *Chart
+}
+
+// RenderWith renders the manifests in dir of files as Render does, with a Helm chart's
+// release and values from opts.
+func RenderWith(ctx context.Context, files map[string][]byte, dir string, opts Options) (Result, error) {
 	dir = path.Clean(dir)
-	if IsKustomization(files, dir) {
-		return kustomize(ctx, files, dir, lim)
+	switch {
+	case IsChart(files, dir):
+		return helm(ctx, files, dir, opts)
+	case IsKustomization(files, dir):
+		objs, err := kustomize(ctx, files, dir, opts.Limits)
+		return Result{Objects: objs, Renderer: RendererKustomize}, err
 	}
-	return plain(ctx, files, dir, lim)
+	objs, err := plain(ctx, files, dir, opts.Limits)
+	return Result{Objects: objs, Renderer: RendererPlain}, err
 }
 
 // budget counts what a render produced against its Limits.

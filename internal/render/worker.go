@@ -25,7 +25,7 @@ import (
 // would start.
 const (
 	workerEnv      = "DEPLOYD_RENDER_WORKER"
-	workerEnvValue = "kustomize-v1"
+	workerEnvValue = "render-v2" // v2: requests may carry a Helm chart
 )
 
 // exitConfine is a worker's exit code when it could not set up its sandbox.
@@ -36,15 +36,37 @@ type request struct {
 	Files  map[string][]byte
 	Dir    string
 	Limits Limits
+	// Helm, when set, templates the chart in Dir instead of building a kustomization.
+	Helm *helmRequest
+}
+
+// what names the request's work in messages.
+func (r request) what() string {
+	if r.Helm != nil {
+		return "helm template"
+	}
+	return "kustomize build"
+}
+
+// thing names what the request renders, in advice.
+func (r request) thing() string {
+	if r.Helm != nil {
+		return "chart"
+	}
+	return "kustomization"
 }
 
 // reply is one message of a worker's stdout: an object, or the end with its error.
 type reply struct {
 	// JSON is a rendered object.
 	JSON []byte
+	// Source is where it came from (a chart's template); empty for a kustomization.
+	Source string
 	// Done ends the build's replies; Err, if not nil, is why the build failed.
 	Done bool
 	Err  *Error
+	// Chart, on the Done reply of a chart's build, is the chart rendered.
+	Chart *Chart
 	// Retire says the worker exits after this build: kustomize panicked, a limit was
 	// passed, or the build changed kustomize's global state, which the next repo's
 	// build must not see.
@@ -95,14 +117,26 @@ func serveWorker(in io.Reader, out io.Writer) int {
 			fmt.Fprintln(os.Stderr, "render worker:", err)
 			return exitConfine
 		}
-		objs, rerr, retire := build(req)
-		for _, js := range objs {
-			if err := enc.Encode(reply{JSON: js}); err != nil {
+		var objs []reply
+		var rerr *Error
+		var retire bool
+		var chart *Chart
+		if req.Helm != nil {
+			objs, chart, rerr, retire = helmBuild(req)
+		} else {
+			var js [][]byte
+			js, rerr, retire = build(req)
+			for _, j := range js {
+				objs = append(objs, reply{JSON: j})
+			}
+		}
+		for _, r := range objs {
+			if err := enc.Encode(r); err != nil {
 				return 5
 			}
 		}
 		retire = retire || n >= maxBuildsPerWorker || openapi.GetSchemaVersion() != defaultSchema
-		if err := enc.Encode(reply{Done: true, Err: rerr, Retire: retire}); err != nil {
+		if err := enc.Encode(reply{Done: true, Err: rerr, Chart: chart, Retire: retire}); err != nil {
 			return 5
 		}
 		if retire {

@@ -257,6 +257,27 @@ func (e RecordPhase) Valid() bool {
 	}
 }
 
+// Defines values for RecordRenderer.
+const (
+	Helm      RecordRenderer = "helm"
+	Kustomize RecordRenderer = "kustomize"
+	Plain     RecordRenderer = "plain"
+)
+
+// Valid indicates whether the value is a known member of the RecordRenderer enum.
+func (e RecordRenderer) Valid() bool {
+	switch e {
+	case Helm:
+		return true
+	case Kustomize:
+		return true
+	case Plain:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for RecordTrigger.
 const (
 	Api              RecordTrigger = "api"
@@ -450,6 +471,15 @@ type ChangedObject struct {
 
 	// Source Where the manifests define it (file:line).
 	Source *string `json:"source,omitempty"`
+}
+
+// Chart defines model for Chart.
+type Chart struct {
+	// Name The chart's name.
+	Name string `json:"name"`
+
+	// Version The chart's version.
+	Version string `json:"version"`
 }
 
 // Commit defines model for Commit.
@@ -876,6 +906,7 @@ type PromotionStatusMode string
 
 // Record defines model for Record.
 type Record struct {
+	Chart  *Chart `json:"chart,omitempty"`
 	Commit Commit `json:"commit"`
 
 	// Ended When it ended; absent while it runs.
@@ -908,6 +939,9 @@ type Record struct {
 	// Phase Where the deployment is, or how it ended.
 	Phase RecordPhase `json:"phase"`
 
+	// Renderer How the manifests were rendered: plain YAML files, a kustomization or a Helm chart; absent before the render.
+	Renderer *RecordRenderer `json:"renderer,omitempty"`
+
 	// Started When the deployment started.
 	Started time.Time `json:"started"`
 
@@ -920,6 +954,9 @@ type RecordGithubState string
 
 // RecordPhase Where the deployment is, or how it ended.
 type RecordPhase string
+
+// RecordRenderer How the manifests were rendered: plain YAML files, a kustomization or a Helm chart; absent before the render.
+type RecordRenderer string
 
 // RecordTrigger What started the deployment.
 type RecordTrigger string
