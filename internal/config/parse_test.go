@@ -32,6 +32,7 @@ repos:
     createNamespace: false
     enforcePodSecurity: true
     serviceAccount: deployer
+    tagDeployments: true
 `), Options{DefaultEnvironment: "prod"})
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +44,7 @@ repos:
 		Line:     6,
 	}, {
 		Name: "shop/web", URL: "git@github.com:shop/web.git", Namespace: "shop-dev", Environment: "dev",
-		AllowClusterScoped: true, EnforcePodSecurity: true, ServiceAccount: "deployer",
+		AllowClusterScoped: true, EnforcePodSecurity: true, ServiceAccount: "deployer", TagDeployments: true,
 		Auth:     Auth{SSHKeyFile: "/keys/id", KnownHostsFile: "/keys/known_hosts"},
 		Settings: Settings{Branch: "release", Path: "deploy/overlays/{environment}", Interval: 0, Timeout: 90 * time.Second, Prune: false, DriftInterval: DefaultDriftInterval},
 		Line:     10,
@@ -79,7 +80,21 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
 		want: []string{
 			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
-			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, timeout, transientEnvironment, url`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, prune, serviceAccount, tagDeployments, timeout, transientEnvironment, url`,
+		},
+	}, {
+		name: "tagDeployments where deployd cannot push",
+		yaml: "repos:\n" +
+			"  - {name: a/b, url: 'https://h/a/b', namespace: x, tagDeployments: true}\n" +
+			"  - {name: a/c, url: 'git://h/a/c', namespace: x, tagDeployments: true}\n" +
+			"  - {name: a/d, url: 'https://h/a/d', namespace: x, tagDeployments: yes please}\n" +
+			"  - {name: a/e, url: 'https://h/a/e', namespace: x, tagDeployments: true, auth: {tokenFile: t}}\n" +
+			"  - {name: a/f, url: 'git@h:a/f.git', namespace: x, tagDeployments: true, auth: {sshKeyFile: k}}\n" +
+			"  - {name: a/g, url: 'http://127.0.0.1:8080/a/g.git', namespace: x, tagDeployments: true}\n",
+		want: []string{
+			`repos.yaml:2: repos[0].tagDeployments: pushing tags needs credentials with push rights: set auth.tokenFile (a token allowed to write contents) or auth.sshKeyFile (a deploy key with write access)`,
+			`repos.yaml:3: repos[1].tagDeployments: the git:// protocol cannot push tags: use an https or ssh URL with auth.tokenFile or auth.sshKeyFile`,
+			`repos.yaml:4: repos[2].tagDeployments: must be true or false, not "yes please"`,
 		},
 	}, {
 		name: "unknown top-level and defaults fields",

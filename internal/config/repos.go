@@ -86,7 +86,7 @@ func (p *parser) repos(n *yaml.Node, cfg *Config) {
 func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool) {
 	before := len(p.problems)
 	r := Repo{Settings: defaults, Environment: p.opts.DefaultEnvironment, Line: n.Line, CreateNamespace: true}
-	var urlNode, authNode *yaml.Node
+	var urlNode, authNode, tagNode *yaml.Node
 	str := func(name, want string, check func(string) string, out *string) func(k, v *yaml.Node) {
 		return func(k, v *yaml.Node) {
 			if s, ok := p.scalar(v, join(field, name), want); ok {
@@ -120,6 +120,10 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 		"transientEnvironment": func(k, v *yaml.Node) {
 			p.boolean(v, join(field, "transientEnvironment"), &r.TransientEnvironment)
 		},
+		"tagDeployments": func(k, v *yaml.Node) {
+			tagNode = v
+			p.boolean(v, join(field, "tagDeployments"), &r.TagDeployments)
+		},
 	})
 	if deref(n).Kind != yaml.MappingNode {
 		return r, false
@@ -138,6 +142,7 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 		p.add(n, join(field, "environment"), "missing, and deployd has no default: set it here or start deployd with --environment")
 	}
 	p.checkAuth(r, field, urlNode, authNode)
+	p.checkTagging(r, field, tagNode)
 	r.Auth = p.resolveAuth(r.Auth)
 	return r, ok && len(p.problems) == before
 }
@@ -186,6 +191,22 @@ func (p *parser) checkAuth(r Repo, field string, urlNode, authNode *yaml.Node) {
 	}
 	if a.KnownHostsFile != "" && a.SSHKeyFile == "" {
 		p.add(at, join(field, "auth.knownHostsFile"), "only used with auth.sshKeyFile")
+	}
+}
+
+// checkTagging reports a repo that asks for deployment tags where deployd cannot push:
+// a git:// URL (read-only), or a remote URL without credentials (a token or key with
+// push rights). Anonymous pushes are let through to this machine's and file:// repos.
+func (p *parser) checkTagging(r Repo, field string, at *yaml.Node) {
+	if !r.TagDeployments {
+		return
+	}
+	scheme := urlScheme(r.URL)
+	switch {
+	case scheme == "git":
+		p.add(at, join(field, "tagDeployments"), "the git:// protocol cannot push tags: use an https or ssh URL with auth.tokenFile or auth.sshKeyFile")
+	case r.Auth.TokenFile == "" && r.Auth.SSHKeyFile == "" && scheme != "file" && !loopback(r.URL):
+		p.add(at, join(field, "tagDeployments"), "pushing tags needs credentials with push rights: set auth.tokenFile (a token allowed to write contents) or auth.sshKeyFile (a deploy key with write access)")
 	}
 }
 
