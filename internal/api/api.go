@@ -294,6 +294,9 @@ func recordOf(r history.Record) Record {
 	if r.GitHub != nil {
 		out.GitHubDeploymentID, out.GitHubState = r.GitHub.DeploymentID, r.GitHub.State
 	}
+	if r.Tag != nil {
+		out.Tag = &RecordTag{Name: r.Tag.Name, State: r.Tag.State, Error: r.Tag.Error, Attempts: r.Tag.Attempts}
+	}
 	for _, o := range r.Objects {
 		out.Objects = append(out.Objects, ObjectOutcome{Object: o.Object, Action: o.Action, Status: o.Status, Message: o.Message})
 	}

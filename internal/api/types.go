@@ -69,8 +69,17 @@ type Record struct {
 	Objects []ObjectOutcome `json:"objects,omitempty" doc:"Each object's outcome."`
 	Note    string          `json:"note,omitempty" doc:"Something unusual about the deployment, e.g. a GitHub deployment of a commit off the configured branch."`
 	// GitHub reporting.
-	GitHubDeploymentID int64  `json:"githubDeploymentId,omitempty" doc:"The GitHub deployment this deployment is reported on."`
-	GitHubState        string `json:"githubState,omitempty" enum:"queued,in_progress,success,failure,error,inactive" doc:"The last state reported to GitHub."`
+	GitHubDeploymentID int64      `json:"githubDeploymentId,omitempty" doc:"The GitHub deployment this deployment is reported on."`
+	GitHubState        string     `json:"githubState,omitempty" enum:"queued,in_progress,success,failure,error,inactive" doc:"The last state reported to GitHub."`
+	Tag                *RecordTag `json:"tag,omitempty" doc:"The git tag pushed on the deployed commit, for repos with tagDeployments (shown by the deployd that pushes it, until it restarts)."`
+}
+
+// RecordTag is where a deployment's git tag is.
+type RecordTag struct {
+	Name     string `json:"name" doc:"The tag's name, e.g. deployment-0007 or production/deployment-0007."`
+	State    string `json:"state" enum:"pending,pushed,failed" doc:"pending while it is being pushed (retried with backoff), pushed, or failed once given up on."`
+	Error    string `json:"error,omitempty" doc:"Why the last push failed; tagging never fails the deployment."`
+	Attempts int    `json:"attempts" doc:"Pushes tried so far."`
 }
 
 // Environment is a repo's state in one environment.

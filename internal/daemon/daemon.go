@@ -29,6 +29,7 @@ import (
 	"github.com/deployd/deployd/internal/leader"
 	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/source"
+	"github.com/deployd/deployd/internal/tag"
 	"github.com/deployd/deployd/internal/webhook"
 )
 
@@ -79,6 +80,8 @@ type Options struct {
 	HistoryLimit int
 	// Drift configures drift detection and correction (back-off of fighting writers).
 	Drift drift.Options
+	// Tagging bounds the pushes of deployment tags (retries, backoff, pending tags).
+	Tagging tag.Options
 	// LeaderElect makes this replica one of several: only the elected leader checks and
 	// deploys; the others serve reads and hand requests to it.
 	LeaderElect bool
@@ -107,6 +110,7 @@ func DefaultOptions() Options {
 		Namespace:       ownNamespace(),
 		HistoryLimit:    50,
 		Drift:           drift.DefaultOptions(),
+		Tagging:         tag.DefaultOptions(),
 		Controller:      controller.DefaultOptions(),
 		Webhook:         webhook.DefaultOptions(),
 		APIStreams:      api.DefaultStreamOptions(),

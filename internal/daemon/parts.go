@@ -24,6 +24,7 @@ import (
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
 	deploydstate "github.com/deployd/deployd/internal/state"
+	"github.com/deployd/deployd/internal/tag"
 	"github.com/deployd/deployd/internal/view"
 )
 
@@ -39,6 +40,7 @@ type parts struct {
 	ctl     *controller.Controller
 	meter   *metrics.Metrics
 	report  *report.Reporter // nil when reporting to GitHub is off
+	tagger  *tag.Tagger
 	drift   *drift.Detector
 	leading func() bool // set once the router exists: only the leader corrects drift
 	// driftPoke asks publishDrift to store the drift that changed, for the followers.
@@ -99,6 +101,29 @@ func (p *parts) startReporting(ctx context.Context) {
 	if p.report != nil {
 		p.report.Start(ctx)
 	}
+	p.tagger.Start(ctx)
+}
+
+// newTagger pushes the deployment tags of the repos that ask for them, telling the view,
+// the log and the metrics how each push went.
+func newTagger(src *source.Source, v *view.View, opts Options, meter *metrics.Metrics, log *slog.Logger) *tag.Tagger {
+	topts := opts.Tagging
+	topts.PublicURL = opts.PublicURL
+	topts.Several = func(repo config.Repo) bool { return len(v.Entries(repo.Name)) > 1 }
+	topts.Attempted = meter.TagPush
+	topts.Changed = func(repo config.Repo, number int, st tag.Status) {
+		v.SetTag(repo.Key(), number, st)
+		attrs := []any{"repo", repo.Name, "env", repo.Environment, "deployment", number, "tag", st.Name, "attempts", st.Attempts}
+		switch {
+		case st.State == tag.Pushed:
+			log.Info("deployment tagged", attrs...)
+		case st.State == tag.Failed:
+			log.Warn("deployment tag not pushed; given up", append(attrs, "err", st.Error)...)
+		case st.Error != "":
+			log.Warn("deployment tag push failed; retrying", append(attrs, "err", st.Error)...)
+		}
+	}
+	return tag.New(src, topts)
 }
 
 // newParts builds the deployment path; its background work runs in work, tracked by wg.
@@ -126,6 +151,7 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 	}
 	p := &parts{kube: kube, applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state,
 		meter: meter, work: work, wg: wg, deployed: map[config.Key]int{}, driftPoke: make(chan struct{}, 1)}
+	p.tagger = newTagger(src, state, opts, meter, log)
 	p.drift = newDrift(p, opts.Drift)
 	meter.Drift(p.drift.Counts)
 	p.runner = deploy.New(src, drift.Applier{Next: applier, Detector: p.drift}, tracker, p.store, func(e deploy.Event) {
@@ -135,6 +161,7 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 		if p.report != nil {
 			p.report.Record(e.Repo, e.Record, e.GitHubDeploymentID)
 		}
+		p.tagger.Record(e.Repo, e.Record)
 	})
 	return p, nil
 }

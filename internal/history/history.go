@@ -96,6 +96,21 @@ type Record struct {
 	// GitHub is the GitHub deployment it is reported on; kept apart in the ConfigMap
 	// (see SetGitHub) so the reporter and the deployment never overwrite each other.
 	GitHub *GitHub `json:"-"`
+	// Tag is where the deployment's git tag is, for repos that ask for tags (see package
+	// tag); kept in memory by the leader that pushes it, not stored.
+	Tag *Tag `json:"-"`
+}
+
+// Tag is where a deployment's git tag is.
+type Tag struct {
+	// Name is the tag's name, e.g. production/deployment-0007.
+	Name string
+	// State is pending, pushed or failed.
+	State string
+	// Error is the last attempt's error, empty once pushed.
+	Error string
+	// Attempts counts the pushes tried.
+	Attempts int
 }
 
 // GitHub is the GitHub deployment a record is reported on.

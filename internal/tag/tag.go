@@ -37,17 +37,8 @@ const (
 	Failed = "failed"
 )
 
-// Status is where a deployment's tag is.
-type Status struct {
-	// Name is the tag's name, e.g. production/deployment-0007.
-	Name string
-	// State is Pending, Pushed or Failed.
-	State string
-	// Error is the last attempt's error, empty once pushed.
-	Error string
-	// Attempts counts the pushes tried.
-	Attempts int
-}
+// Status is where a deployment's tag is: its State is Pending, Pushed or Failed.
+type Status = history.Tag
 
 // Options configure a Tagger.
 type Options struct {

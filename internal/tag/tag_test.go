@@ -118,7 +118,9 @@ func TestTagger(t *testing.T) {
 	}, {
 		name: "a tag on another commit is not retried",
 		repo: repo, rec: record(4, history.Succeeded),
-		push: func(int, source.Tag) error { return &source.TagConflictError{Name: "deployment-0004", Existing: strings.Repeat("b", 40)} },
+		push: func(int, source.Tag) error {
+			return &source.TagConflictError{Name: "deployment-0004", Existing: strings.Repeat("b", 40)}
+		},
 		want: []Status{{Name: "deployment-0004", State: Pending},
 			{Name: "deployment-0004", State: Failed, Attempts: 1,
 				Error: "tag deployment-0004 already exists on the remote, on bbbbbbbbbbbb, not on : deployd does not move tags (delete it on the remote to have it pushed again)"}},

@@ -268,6 +268,27 @@ func (e RecordTrigger) Valid() bool {
 	}
 }
 
+// Defines values for RecordTagState.
+const (
+	RecordTagStateFailed  RecordTagState = "failed"
+	RecordTagStatePending RecordTagState = "pending"
+	RecordTagStatePushed  RecordTagState = "pushed"
+)
+
+// Valid indicates whether the value is a known member of the RecordTagState enum.
+func (e RecordTagState) Valid() bool {
+	switch e {
+	case RecordTagStateFailed:
+		return true
+	case RecordTagStatePending:
+		return true
+	case RecordTagStatePushed:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SummaryPhase.
 const (
 	SummaryPhaseApplying        SummaryPhase = "applying"
@@ -712,7 +733,8 @@ type Record struct {
 	Phase RecordPhase `json:"phase"`
 
 	// Started When the deployment started.
-	Started time.Time `json:"started"`
+	Started time.Time  `json:"started"`
+	Tag     *RecordTag `json:"tag,omitempty"`
 
 	// Trigger What started the deployment.
 	Trigger RecordTrigger `json:"trigger"`
@@ -726,6 +748,24 @@ type RecordPhase string
 
 // RecordTrigger What started the deployment.
 type RecordTrigger string
+
+// RecordTag defines model for RecordTag.
+type RecordTag struct {
+	// Attempts Pushes tried so far.
+	Attempts int64 `json:"attempts"`
+
+	// Error Why the last push failed; tagging never fails the deployment.
+	Error *string `json:"error,omitempty"`
+
+	// Name The tag's name, e.g. deployment-0007 or production/deployment-0007.
+	Name string `json:"name"`
+
+	// State pending while it is being pushed (retried with backoff), pushed, or failed once given up on.
+	State RecordTagState `json:"state"`
+}
+
+// RecordTagState pending while it is being pushed (retried with backoff), pushed, or failed once given up on.
+type RecordTagState string
 
 // Replicas defines model for Replicas.
 type Replicas struct {
