@@ -89,6 +89,9 @@ type Deps struct {
 	Config   ConfigState
 	// Drift tells each repo's drift (drift.Detector); nil shows every repo in sync.
 	Drift Drift
+	// Ancestry tells which deployment carries a commit (source.Source); nil answers
+	// every commit unknown.
+	Ancestry Ancestry
 }
 
 // Drift tells a repo's drift from what deployd applied (drift.Detector).
@@ -131,6 +134,7 @@ func New(deps Deps, opts Options) *Server {
 	s.hub = newHub(s, opts.Streams)
 	s.api.UseMiddleware(s.authorizeOperation) // before the operations: huma binds middleware at registration
 	s.register()
+	s.registerCommits()
 	s.registerEvents()
 	return s
 }
