@@ -32,7 +32,7 @@ type CommitDeployment struct {
 	Commit string  `json:"commit" doc:"The commit's full SHA once deployd found it, else the SHA or prefix asked for."`
 	State  string  `json:"state" enum:"carried,pending,unknown,not-on-branch" doc:"carried: a deployment's commit is it or a descendant of it (see record, which may still be running, or have failed); pending: the branch head deployd saw contains it, not deployed yet; unknown: not in the history deployd fetched (not fetched yet, or below the shallow clone's boundary); not-on-branch: the branch head's whole history was read and it is not there."`
 	Record *Record `json:"record,omitempty" doc:"The newest deployment whose commit contains it, when carried."`
-	Head   string  `json:"head,omitempty" doc:"The branch head deployd last saw."`
+	Head   string  `json:"head,omitempty" doc:"The branch head deployd last saw (for not-on-branch, the head whose history was read)."`
 }
 
 type commitInput struct {
@@ -81,17 +81,27 @@ func (s *Server) getCommit(ctx context.Context, in *commitInput) (*commitOutput,
 		out.Commit, out.State, out.Record = found.Commit, CommitCarried, &rec
 		return &commitOutput{Body: out}, nil
 	}
-	if e.Observed.Commit == "" {
-		return &commitOutput{Body: out}, nil
+	// The branch head deployd saw, then the newest deployment's commit (a head too, and
+	// the newer while its check has not ended).
+	judge := []string{e.Observed.Commit}
+	if len(heads) > 0 && heads[0] != e.Observed.Commit {
+		judge = append(judge, heads[0])
 	}
-	found, err = s.deps.Ancestry.Contains(e.Repo, []string{e.Observed.Commit}, in.SHA)
-	switch {
-	case err != nil:
-		return nil, huma.Error400BadRequest(err.Error())
-	case found.Head != "":
-		out.Commit, out.State = found.Commit, CommitPending
-	case found.Complete:
-		out.State = CommitNotOnBranch
+	for _, head := range judge {
+		if head == "" {
+			continue
+		}
+		found, err := s.deps.Ancestry.Contains(e.Repo, []string{head}, in.SHA)
+		switch {
+		case err != nil:
+			return nil, huma.Error400BadRequest(err.Error())
+		case found.Head != "":
+			out.Commit, out.State = found.Commit, CommitPending
+			return &commitOutput{Body: out}, nil
+		case found.Complete:
+			out.State, out.Head = CommitNotOnBranch, head
+			return &commitOutput{Body: out}, nil
+		}
 	}
 	return &commitOutput{Body: out}, nil
 }

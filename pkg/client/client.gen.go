@@ -441,7 +441,7 @@ type CommitDeployment struct {
 	// Commit The commit's full SHA once deployd found it, else the SHA or prefix asked for.
 	Commit string `json:"commit"`
 
-	// Head The branch head deployd last saw.
+	// Head The branch head deployd last saw (for not-on-branch, the head whose history was read).
 	Head   *string `json:"head,omitempty"`
 	Record *Record `json:"record,omitempty"`
 
