@@ -138,3 +138,64 @@ func metric(t *testing.T, base, name string) float64 {
 	v, _ := strconv.ParseFloat(string(m[1]), 64)
 	return v
 }
+
+// TestDeploymentTagsAcrossARestart: a tag the git server refused until deployd stopped is
+// pushed by the next start; a repo in several environments gets its tags prefixed.
+func TestDeploymentTagsAcrossARestart(t *testing.T) {
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "shop/web")
+	sha := repo.Commit("main", "one", map[string]string{"deploy/manifests/cm.yaml": cm("one")})
+	repo.RejectPushes(true)
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "repos.yaml", "repos:\n"+
+		"  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", environment: dev, interval: 0, tagDeployments: true}\n"+
+		"  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", environment: production, interval: 0, tagDeployments: true}\n")
+	args := []string{"--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", env.Namespace(t)}
+	fast := func(o *daemon.Options) { o.Tagging.BackoffBase, o.Tagging.BackoffMax = 50*time.Millisecond, 100*time.Millisecond }
+
+	base, logs, stop := startDaemonWith(t, fast, args...)
+	c, err := client.NewClientWithResponses(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, environment := range []string{"dev", "production"} {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			res, err := c.GetHistoryRecordWithResponse(context.Background(), "shop", "web", 1, &client.GetHistoryRecordParams{Environment: &environment})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := res.JSON200; r != nil && r.Phase == client.RecordPhaseSucceeded && r.Tag != nil && r.Tag.Attempts >= 1 {
+				if r.Tag.Name != environment+"/deployment-0001" || r.Tag.State == client.RecordTagStatePushed {
+					t.Errorf("%s: tag %+v, want %s/deployment-0001 not pushed", environment, *r.Tag, environment)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s\n%s", environment, res.Body, logs)
+			}
+			time.Sleep(50 * time.Millisecond) // polling the API, with a deadline
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if refs := repo.Git("for-each-ref", "refs/tags"); refs != "" {
+		t.Fatalf("tags pushed while the server refused them: %s", refs)
+	}
+
+	repo.RejectPushes(false)
+	_, logs, _ = startDaemonWith(t, fast, args...)
+	for _, name := range []string{"dev/deployment-0001", "production/deployment-0001"} {
+		deadline := time.Now().Add(60 * time.Second)
+		for repo.Git("for-each-ref", "refs/tags/"+name) == "" {
+			if time.Now().After(deadline) {
+				t.Fatalf("tag %s not pushed after the restart:\n%s", name, logs)
+			}
+			time.Sleep(50 * time.Millisecond) // polling the git server, with a deadline
+		}
+		if got := repo.Git("rev-parse", "refs/tags/"+name+"^{commit}"); got != sha {
+			t.Errorf("%s is on %s, want %s", name, got, sha)
+		}
+	}
+}

@@ -185,6 +185,7 @@ func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, 
 		}
 		ctl.Seed(repo.Key(), rec.DeployedTree)
 		p.view.LoadHistory(repo.Key(), rec.Records)
+		p.retag(repo, rec.Records)
 		if rec.Pause.Paused {
 			ctl.SetPaused(repo.Key(), true)
 			p.view.SetPause(repo.Key(), view.Pause(rec.Pause))
@@ -201,6 +202,21 @@ func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, 
 		}
 	}
 	return redo
+}
+
+// retag pushes again, on a new leader, the tag of the repo's newest tagged record (newest
+// first): a tag the last leader could not push before it stopped is pushed, and one it
+// pushed is found there.
+func (p *parts) retag(repo config.Repo, recs []history.Record) {
+	if !repo.TagDeployments {
+		return
+	}
+	for _, r := range recs {
+		if tag.Tagged(r.Phase) {
+			p.tagger.Record(repo, r)
+			return
+		}
+	}
 }
 
 // preload reads the state ConfigMaps of cfg's repos with one list.
