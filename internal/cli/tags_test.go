@@ -151,7 +151,9 @@ func TestDeploymentTagsAcrossARestart(t *testing.T) {
 		"  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", environment: dev, interval: 0, tagDeployments: true}\n"+
 		"  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", environment: production, interval: 0, tagDeployments: true}\n")
 	args := []string{"--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", env.Namespace(t)}
-	fast := func(o *daemon.Options) { o.Tagging.BackoffBase, o.Tagging.BackoffMax = 50*time.Millisecond, 100*time.Millisecond }
+	fast := func(o *daemon.Options) {
+		o.Tagging.BackoffBase, o.Tagging.BackoffMax = 50*time.Millisecond, 100*time.Millisecond
+	}
 
 	base, logs, stop := startDaemonWith(t, fast, args...)
 	c, err := client.NewClientWithResponses(base)
