@@ -89,9 +89,6 @@ type Deps struct {
 	Config   ConfigState
 	// Drift tells each repo's drift (drift.Detector); nil shows every repo in sync.
 	Drift Drift
-	// Ancestry tells which deployment carries a commit (source.Source); nil answers
-	// every commit unknown.
-	Ancestry Ancestry
 }
 
 // Drift tells a repo's drift from what deployd applied (drift.Detector).

@@ -3,21 +3,13 @@ package api
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
 
-	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/history"
-	"github.com/deployd/deployd/internal/source"
+	"github.com/deployd/deployd/internal/view"
 )
-
-// Ancestry tells which of a repo's commits contains another, from the git cache alone
-// (source.Source).
-type Ancestry interface {
-	Contains(repo config.Repo, heads []string, prefix string) (source.Containment, error)
-}
-
-var _ Ancestry = (*source.Source)(nil)
 
 // The states of a commit's deployment.
 const (
@@ -30,7 +22,7 @@ const (
 // CommitDeployment says which deployment carries a commit.
 type CommitDeployment struct {
 	Commit string  `json:"commit" doc:"The commit's full SHA once deployd found it, else the SHA or prefix asked for."`
-	State  string  `json:"state" enum:"carried,pending,unknown,not-on-branch" doc:"carried: a deployment's commit is it or a descendant of it (see record, which may still be running, or have failed); pending: the branch head deployd saw contains it, not deployed yet; unknown: not in the history deployd fetched (not fetched yet, or below the shallow clone's boundary); not-on-branch: the branch head's whole history was read and it is not there."`
+	State  string  `json:"state" enum:"carried,pending,unknown,not-on-branch" doc:"carried: a deployment's commit is it or a descendant of it (see record, which may still be running, or have failed); pending: the branch head deployd saw contains it, not deployed yet; unknown: not in the history deployd knows (not fetched yet, or deeper below a fetched head than its parents); not-on-branch: the whole history of the branch head was known and it is not there."`
 	Record *Record `json:"record,omitempty" doc:"The newest deployment whose commit contains it, when carried."`
 	Head   string  `json:"head,omitempty" doc:"The branch head deployd last saw (for not-on-branch, the head whose history was read)."`
 }
@@ -47,9 +39,11 @@ type commitOutput struct {
 
 func (s *Server) registerCommits() {
 	huma.Register(s.api, huma.Operation{OperationID: "get-commit-deployment", Method: http.MethodGet, Path: "/deployment/{owner}/{repo}/commits/{sha}",
-		Summary:     "Which deployment carries a commit",
-		Description: "The newest deployment whose commit is the given one or a descendant of it on the branch, as far as deployd's git cache knows the history (the branch heads it fetched and their parents): a commit overtaken by a newer push before deployd saw it is carried by the newer one. Reads the cache only, never the network.",
-		Tags:        []string{"deployments"}, Errors: append(readErrors, http.StatusBadRequest)}, s.getCommit)
+		Summary: "Which deployment carries a commit",
+		Description: "The newest deployment whose commit is the given one or a descendant of it, as far as deployd knows the branch's history: " +
+			"the commits it fetched as branch heads (its deployment records) and their parents. A commit overtaken by a newer push before deployd " +
+			"saw it is carried by the newer one. Served from memory, like every read.",
+		Tags: []string{"deployments"}, Errors: append(readErrors, http.StatusBadRequest)}, s.getCommit)
 }
 
 func (s *Server) getCommit(ctx context.Context, in *commitInput) (*commitOutput, error) {
@@ -57,51 +51,85 @@ func (s *Server) getCommit(ctx context.Context, in *commitInput) (*commitOutput,
 	if err != nil {
 		return nil, err
 	}
-	out := CommitDeployment{Commit: in.SHA, State: CommitUnknown, Head: e.Observed.Commit}
-	if s.deps.Ancestry == nil {
-		return &commitOutput{Body: out}, nil
-	}
-	var heads []string
-	byHead := map[string]history.Record{}
+	return &commitOutput{Body: carrier(e, strings.ToLower(in.SHA))}, nil
+}
+
+// carrier finds the newest record whose commit contains the commit prefix names, else
+// judges it against the branch head deployd saw and the newest record's commit.
+func carrier(e view.Entry, prefix string) CommitDeployment {
+	out := CommitDeployment{Commit: prefix, State: CommitUnknown, Head: e.Observed.Commit}
+	known := knownCommits(e)
+	var newest string
 	for _, r := range e.Records { // newest first
 		if r.Commit.SHA == "" || r.Phase == history.Queued {
 			continue
 		}
-		if _, ok := byHead[r.Commit.SHA]; !ok {
-			heads = append(heads, r.Commit.SHA)
-			byHead[r.Commit.SHA] = r
+		if newest == "" {
+			newest = r.Commit.SHA
+		}
+		if found, _ := contains(known, r.Commit.SHA, prefix); found != "" {
+			rec := recordOf(r)
+			out.Commit, out.State, out.Record = found, CommitCarried, &rec
+			return out
 		}
 	}
-	found, err := s.deps.Ancestry.Contains(e.Repo, heads, in.SHA)
-	if err != nil {
-		return nil, huma.Error400BadRequest(err.Error())
-	}
-	if found.Head != "" {
-		rec := recordOf(byHead[found.Head])
-		out.Commit, out.State, out.Record = found.Commit, CommitCarried, &rec
-		return &commitOutput{Body: out}, nil
-	}
-	// The branch head deployd saw, then the newest deployment's commit (a head too, and
-	// the newer while its check has not ended).
-	judge := []string{e.Observed.Commit}
-	if len(heads) > 0 && heads[0] != e.Observed.Commit {
-		judge = append(judge, heads[0])
-	}
-	for _, head := range judge {
+	// The newest record's commit is a head too, and the newer while its check runs.
+	for _, head := range []string{e.Observed.Commit, newest} {
 		if head == "" {
 			continue
 		}
-		found, err := s.deps.Ancestry.Contains(e.Repo, []string{head}, in.SHA)
+		found, complete := contains(known, head, prefix)
 		switch {
-		case err != nil:
-			return nil, huma.Error400BadRequest(err.Error())
-		case found.Head != "":
-			out.Commit, out.State = found.Commit, CommitPending
-			return &commitOutput{Body: out}, nil
-		case found.Complete:
+		case found != "":
+			out.Commit, out.State = found, CommitPending
+			return out
+		case complete:
 			out.State, out.Head = CommitNotOnBranch, head
-			return &commitOutput{Body: out}, nil
+			return out
 		}
 	}
-	return &commitOutput{Body: out}, nil
+	return out
+}
+
+// knownCommits is the history deployd knows of the branch: each commit it fetched as a
+// head, by SHA, with its parents.
+func knownCommits(e view.Entry) map[string]history.Commit {
+	known := make(map[string]history.Commit, len(e.Records)+1)
+	for _, r := range e.Records {
+		if r.Commit.SHA != "" {
+			known[r.Commit.SHA] = r.Commit
+		}
+	}
+	if o := e.Observed; o.Commit != "" {
+		known[o.Commit] = history.Commit{SHA: o.Commit, Parents: o.Parents, Root: o.Root}
+	}
+	return known
+}
+
+// contains walks head's known history: it returns the SHA there the prefix matches (a
+// parent's SHA is known even when the parent is not), and whether the whole history was
+// known (down to root commits) when it is not there.
+func contains(known map[string]history.Commit, head, prefix string) (found string, complete bool) {
+	complete = true
+	seen := map[string]bool{}
+	queue := []string{head}
+	for len(queue) > 0 {
+		sha := queue[0]
+		queue = queue[1:]
+		if seen[sha] {
+			continue
+		}
+		seen[sha] = true
+		if strings.HasPrefix(sha, prefix) {
+			return sha, true
+		}
+		c, ok := known[sha]
+		switch {
+		case !ok || (len(c.Parents) == 0 && !c.Root):
+			complete = false // below what deployd fetched, or a record from before parents were kept
+		default:
+			queue = append(queue, c.Parents...)
+		}
+	}
+	return "", complete
 }

@@ -180,7 +180,7 @@ func (d *Daemon) buildHTTP(context.Context) error {
 	}
 	hooks := webhook.New(d.queue(), d.opts.WebhookSecretFile, d.opts.Webhook, func(r webhook.Result) { logDelivery(d.log, r); d.meter.Delivery(r) })
 	d.health = &health{watcher: d.watcher, synced: d.parts.tracker.Synced}
-	deps := api.Deps{View: d.view, Queue: d.queue(), Config: d.watcher, Statuses: d.parts.tracker, Objects: d.parts.applier, Pauser: d.parts, Drift: replicaDrift{d.parts}, Ancestry: d.src}
+	deps := api.Deps{View: d.view, Queue: d.queue(), Config: d.watcher, Statuses: d.parts.tracker, Objects: d.parts.applier, Pauser: d.parts, Drift: replicaDrift{d.parts}}
 	d.api = api.New(deps, api.Options{TokenFile: d.opts.APITokenFile, ReadAuth: d.opts.APIReadAuth, PublicURL: d.opts.PublicURL, Streams: d.opts.APIStreams, Log: d.log})
 	mux := http.NewServeMux()
 	mux.Handle("/", d.api.Handler())

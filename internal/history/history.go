@@ -46,6 +46,11 @@ type Commit struct {
 	Message string    `json:"message"`
 	Author  string    `json:"author"`
 	Time    time.Time `json:"time"`
+	// Parents are the SHAs of its parents, as fetched: the history known below it
+	// (empty for a root commit, and for records written before deployd kept them).
+	Parents []string `json:"parents,omitempty"`
+	// Root is set on a commit known to have no parents: its whole history is known.
+	Root bool `json:"root,omitempty"`
 }
 
 // Object is one object's outcome in a deployment.

@@ -445,11 +445,11 @@ type CommitDeployment struct {
 	Head   *string `json:"head,omitempty"`
 	Record *Record `json:"record,omitempty"`
 
-	// State carried: a deployment's commit is it or a descendant of it (see record, which may still be running, or have failed); pending: the branch head deployd saw contains it, not deployed yet; unknown: not in the history deployd fetched (not fetched yet, or below the shallow clone's boundary); not-on-branch: the branch head's whole history was read and it is not there.
+	// State carried: a deployment's commit is it or a descendant of it (see record, which may still be running, or have failed); pending: the branch head deployd saw contains it, not deployed yet; unknown: not in the history deployd knows (not fetched yet, or deeper below a fetched head than its parents); not-on-branch: the whole history of the branch head was known and it is not there.
 	State CommitDeploymentState `json:"state"`
 }
 
-// CommitDeploymentState carried: a deployment's commit is it or a descendant of it (see record, which may still be running, or have failed); pending: the branch head deployd saw contains it, not deployed yet; unknown: not in the history deployd fetched (not fetched yet, or below the shallow clone's boundary); not-on-branch: the branch head's whole history was read and it is not there.
+// CommitDeploymentState carried: a deployment's commit is it or a descendant of it (see record, which may still be running, or have failed); pending: the branch head deployd saw contains it, not deployed yet; unknown: not in the history deployd knows (not fetched yet, or deeper below a fetched head than its parents); not-on-branch: the whole history of the branch head was known and it is not there.
 type CommitDeploymentState string
 
 // ConfigOutputBody defines model for ConfigOutputBody.
@@ -1119,7 +1119,7 @@ type ClientInterface interface {
 
 	// GetCommitDeployment Which deployment carries a commit
 	//
-	// The newest deployment whose commit is the given one or a descendant of it on the branch, as far as deployd's git cache knows the history (the branch heads it fetched and their parents): a commit overtaken by a newer push before deployd saw it is carried by the newer one. Reads the cache only, never the network.
+	// The newest deployment whose commit is the given one or a descendant of it, as far as deployd knows the branch's history: the commits it fetched as branch heads (its deployment records) and their parents. A commit overtaken by a newer push before deployd saw it is carried by the newer one. Served from memory, like every read.
 	//
 	// Corresponds with GET /deployment/{owner}/{repo}/commits/{sha} (the `GetCommitDeployment` operationId).
 	GetCommitDeployment(ctx context.Context, owner string, repo string, sha string, params *GetCommitDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1225,7 +1225,7 @@ func (c *Client) GetDeployment(ctx context.Context, owner string, repo string, p
 
 // GetCommitDeployment Which deployment carries a commit
 //
-// The newest deployment whose commit is the given one or a descendant of it on the branch, as far as deployd's git cache knows the history (the branch heads it fetched and their parents): a commit overtaken by a newer push before deployd saw it is carried by the newer one. Reads the cache only, never the network.
+// The newest deployment whose commit is the given one or a descendant of it, as far as deployd knows the branch's history: the commits it fetched as branch heads (its deployment records) and their parents. A commit overtaken by a newer push before deployd saw it is carried by the newer one. Served from memory, like every read.
 //
 // Corresponds with GET /deployment/{owner}/{repo}/commits/{sha} (the `GetCommitDeployment` operationId).
 func (c *Client) GetCommitDeployment(ctx context.Context, owner string, repo string, sha string, params *GetCommitDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2547,7 +2547,7 @@ type ClientWithResponsesInterface interface {
 
 	// GetCommitDeploymentWithResponse Which deployment carries a commit
 	//
-	// The newest deployment whose commit is the given one or a descendant of it on the branch, as far as deployd's git cache knows the history (the branch heads it fetched and their parents): a commit overtaken by a newer push before deployd saw it is carried by the newer one. Reads the cache only, never the network.
+	// The newest deployment whose commit is the given one or a descendant of it, as far as deployd knows the branch's history: the commits it fetched as branch heads (its deployment records) and their parents. A commit overtaken by a newer push before deployd saw it is carried by the newer one. Served from memory, like every read.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3638,7 +3638,7 @@ func (c *ClientWithResponses) GetDeploymentWithResponse(ctx context.Context, own
 
 // GetCommitDeploymentWithResponse Which deployment carries a commit
 //
-// The newest deployment whose commit is the given one or a descendant of it on the branch, as far as deployd's git cache knows the history (the branch heads it fetched and their parents): a commit overtaken by a newer push before deployd saw it is carried by the newer one. Reads the cache only, never the network.
+// The newest deployment whose commit is the given one or a descendant of it, as far as deployd knows the branch's history: the commits it fetched as branch heads (its deployment records) and their parents. A commit overtaken by a newer push before deployd saw it is carried by the newer one. Served from memory, like every read.
 //
 // Returns a wrapper object for the known response body format(s).
 //
