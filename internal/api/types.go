@@ -71,7 +71,7 @@ type Record struct {
 	// GitHub reporting.
 	GitHubDeploymentID int64      `json:"githubDeploymentId,omitempty" doc:"The GitHub deployment this deployment is reported on."`
 	GitHubState        string     `json:"githubState,omitempty" enum:"queued,in_progress,success,failure,error,inactive" doc:"The last state reported to GitHub."`
-	Tag                *RecordTag `json:"tag,omitempty" doc:"The git tag pushed on the deployed commit, for repos with tagDeployments (shown by the deployd that pushes it, until it restarts)."`
+	Tag                *RecordTag `json:"tag,omitempty" doc:"The git tag pushed on the deployed commit, for repos with tagDeployments (retries are shown by the leader pushing it; its start and end are stored, for every replica)."`
 }
 
 // RecordTag is where a deployment's git tag is.

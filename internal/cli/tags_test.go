@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -139,45 +140,58 @@ func metric(t *testing.T, base, name string) float64 {
 	return v
 }
 
-// TestDeploymentTagsAcrossARestart: a tag the git server refused until deployd stopped is
-// pushed by the next start; a repo in several environments gets its tags prefixed.
+// TestDeploymentTagsAcrossARestart: tags the git server refused until deployd stopped
+// (their pending state is in the state ConfigMap) are pushed by the next start; a repo in
+// several environments gets its tags prefixed.
 func TestDeploymentTagsAcrossARestart(t *testing.T) {
 	srv := gittest.NewServer(t)
 	repo := srv.NewRepo(t, "shop/web")
-	sha := repo.Commit("main", "one", map[string]string{"deploy/manifests/cm.yaml": cm("one")})
+	shas := []string{repo.Commit("main", "one", map[string]string{"deploy/manifests/cm.yaml": cm("one")})}
 	repo.RejectPushes(true)
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "repos.yaml", "repos:\n"+
 		"  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", environment: dev, interval: 0, tagDeployments: true}\n"+
 		"  - {name: shop/web, url: '"+srv.RepoURL("shop/web")+"', namespace: "+env.Namespace(t)+", environment: production, interval: 0, tagDeployments: true}\n")
-	args := []string{"--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", env.Namespace(t)}
-	fast := func(o *daemon.Options) {
-		o.Tagging.BackoffBase, o.Tagging.BackoffMax = 50*time.Millisecond, 100*time.Millisecond
+	secret := writeFile(t, dir, "secret", "hook-secret\n")
+	args := []string{"--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", env.Namespace(t),
+		"--webhook-secret-file", secret}
+	fast := func(o *daemon.Options) { o.Tagging.BackoffBase, o.Tagging.BackoffMax = 50*time.Millisecond, 100*time.Millisecond }
+	environments := []string{"dev", "production"}
+
+	// tagState waits until record n of environment has a tag satisfying ok.
+	tagState := func(c *client.ClientWithResponses, logs fmt.Stringer, environment string, n int, ok func(client.RecordTag) bool) client.RecordTag {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			res, err := c.GetHistoryRecordWithResponse(context.Background(), "shop", "web", int64(n), &client.GetHistoryRecordParams{Environment: &environment})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := res.JSON200; r != nil && r.Phase == client.RecordPhaseSucceeded && r.Tag != nil && ok(*r.Tag) {
+				return *r.Tag
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s record %d: %s\n%s", environment, n, res.Body, logs)
+			}
+			time.Sleep(50 * time.Millisecond) // polling the API, with a deadline
+		}
 	}
+	refused := func(tg client.RecordTag) bool { return tg.Attempts >= 1 && tg.State == client.RecordTagStatePending }
 
 	base, logs, stop := startDaemonWith(t, fast, args...)
 	c, err := client.NewClientWithResponses(base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, environment := range []string{"dev", "production"} {
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			res, err := c.GetHistoryRecordWithResponse(context.Background(), "shop", "web", 1, &client.GetHistoryRecordParams{Environment: &environment})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r := res.JSON200; r != nil && r.Phase == client.RecordPhaseSucceeded && r.Tag != nil && r.Tag.Attempts >= 1 {
-				if r.Tag.Name != environment+"/deployment-0001" || r.Tag.State == client.RecordTagStatePushed {
-					t.Errorf("%s: tag %+v, want %s/deployment-0001 not pushed", environment, *r.Tag, environment)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %s\n%s", environment, res.Body, logs)
-			}
-			time.Sleep(50 * time.Millisecond) // polling the API, with a deadline
+	for _, e := range environments {
+		if tg := tagState(c, logs, e, 1, refused); tg.Name != e+"/deployment-0001" {
+			t.Errorf("%s: tag %+v, want %s/deployment-0001", e, tg, e)
 		}
+	}
+	shas = append(shas, repo.Commit("main", "two", map[string]string{"deploy/manifests/cm.yaml": cm("two")}))
+	pushHook(t, base, "hook-secret", "shop/web")
+	for _, e := range environments {
+		tagState(c, logs, e, 2, refused)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -187,17 +201,17 @@ func TestDeploymentTagsAcrossARestart(t *testing.T) {
 	}
 
 	repo.RejectPushes(false)
-	_, logs, _ = startDaemonWith(t, fast, args...)
-	for _, name := range []string{"dev/deployment-0001", "production/deployment-0001"} {
-		deadline := time.Now().Add(60 * time.Second)
-		for repo.Git("for-each-ref", "refs/tags/"+name) == "" {
-			if time.Now().After(deadline) {
-				t.Fatalf("tag %s not pushed after the restart:\n%s", name, logs)
+	base, logs, _ = startDaemonWith(t, fast, args...)
+	if c, err = client.NewClientWithResponses(base); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range environments {
+		for n, sha := range shas {
+			name := fmt.Sprintf("%s/deployment-%04d", e, n+1)
+			tagState(c, logs, e, n+1, func(tg client.RecordTag) bool { return tg.State == client.RecordTagStatePushed })
+			if got := repo.Git("rev-parse", "refs/tags/"+name+"^{commit}"); got != sha {
+				t.Errorf("%s is on %s, want %s", name, got, sha)
 			}
-			time.Sleep(50 * time.Millisecond) // polling the git server, with a deadline
-		}
-		if got := repo.Git("rev-parse", "refs/tags/"+name+"^{commit}"); got != sha {
-			t.Errorf("%s is on %s, want %s", name, got, sha)
 		}
 	}
 }

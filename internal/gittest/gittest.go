@@ -80,8 +80,9 @@ func (r *Repo) Git(args ...string) string {
 	return git(r.t, r.Bare, args...)
 }
 
-// RejectPushes makes the served repository refuse every push with a pre-receive hook
-// that exits 1 (reject true), or accept them again (false).
+// RejectPushes makes the served repository refuse every push over HTTP (the server's
+// clients; the test's own Commit still pushes) with a pre-receive hook that exits 1
+// (reject true), or accept them again (false).
 func (r *Repo) RejectPushes(reject bool) {
 	r.t.Helper()
 	hook := filepath.Join(r.Bare, "hooks", "pre-receive")
@@ -94,7 +95,8 @@ func (r *Repo) RejectPushes(reject bool) {
 	if err := os.MkdirAll(filepath.Dir(hook), 0o755); err != nil {
 		r.t.Fatalf("%v", err)
 	}
-	script := "#!/bin/sh\necho 'pushes refused for the test' >&2\nexit 1\n"
+	// git http-backend is a CGI program: its environment, which the hook inherits, says so.
+	script := "#!/bin/sh\n[ -n \"$GATEWAY_INTERFACE\" ] || exit 0\necho 'pushes refused for the test' >&2\nexit 1\n"
 	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
 		r.t.Fatalf("%v", err)
 	}

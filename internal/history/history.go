@@ -102,20 +102,20 @@ type Record struct {
 	// (see SetGitHub) so the reporter and the deployment never overwrite each other.
 	GitHub *GitHub `json:"-"`
 	// Tag is where the deployment's git tag is, for repos that ask for tags (see package
-	// tag); kept in memory by the leader that pushes it, not stored.
+	// tag); kept apart in the ConfigMap (see SetTag), like GitHub.
 	Tag *Tag `json:"-"`
 }
 
 // Tag is where a deployment's git tag is.
 type Tag struct {
 	// Name is the tag's name, e.g. production/deployment-0007.
-	Name string
+	Name string `json:"name"`
 	// State is pending, pushed or failed.
-	State string
+	State string `json:"state"`
 	// Error is the last attempt's error, empty once pushed.
-	Error string
+	Error string `json:"error,omitempty"`
 	// Attempts counts the pushes tried.
-	Attempts int
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // GitHub is the GitHub deployment a record is reported on.
@@ -136,6 +136,7 @@ func (r Record) Name() string { return fmt.Sprintf("deployment-%04d", r.Number) 
 // Data keys in the state ConfigMap.
 const (
 	githubKey  = "github"
+	tagsKey    = "tags"
 	historyKey = "history"
 	nextKey    = "next"
 )
@@ -159,6 +160,7 @@ type stored struct {
 	next    int
 	pause   string
 	github  map[int]GitHub
+	tags    map[int]Tag
 }
 
 func (s *Store) load(ctx context.Context, repo config.Repo) (*stored, error) {
@@ -186,9 +188,17 @@ func (s *Store) parse(repo config.Repo, data map[string]string) (*stored, error)
 			return nil, fmt.Errorf("GitHub state in %s is not valid: %w", name, err)
 		}
 	}
+	if raw := data[tagsKey]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &st.tags); err != nil {
+			return nil, fmt.Errorf("tag state in %s is not valid: %w", name, err)
+		}
+	}
 	for i := range st.records {
 		if g, ok := st.github[st.records[i].Number]; ok {
 			st.records[i].GitHub = &g
+		}
+		if t, ok := st.tags[st.records[i].Number]; ok {
+			st.records[i].Tag = &t
 		}
 	}
 	if n, err := strconv.Atoi(data[nextKey]); err == nil {
@@ -236,6 +246,16 @@ func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *st
 			}
 			b, _ := json.Marshal(kept)
 			data[githubKey] = string(b)
+		}
+		if len(st.tags) > 0 {
+			kept := map[int]Tag{}
+			for _, r := range st.records {
+				if t, ok := st.tags[r.Number]; ok {
+					kept[r.Number] = t
+				}
+			}
+			b, _ := json.Marshal(kept)
+			data[tagsKey] = string(b)
 		}
 		return nil
 	})
@@ -342,6 +362,28 @@ func (s *Store) Pause(ctx context.Context, repo config.Repo) (Pause, error) {
 		}
 	}
 	return p, nil
+}
+
+// SetTag records where a record's git tag is.
+func (s *Store) SetTag(ctx context.Context, repo config.Repo, number int, t Tag) error {
+	return s.modify(ctx, repo, func(st *stored) error {
+		if st.tags == nil {
+			st.tags = map[int]Tag{}
+		}
+		t.Error = truncate(t.Error, maxTagError)
+		st.tags[number] = t
+		return nil
+	})
+}
+
+// maxTagError bounds a stored tag error: a git server's refusal is its own text.
+const maxTagError = 1000
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // SetGitHub records the GitHub deployment a record is reported on, and its last state.

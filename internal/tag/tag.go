@@ -58,8 +58,12 @@ type Options struct {
 	// Several reports whether a repo is configured in more than one environment: its
 	// tags are then prefixed with the environment.
 	Several func(repo config.Repo) bool
-	// Changed, when set, is told each change of a tag's status.
+	// Changed, when set, is told each change of a tag's status, from the tagger's own
+	// goroutines (never from Record: it may write the status somewhere slow).
 	Changed func(repo config.Repo, number int, st Status)
+	// Dropped, when set, is told (from Record) of a tag not pushed because MaxPending
+	// tags were pending.
+	Dropped func(repo config.Repo, number int, st Status)
 	// Attempted, when set, is told each attempt's outcome (nil error: pushed).
 	Attempted func(err error)
 }
@@ -131,11 +135,12 @@ func (t *Tagger) Record(repo config.Repo, rec history.Record) {
 	ctx := t.ctx
 	t.mu.Unlock()
 	if full {
-		t.changed(repo, rec.Number, Status{Name: tag.Name, State: Failed,
-			Error: fmt.Sprintf("not pushed: %d tags are already waiting for their git servers", t.opts.MaxPending)})
+		if t.opts.Dropped != nil {
+			t.opts.Dropped(repo, rec.Number, Status{Name: tag.Name, State: Failed,
+				Error: fmt.Sprintf("not pushed: %d tags are already waiting for their git servers", t.opts.MaxPending)})
+		}
 		return
 	}
-	t.changed(repo, rec.Number, Status{Name: tag.Name, State: Pending})
 	t.wg.Go(func() {
 		defer func() {
 			t.mu.Lock()
@@ -149,6 +154,7 @@ func (t *Tagger) Record(repo config.Repo, rec history.Record) {
 // run pushes tag until it is pushed, refused for good, out of attempts, or ctx ends.
 func (t *Tagger) run(ctx context.Context, repo config.Repo, number int, tag source.Tag) {
 	st := Status{Name: tag.Name, State: Pending}
+	t.changed(repo, number, st)
 	delay := t.opts.BackoffBase
 	for st.Attempts < max(t.opts.MaxAttempts, 1) {
 		err := t.attempt(ctx, repo, tag)

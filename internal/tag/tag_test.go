@@ -64,7 +64,7 @@ func (s *statuses) of(number int) []Status {
 func testOptions(st *statuses) Options {
 	o := DefaultOptions()
 	o.BackoffBase, o.BackoffMax, o.MaxAttempts = time.Millisecond, 4*time.Millisecond, 4
-	o.Changed = st.changed
+	o.Changed, o.Dropped = st.changed, st.changed
 	return o
 }
 
