@@ -155,7 +155,9 @@ func TestDeploymentTagsAcrossARestart(t *testing.T) {
 	secret := writeFile(t, dir, "secret", "hook-secret\n")
 	args := []string{"--config", cfg, "--kubeconfig", env.Kubeconfig, "--cache-dir", filepath.Join(dir, "cache"), "--namespace", env.Namespace(t),
 		"--webhook-secret-file", secret}
-	fast := func(o *daemon.Options) { o.Tagging.BackoffBase, o.Tagging.BackoffMax = 50*time.Millisecond, 100*time.Millisecond }
+	fast := func(o *daemon.Options) {
+		o.Tagging.BackoffBase, o.Tagging.BackoffMax = 50*time.Millisecond, 100*time.Millisecond
+	}
 	environments := []string{"dev", "production"}
 
 	// tagState waits until record n of environment has a tag satisfying ok.
