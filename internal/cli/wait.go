@@ -24,7 +24,7 @@ import (
 // branch, 2 timeout, 3 usage or deployd unreachable.
 func waitCmd(args []string, stdout, stderr io.Writer) error {
 	fs, cf := newClientFlags("wait", stderr)
-	commit := fs.String("commit", "", "the commit SHA (or a prefix of at least 7) to wait for")
+	commit := fs.String("commit", "", "the commit SHA (or a prefix of at least 7) to wait for: its deployment, or that of a newer commit containing it")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait")
 	owner, repo, err := parseRepo(fs, args)
 	if err != nil {

@@ -2,11 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deployd/deployd/internal/gittest"
+	"github.com/deployd/deployd/internal/logtest"
 	"github.com/deployd/deployd/pkg/client"
 )
 
@@ -94,6 +97,40 @@ func TestWaitForAnOvertakenCommit(t *testing.T) {
 		r := <-done
 		if r.code != 1 || !strings.Contains(r.err, elsewhere[:12]+" is not on the branch: deployd read the whole history of its head "+rewritten[:12]) {
 			t.Errorf("exit %d, want 1 and not on the branch\n%s\n%s\n%s", r.code, r.out, r.err, logs)
+		}
+	})
+	t.Run("a deployment superseded by one that contains the commit hands the wait over", func(t *testing.T) {
+		stuck := repo.Commit("main", "never ready", map[string]string{"deploy/manifests/web.yaml": stuckDeployment(600)})
+		type result struct {
+			code     int
+			out, err string
+		}
+		done := make(chan result, 1)
+		var out logtest.Buffer
+		go func() {
+			var errOut strings.Builder
+			err := Run(context.Background(), []string{"wait", "shop/web", "--commit", stuck, server, "--timeout", "60s"}, &out, &errOut)
+			code := 0
+			var exit *ExitError
+			if errors.As(err, &exit) {
+				code = exit.Code
+			}
+			done <- result{code, out.String(), errOut.String()}
+		}()
+		pushHook(t, base, "hook-secret", "shop/web")
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(out.String(), stuck[:12]+": waiting") {
+			if time.Now().After(deadline) {
+				t.Fatalf("wait never saw the stuck deployment waiting: %s\n%s", out.String(), logs)
+			}
+			time.Sleep(50 * time.Millisecond) // polling the command's output, with a deadline
+		}
+		fix := repo.Commit("main", "fixed", map[string]string{"deploy/manifests/web.yaml": ""})
+		pushHook(t, base, "hook-secret", "shop/web")
+		r := <-done
+		if r.code != 0 || !strings.Contains(r.out, stuck[:12]+": superseded") || !strings.Contains(r.out, stuck[:12]+" is in "+fix[:12]) ||
+			!strings.Contains(r.out, fix[:12]+": succeeded") {
+			t.Errorf("exit %d, want 0 after the hand-over\n%s\n%s", r.code, r.out, r.err)
 		}
 	})
 }
