@@ -134,6 +134,7 @@ func New(deps Deps, opts Options) *Server {
 	s.hub = newHub(s, opts.Streams)
 	s.api.UseMiddleware(s.authorizeOperation) // before the operations: huma binds middleware at registration
 	s.register()
+	s.registerCommits()
 	s.registerEvents()
 	s.registerPreviews()
 	return s
@@ -316,6 +317,9 @@ func recordOf(r history.Record) Record {
 	out.Renderer = r.Renderer
 	if r.Chart != (history.Chart{}) {
 		out.Chart = &Chart{Name: r.Chart.Name, Version: r.Chart.Version}
+	}
+	if r.Tag != nil {
+		out.Tag = &RecordTag{Name: r.Tag.Name, State: r.Tag.State, Error: r.Tag.Error, Attempts: r.Tag.Attempts}
 	}
 	for _, o := range r.Objects {
 		out.Objects = append(out.Objects, ObjectOutcome{Object: o.Object, Action: o.Action, Status: o.Status, Message: o.Message})

@@ -79,8 +79,17 @@ type Record struct {
 	Renderer string `json:"renderer,omitempty" enum:"plain,kustomize,helm" doc:"How the manifests were rendered: plain YAML files, a kustomization or a Helm chart; absent before the render."`
 	Chart    *Chart `json:"chart,omitempty" doc:"The Helm chart rendered, when the renderer is helm."`
 	// GitHub reporting.
-	GitHubDeploymentID int64  `json:"githubDeploymentId,omitempty" doc:"The GitHub deployment this deployment is reported on."`
-	GitHubState        string `json:"githubState,omitempty" enum:"queued,in_progress,success,failure,error,inactive" doc:"The last state reported to GitHub."`
+	GitHubDeploymentID int64      `json:"githubDeploymentId,omitempty" doc:"The GitHub deployment this deployment is reported on."`
+	GitHubState        string     `json:"githubState,omitempty" enum:"queued,in_progress,success,failure,error,inactive" doc:"The last state reported to GitHub."`
+	Tag                *RecordTag `json:"tag,omitempty" doc:"The git tag pushed on the deployed commit, for repos with tagDeployments (retries are shown by the leader pushing it; its start and end are stored, for every replica)."`
+}
+
+// RecordTag is where a deployment's git tag is.
+type RecordTag struct {
+	Name     string `json:"name" doc:"The tag's name, e.g. deployment-0007 or production/deployment-0007."`
+	State    string `json:"state" enum:"pending,pushed,failed" doc:"pending while it is being pushed (retried with backoff), pushed, or failed once given up on."`
+	Error    string `json:"error,omitempty" doc:"Why the last push failed; tagging never fails the deployment."`
+	Attempts int    `json:"attempts" doc:"Pushes tried so far."`
 }
 
 // Environment is a repo's state in one environment.

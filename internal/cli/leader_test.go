@@ -111,7 +111,8 @@ func TestTwoReplicas(t *testing.T) {
 	// records lists the history oldest first.
 
 	// A push delivered to the follower: the repo is not polled (interval 0), so only the
-	// hand-over can bring it to the leader.
+	// hand-over can bring it to the leader. Its first commit is overtaken by the second.
+	overtaken := repo.Commit("main", "two, overtaken", map[string]string{"deploy/manifests/cm.yaml": cm("overtaken")})
 	repo.Commit("main", "two", map[string]string{"deploy/manifests/cm.yaml": cm("two")})
 	pushHook(t, b.base, "hook-secret", "shop/web")
 	recs := waitRecords(t, stateNS, key, "push handed over and deployed", func(r []history.Record) bool {
@@ -137,6 +138,12 @@ func TestTwoReplicas(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &got); err != nil || len(got.Environments) != 1 || got.Environments[0].Current == nil ||
 		got.Environments[0].Current.Number != 2 || got.Environments[0].DeployedCommit != repo.Head() || got.Environments[0].Phase != "succeeded" {
 		t.Errorf("the follower's status: %s (%v)", body, err)
+	}
+	// The follower knows from the records the leader wrote which deployment carries the
+	// overtaken commit.
+	if code, out, errOut := runCLI(t, "wait", "shop/web", "--commit", overtaken, "--server", b.base, "--timeout", "20s"); code != 0 ||
+		!strings.Contains(out, overtaken[:12]+" is in "+repo.Head()[:12]+", deployed as deployment-0002") {
+		t.Errorf("wait on the overtaken commit through the follower: exit %d\n%s\n%s", code, out, errOut)
 	}
 	for _, l := range strings.Split(b.logs.String(), "\n") {
 		if strings.Contains(l, "this replica is the leader") || strings.Contains(l, `"msg":"deployment"`) || strings.Contains(l, `"msg":"repo checked"`) {

@@ -110,6 +110,11 @@ type Repo struct {
 	Set map[string]any `json:"set,omitempty"`
 	// ReleaseName is a Helm chart's .Release.Name; empty means the repo's name part.
 	ReleaseName string `json:"releaseName,omitempty"`
+	// TagDeployments pushes an annotated tag deployment-NNNN (environment/deployment-NNNN
+	// when the repo is configured in several environments) on the commit of each
+	// deployment that succeeded, failed or ended in error, with the repo's credentials,
+	// which need push rights.
+	TagDeployments bool `json:"tagDeployments,omitempty"`
 	Settings
 	// Line is the line in the config file where the repo's entry starts.
 	Line int `json:"line"`

@@ -32,6 +32,7 @@ repos:
     createNamespace: false
     enforcePodSecurity: true
     serviceAccount: deployer
+    tagDeployments: true
 `), Options{DefaultEnvironment: "prod"})
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +44,7 @@ repos:
 		Line:     6,
 	}, {
 		Name: "shop/web", URL: "git@github.com:shop/web.git", Namespace: "shop-dev", Environment: "dev",
-		AllowClusterScoped: true, EnforcePodSecurity: true, ServiceAccount: "deployer",
+		AllowClusterScoped: true, EnforcePodSecurity: true, ServiceAccount: "deployer", TagDeployments: true,
 		Auth:     Auth{SSHKeyFile: "/keys/id", KnownHostsFile: "/keys/known_hosts"},
 		Settings: Settings{Branch: "release", Path: "deploy/overlays/{environment}", Interval: 0, Timeout: 90 * time.Second, Prune: false, DriftInterval: DefaultDriftInterval},
 		Line:     10,
@@ -116,7 +117,7 @@ func TestParseErrors(t *testing.T) {
 		yaml: "repos:\n  - name: a/b\n    url: https://h/a/b\n    namspace: x\n",
 		want: []string{
 			`repos.yaml:2: repos[0].namespace: missing: set namespace (the namespace its manifests go to)`,
-			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, promoteFrom, promotion, prune, releaseName, serviceAccount, set, timeout, transientEnvironment, url, values`,
+			`repos.yaml:4: repos[0].namspace: field not known (did you mean "namespace"?); known fields here: allowClusterScoped, auth, branch, createNamespace, drift, driftInterval, enforcePodSecurity, environment, environmentUrl, interval, name, namespace, path, productionEnvironment, promoteFrom, promotion, prune, releaseName, serviceAccount, set, tagDeployments, timeout, transientEnvironment, url, values`,
 		},
 	}, {
 		name: "helm values, set and releaseName that are not valid",
@@ -128,6 +129,20 @@ func TestParseErrors(t *testing.T) {
 			`repos.yaml:11: repos[1].values[0]: "../secrets.yaml" points outside the repo: remove the '..'`,
 			`repos.yaml:11: repos[1].values[1]: must be a path in the repo such as deploy/values/{environment}.yaml, not a mapping`,
 			`repos.yaml:12: repos[1].set: cannot be read as a chart's values: yaml: invalid map key: []interface {}{1, 2}`,
+		},
+	}, {
+		name: "tagDeployments where deployd cannot push",
+		yaml: "repos:\n" +
+			"  - {name: a/b, url: 'https://h/a/b', namespace: x, tagDeployments: true}\n" +
+			"  - {name: a/c, url: 'git://h/a/c', namespace: x, tagDeployments: true}\n" +
+			"  - {name: a/d, url: 'https://h/a/d', namespace: x, tagDeployments: yes please}\n" +
+			"  - {name: a/e, url: 'https://h/a/e', namespace: x, tagDeployments: true, auth: {tokenFile: t}}\n" +
+			"  - {name: a/f, url: 'git@h:a/f.git', namespace: x, tagDeployments: true, auth: {sshKeyFile: k}}\n" +
+			"  - {name: a/g, url: 'http://127.0.0.1:8080/a/g.git', namespace: x, tagDeployments: true}\n",
+		want: []string{
+			`repos.yaml:2: repos[0].tagDeployments: pushing tags needs credentials with push rights: set auth.tokenFile (a token allowed to write contents) or auth.sshKeyFile (a deploy key with write access)`,
+			`repos.yaml:3: repos[1].tagDeployments: the git:// protocol cannot push tags: use an https or ssh URL with auth.tokenFile or auth.sshKeyFile`,
+			`repos.yaml:4: repos[2].tagDeployments: must be true or false, not "yes please"`,
 		},
 	}, {
 		name: "unknown top-level and defaults fields",

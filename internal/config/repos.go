@@ -91,7 +91,7 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 	before := len(p.problems)
 	r := Repo{Settings: defaults, Environment: p.opts.DefaultEnvironment, Line: n.Line, CreateNamespace: true}
 	p.promotionNode = nil
-	var urlNode, authNode *yaml.Node
+	var urlNode, authNode, tagNode *yaml.Node
 	str := func(name, want string, check func(string) string, out *string) func(k, v *yaml.Node) {
 		return func(k, v *yaml.Node) {
 			if s, ok := p.scalar(v, join(field, name), want); ok {
@@ -133,6 +133,10 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 		"values":      func(k, v *yaml.Node) { p.valueFiles(v, join(field, "values"), &r.Values) },
 		"set":         func(k, v *yaml.Node) { p.setValues(v, join(field, "set"), &r.Set) },
 		"releaseName": str("releaseName", "a Helm release name such as web", checkReleaseName, &r.ReleaseName),
+		"tagDeployments": func(k, v *yaml.Node) {
+			tagNode = v
+			p.boolean(v, join(field, "tagDeployments"), &r.TagDeployments)
+		},
 	})
 	if deref(n).Kind != yaml.MappingNode {
 		return r, false
@@ -152,6 +156,7 @@ func (p *parser) repo(n *yaml.Node, field string, defaults Settings) (Repo, bool
 	}
 	p.checkPromotion(&r, field, n)
 	p.checkAuth(r, field, urlNode, authNode)
+	p.checkTagging(r, field, tagNode)
 	r.Auth = p.resolveAuth(r.Auth)
 	return r, ok && len(p.problems) == before
 }
@@ -200,6 +205,22 @@ func (p *parser) checkAuth(r Repo, field string, urlNode, authNode *yaml.Node) {
 	}
 	if a.KnownHostsFile != "" && a.SSHKeyFile == "" {
 		p.add(at, join(field, "auth.knownHostsFile"), "only used with auth.sshKeyFile")
+	}
+}
+
+// checkTagging reports a repo that asks for deployment tags where deployd cannot push:
+// a git:// URL (read-only), or a remote URL without credentials (a token or key with
+// push rights). Anonymous pushes are let through to this machine's and file:// repos.
+func (p *parser) checkTagging(r Repo, field string, at *yaml.Node) {
+	if !r.TagDeployments {
+		return
+	}
+	scheme := urlScheme(r.URL)
+	switch {
+	case scheme == "git":
+		p.add(at, join(field, "tagDeployments"), "the git:// protocol cannot push tags: use an https or ssh URL with auth.tokenFile or auth.sshKeyFile")
+	case r.Auth.TokenFile == "" && r.Auth.SSHKeyFile == "" && scheme != "file" && !loopback(r.URL):
+		p.add(at, join(field, "tagDeployments"), "pushing tags needs credentials with push rights: set auth.tokenFile (a token allowed to write contents) or auth.sshKeyFile (a deploy key with write access)")
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/deployd/deployd/internal/preview"
 	"github.com/deployd/deployd/internal/report"
 	"github.com/deployd/deployd/internal/source"
+	"github.com/deployd/deployd/internal/tag"
 	"github.com/deployd/deployd/internal/webhook"
 )
 
@@ -85,6 +86,8 @@ type Options struct {
 	// PreviewPublisher publishes previews on GitHub (checks.Publisher); nil keeps them
 	// in deployd's API only.
 	PreviewPublisher preview.Publisher
+	// Tagging bounds the pushes of deployment tags (retries, backoff, pending tags).
+	Tagging tag.Options
 	// LeaderElect makes this replica one of several: only the elected leader checks and
 	// deploys; the others serve reads and hand requests to it.
 	LeaderElect bool
@@ -114,6 +117,7 @@ func DefaultOptions() Options {
 		HistoryLimit:    50,
 		Drift:           drift.DefaultOptions(),
 		Previews:        preview.DefaultOptions(),
+		Tagging:         tag.DefaultOptions(),
 		Controller:      controller.DefaultOptions(),
 		Webhook:         webhook.DefaultOptions(),
 		APIStreams:      api.DefaultStreamOptions(),

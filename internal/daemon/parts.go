@@ -27,6 +27,7 @@ import (
 	"github.com/deployd/deployd/internal/rollout"
 	"github.com/deployd/deployd/internal/source"
 	deploydstate "github.com/deployd/deployd/internal/state"
+	"github.com/deployd/deployd/internal/tag"
 	"github.com/deployd/deployd/internal/view"
 )
 
@@ -47,6 +48,7 @@ type parts struct {
 	checks  *checks.Publisher
 	ledger  *report.Ledger // reads GitHub's deployments; nil when reporting is off
 	gate    *promote.Gate  // the controller's deployer: the runner behind the promotion gate
+	tagger  *tag.Tagger
 	drift   *drift.Detector
 	leading func() bool // set once the router exists: only the leader corrects drift
 	// driftPoke asks publishDrift to store the drift that changed, for the followers.
@@ -113,6 +115,44 @@ func (p *parts) startReporting(ctx context.Context) {
 	if p.report != nil {
 		p.report.Start(ctx)
 	}
+	p.tagger.Start(ctx)
+}
+
+// newTagger pushes the deployment tags of the repos that ask for them, telling the view,
+// the log and the metrics how each push went. The state ConfigMap keeps a tag's start
+// and end (not every retry), for the followers and the next leader.
+func (p *parts) newTagger(src *source.Source, opts Options, log *slog.Logger) *tag.Tagger {
+	topts := opts.Tagging
+	topts.PublicURL = opts.PublicURL
+	topts.Several = func(repo config.Repo) bool { return len(p.view.Entries(repo.Name)) > 1 }
+	topts.Attempted = p.meter.TagPush
+	topts.Changed = func(repo config.Repo, number int, st tag.Status) {
+		p.showTag(repo, number, st, log)
+		if st.Attempts > 0 && st.State == tag.Pending {
+			return
+		}
+		sctx, cancel := context.WithTimeout(p.work, 10*time.Second)
+		defer cancel()
+		if err := p.store.SetTag(sctx, repo, number, st); err != nil && p.work.Err() == nil {
+			log.Warn("could not record the deployment tag's state", "repo", repo.Name, "env", repo.Environment, "deployment", number, "err", err)
+		}
+	}
+	topts.Dropped = func(repo config.Repo, number int, st tag.Status) { p.showTag(repo, number, st, log) }
+	return tag.New(src, topts)
+}
+
+// showTag puts a tag's status in the view, and logs how a push went.
+func (p *parts) showTag(repo config.Repo, number int, st tag.Status, log *slog.Logger) {
+	p.view.SetTag(repo.Key(), number, st)
+	attrs := []any{"repo", repo.Name, "env", repo.Environment, "deployment", number, "tag", st.Name, "attempts", st.Attempts}
+	switch {
+	case st.State == tag.Pushed:
+		log.Info("deployment tagged", attrs...)
+	case st.State == tag.Failed:
+		log.Warn("deployment tag not pushed; given up", append(attrs, "err", st.Error)...)
+	case st.Error != "":
+		log.Warn("deployment tag push failed; retrying", append(attrs, "err", st.Error)...)
+	}
 }
 
 // newParts builds the deployment path; its background work runs in work, tracked by wg.
@@ -140,6 +180,7 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 	}
 	p := &parts{kube: kube, applier: applier, tracker: tracker, states: states, store: history.NewStore(states, opts.HistoryLimit), view: state,
 		meter: meter, work: work, wg: wg, deployed: map[config.Key]int{}, driftPoke: make(chan struct{}, 1)}
+	p.tagger = p.newTagger(src, opts, log)
 	p.drift = newDrift(p, opts.Drift)
 	meter.Drift(p.drift.Counts)
 	p.runner = deploy.New(src, drift.Applier{Next: applier, Detector: p.drift}, tracker, p.store, func(e deploy.Event) {
@@ -150,6 +191,7 @@ func newParts(work context.Context, wg *sync.WaitGroup, cfg *rest.Config, src *s
 			p.report.Record(e.Repo, e.Record, e.GitHubDeploymentID)
 		}
 		p.promoteAfter(e)
+		p.tagger.Record(e.Repo, e.Record)
 	})
 	p.runner.Cluster = applier // a chart's .Capabilities
 	return p, nil
@@ -174,6 +216,7 @@ func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, 
 		}
 		ctl.Seed(repo.Key(), rec.DeployedTree)
 		p.view.LoadHistory(repo.Key(), rec.Records)
+		p.retag(repo, rec.Records)
 		if rec.Pause.Paused {
 			ctl.SetPaused(repo.Key(), true)
 			p.view.SetPause(repo.Key(), view.Pause(rec.Pause))
@@ -190,6 +233,29 @@ func (p *parts) recoverHistory(ctx context.Context, ctl *controller.Controller, 
 		}
 	}
 	return redo
+}
+
+// retag pushes, on a new leader, the tags the last one left pending, and that of the
+// newest tagged record when none was started (deployd stopped as it ended); recs are
+// newest first. A tag the last leader did push after all is found there.
+func (p *parts) retag(repo config.Repo, recs []history.Record) {
+	if !repo.TagDeployments {
+		return
+	}
+	var todo []history.Record
+	newest := true
+	for _, r := range recs {
+		if !tag.Tagged(r.Phase) {
+			continue
+		}
+		if (r.Tag == nil && newest) || (r.Tag != nil && r.Tag.State == tag.Pending) {
+			todo = append(todo, r)
+		}
+		newest = false
+	}
+	for i := len(todo) - 1; i >= 0; i-- { // oldest first: the tagger takes numbers in order
+		p.tagger.Record(repo, todo[i])
+	}
 }
 
 // preload reads the state ConfigMaps of cfg's repos with one list.

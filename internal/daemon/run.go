@@ -156,5 +156,6 @@ func (d *Daemon) stopNow() {
 	d.wg.Wait()
 	if d.parts != nil {
 		d.parts.runner.Close()
+		d.parts.tagger.Wait() // its pushes end with the work's context
 	}
 }

@@ -321,7 +321,7 @@ func readErr(err error) error {
 func recordOf(d controller.Deployment, phase history.Phase, started time.Time) history.Record {
 	rev := d.Revision
 	return history.Record{
-		Commit:  history.Commit{SHA: rev.Commit, Message: rev.Message, Author: rev.Author, Time: rev.Time},
+		Commit:  history.Commit{SHA: rev.Commit, Message: rev.Message, Author: rev.Author, Time: rev.Time, Parents: rev.Parents, Root: rev.Root},
 		Tree:    rev.Tree,
 		Trigger: string(d.Trigger),
 		Started: started,

@@ -73,6 +73,35 @@ func (r *Repo) Head() string {
 	return git(r.t, r.work, "rev-parse", "HEAD")
 }
 
+// Git runs git in the served (bare) repository and returns its trimmed output, for
+// tests reading what was pushed: Git("cat-file", "-p", "refs/tags/deployment-0001").
+func (r *Repo) Git(args ...string) string {
+	r.t.Helper()
+	return git(r.t, r.Bare, args...)
+}
+
+// RejectPushes makes the served repository refuse every push over HTTP (the server's
+// clients; the test's own Commit still pushes) with a pre-receive hook that exits 1
+// (reject true), or accept them again (false).
+func (r *Repo) RejectPushes(reject bool) {
+	r.t.Helper()
+	hook := filepath.Join(r.Bare, "hooks", "pre-receive")
+	if !reject {
+		if err := os.Remove(hook); err != nil && !os.IsNotExist(err) {
+			r.t.Fatalf("%v", err)
+		}
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(hook), 0o755); err != nil {
+		r.t.Fatalf("%v", err)
+	}
+	// git http-backend is a CGI program: its environment, which the hook inherits, says so.
+	script := "#!/bin/sh\n[ -n \"$GATEWAY_INTERFACE\" ] || exit 0\necho 'pushes refused for the test' >&2\nexit 1\n"
+	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
+		r.t.Fatalf("%v", err)
+	}
+}
+
 // FileURL is the repository's file:// URL.
 func (r *Repo) FileURL() string { return "file://" + r.Bare }
 

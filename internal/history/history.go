@@ -48,6 +48,11 @@ type Commit struct {
 	Message string    `json:"message"`
 	Author  string    `json:"author"`
 	Time    time.Time `json:"time"`
+	// Parents are the SHAs of its parents, as fetched: the history known below it
+	// (empty for a root commit, and for records written before deployd kept them).
+	Parents []string `json:"parents,omitempty"`
+	// Root is set on a commit known to have no parents: its whole history is known.
+	Root bool `json:"root,omitempty"`
 }
 
 // Object is one object's outcome in a deployment.
@@ -109,6 +114,21 @@ type Record struct {
 	// GitHub is the GitHub deployment it is reported on; kept apart in the ConfigMap
 	// (see SetGitHub) so the reporter and the deployment never overwrite each other.
 	GitHub *GitHub `json:"-"`
+	// Tag is where the deployment's git tag is, for repos that ask for tags (see package
+	// tag); kept apart in the ConfigMap (see SetTag), like GitHub.
+	Tag *Tag `json:"-"`
+}
+
+// Tag is where a deployment's git tag is.
+type Tag struct {
+	// Name is the tag's name, e.g. production/deployment-0007.
+	Name string `json:"name"`
+	// State is pending, pushed or failed.
+	State string `json:"state"`
+	// Error is the last attempt's error, empty once pushed.
+	Error string `json:"error,omitempty"`
+	// Attempts counts the pushes tried.
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // Chart names a Helm chart and its version.
@@ -136,6 +156,7 @@ func (r Record) Name() string { return fmt.Sprintf("deployment-%04d", r.Number) 
 // Data keys in the state ConfigMap.
 const (
 	githubKey  = "github"
+	tagsKey    = "tags"
 	historyKey = "history"
 	nextKey    = "next"
 )
@@ -159,6 +180,7 @@ type stored struct {
 	next    int
 	pause   string
 	github  map[int]GitHub
+	tags    map[int]Tag
 }
 
 func (s *Store) load(ctx context.Context, repo config.Repo) (*stored, error) {
@@ -186,9 +208,17 @@ func (s *Store) parse(repo config.Repo, data map[string]string) (*stored, error)
 			return nil, fmt.Errorf("GitHub state in %s is not valid: %w", name, err)
 		}
 	}
+	if raw := data[tagsKey]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &st.tags); err != nil {
+			return nil, fmt.Errorf("tag state in %s is not valid: %w", name, err)
+		}
+	}
 	for i := range st.records {
 		if g, ok := st.github[st.records[i].Number]; ok {
 			st.records[i].GitHub = &g
+		}
+		if t, ok := st.tags[st.records[i].Number]; ok {
+			st.records[i].Tag = &t
 		}
 	}
 	if n, err := strconv.Atoi(data[nextKey]); err == nil {
@@ -236,6 +266,16 @@ func (s *Store) modify(ctx context.Context, repo config.Repo, change func(st *st
 			}
 			b, _ := json.Marshal(kept)
 			data[githubKey] = string(b)
+		}
+		if len(st.tags) > 0 {
+			kept := map[int]Tag{}
+			for _, r := range st.records {
+				if t, ok := st.tags[r.Number]; ok {
+					kept[r.Number] = t
+				}
+			}
+			b, _ := json.Marshal(kept)
+			data[tagsKey] = string(b)
 		}
 		return nil
 	})
@@ -342,6 +382,28 @@ func (s *Store) Pause(ctx context.Context, repo config.Repo) (Pause, error) {
 		}
 	}
 	return p, nil
+}
+
+// SetTag records where a record's git tag is.
+func (s *Store) SetTag(ctx context.Context, repo config.Repo, number int, t Tag) error {
+	return s.modify(ctx, repo, func(st *stored) error {
+		if st.tags == nil {
+			st.tags = map[int]Tag{}
+		}
+		t.Error = truncate(t.Error, maxTagError)
+		st.tags[number] = t
+		return nil
+	})
+}
+
+// maxTagError bounds a stored tag error: a git server's refusal is its own text.
+const maxTagError = 1000
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // SetGitHub records the GitHub deployment a record is reported on, and its last state.

@@ -29,6 +29,7 @@ type Metrics struct {
 	ghResponses *prometheus.CounterVec
 	ghDropped   prometheus.Counter
 	kube        *prometheus.CounterVec
+	tags        tagMetrics
 }
 
 // New registers the collectors; QueueDepth and GitCache add the gauges read from parts
@@ -57,6 +58,7 @@ func New() *Metrics {
 	m.kube = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deployd_kube_requests_total",
 		Help: "Requests sent to the Kubernetes API server, by method and status code (0: no answer)."}, []string{"method", "code"})
 	m.reg.MustRegister(m.ghResponses, m.ghDropped, m.kube)
+	m.tags = newTagMetrics(m.reg)
 	m.reg.MustRegister(m.deployments, m.duration, m.checks, m.checkErrors, m.webhooks, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -67,7 +67,16 @@ type Revision struct {
 	Author string `json:"author"`
 	// Time is the commit's author time.
 	Time time.Time `json:"time"`
+	// Parents are the SHAs of the commit's parents (none for a root commit, and none
+	// kept past MaxParents): what is known of the history below it, the cache being shallow.
+	Parents []string `json:"parents,omitempty"`
+	// Root is set when the commit has no parents.
+	Root bool `json:"root,omitempty"`
 }
+
+// MaxParents bounds the parents a Revision keeps (they go into the deployment records):
+// a repo's octopus merge of thousands of branches must not fill the state ConfigMap.
+const MaxParents = 16
 
 // Result is the outcome of a check.
 type Result struct {
@@ -379,7 +388,14 @@ func revision(r *git.Repository, head plumbing.Hash, manifestPath string) (Revis
 		treeHash = sub.Hash
 	}
 	msg, _, _ := strings.Cut(strings.TrimSpace(commit.Message), "\n")
-	return Revision{Commit: head.String(), Tree: treeHash.String(), Message: msg, Author: commit.Author.Name, Time: commit.Author.When.UTC()}, nil
+	rev := Revision{Commit: head.String(), Tree: treeHash.String(), Message: msg, Author: commit.Author.Name, Time: commit.Author.When.UTC(),
+		Root: len(commit.ParentHashes) == 0}
+	if len(commit.ParentHashes) <= MaxParents {
+		for _, p := range commit.ParentHashes {
+			rev.Parents = append(rev.Parents, p.String())
+		}
+	}
+	return rev, nil
 }
 
 // openOrInit opens the bare cache at dir, creating it with an origin remote for url.

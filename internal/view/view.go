@@ -145,6 +145,9 @@ func (v *View) Record(key config.Key, rec history.Record) {
 				if rec.GitHub == nil {
 					rec.GitHub = recs[i].GitHub // the reporter's news is kept apart from the runner's
 				}
+				if rec.Tag == nil {
+					rec.Tag = recs[i].Tag // so is the tagger's
+				}
 				recs[i] = rec
 				e.Records = recs
 				return
@@ -246,6 +249,20 @@ func (v *View) SetGitHub(key config.Key, number int, g history.GitHub) {
 			if recs[i].Number == number {
 				gg := g
 				recs[i].GitHub = &gg
+			}
+		}
+		e.Records = recs
+	})
+}
+
+// SetTag records where a record's git tag is.
+func (v *View) SetTag(key config.Key, number int, t history.Tag) {
+	v.update(key, nil, func(e *Entry) {
+		recs := append([]history.Record(nil), e.Records...)
+		for i := range recs {
+			if recs[i].Number == number {
+				tt := t
+				recs[i].Tag = &tt
 			}
 		}
 		e.Records = recs

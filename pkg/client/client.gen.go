@@ -17,6 +17,30 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for CommitDeploymentState.
+const (
+	CommitDeploymentStateCarried     CommitDeploymentState = "carried"
+	CommitDeploymentStateNotOnBranch CommitDeploymentState = "not-on-branch"
+	CommitDeploymentStatePending     CommitDeploymentState = "pending"
+	CommitDeploymentStateUnknown     CommitDeploymentState = "unknown"
+)
+
+// Valid indicates whether the value is a known member of the CommitDeploymentState enum.
+func (e CommitDeploymentState) Valid() bool {
+	switch e {
+	case CommitDeploymentStateCarried:
+		return true
+	case CommitDeploymentStateNotOnBranch:
+		return true
+	case CommitDeploymentStatePending:
+		return true
+	case CommitDeploymentStateUnknown:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ConfigRepoAuth.
 const (
 	ConfigRepoAuthNone  ConfigRepoAuth = "none"
@@ -320,6 +344,27 @@ func (e RecordTrigger) Valid() bool {
 	}
 }
 
+// Defines values for RecordTagState.
+const (
+	RecordTagStateFailed  RecordTagState = "failed"
+	RecordTagStatePending RecordTagState = "pending"
+	RecordTagStatePushed  RecordTagState = "pushed"
+)
+
+// Valid indicates whether the value is a known member of the RecordTagState enum.
+func (e RecordTagState) Valid() bool {
+	switch e {
+	case RecordTagStateFailed:
+		return true
+	case RecordTagStatePending:
+		return true
+	case RecordTagStatePushed:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ResultState.
 const (
 	ResultStateDone    ResultState = "done"
@@ -496,6 +541,22 @@ type Commit struct {
 	// Time The commit's author time.
 	Time *time.Time `json:"time,omitempty"`
 }
+
+// CommitDeployment defines model for CommitDeployment.
+type CommitDeployment struct {
+	// Commit The commit's full SHA once deployd found it, else the SHA or prefix asked for.
+	Commit string `json:"commit"`
+
+	// Head The branch head deployd last saw (for not-on-branch, the head whose history was read).
+	Head   *string `json:"head,omitempty"`
+	Record *Record `json:"record,omitempty"`
+
+	// State carried: a deployment's commit is it or a descendant of it (see record, which may still be running, or have failed); pending: the branch head deployd saw contains it, not deployed yet; unknown: not in the history deployd knows (not fetched yet, or deeper below a fetched head than its parents); not-on-branch: the whole history of the branch head was known and it is not there.
+	State CommitDeploymentState `json:"state"`
+}
+
+// CommitDeploymentState carried: a deployment's commit is it or a descendant of it (see record, which may still be running, or have failed); pending: the branch head deployd saw contains it, not deployed yet; unknown: not in the history deployd knows (not fetched yet, or deeper below a fetched head than its parents); not-on-branch: the whole history of the branch head was known and it is not there.
+type CommitDeploymentState string
 
 // ConfigOutputBody defines model for ConfigOutputBody.
 type ConfigOutputBody struct {
@@ -943,7 +1004,8 @@ type Record struct {
 	Renderer *RecordRenderer `json:"renderer,omitempty"`
 
 	// Started When the deployment started.
-	Started time.Time `json:"started"`
+	Started time.Time  `json:"started"`
+	Tag     *RecordTag `json:"tag,omitempty"`
 
 	// Trigger What started the deployment.
 	Trigger RecordTrigger `json:"trigger"`
@@ -960,6 +1022,24 @@ type RecordRenderer string
 
 // RecordTrigger What started the deployment.
 type RecordTrigger string
+
+// RecordTag defines model for RecordTag.
+type RecordTag struct {
+	// Attempts Pushes tried so far.
+	Attempts int64 `json:"attempts"`
+
+	// Error Why the last push failed; tagging never fails the deployment.
+	Error *string `json:"error,omitempty"`
+
+	// Name The tag's name, e.g. deployment-0007 or production/deployment-0007.
+	Name string `json:"name"`
+
+	// State pending while it is being pushed (retried with backoff), pushed, or failed once given up on.
+	State RecordTagState `json:"state"`
+}
+
+// RecordTagState pending while it is being pushed (retried with backoff), pushed, or failed once given up on.
+type RecordTagState string
 
 // Replicas defines model for Replicas.
 type Replicas struct {
@@ -1111,6 +1191,15 @@ type GetConfigParams struct {
 // GetDeploymentParams defines parameters for GetDeployment.
 type GetDeploymentParams struct {
 	// Environment Only this environment.
+	Environment *string `form:"environment,omitempty" json:"environment,omitempty"`
+
+	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
+	Authorization *string `json:"Authorization,omitempty"`
+}
+
+// GetCommitDeploymentParams defines parameters for GetCommitDeployment.
+type GetCommitDeploymentParams struct {
+	// Environment The environment; needed when the repo has several.
 	Environment *string `form:"environment,omitempty" json:"environment,omitempty"`
 
 	// Authorization Bearer token; needed for writes, and for reads when deployd runs with --api-read-auth.
@@ -1355,6 +1444,13 @@ type ClientInterface interface {
 	// Corresponds with GET /deployment/{owner}/{repo} (the `GetDeployment` operationId).
 	GetDeployment(ctx context.Context, owner string, repo string, params *GetDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetCommitDeployment Which deployment carries a commit
+	//
+	// The newest deployment whose commit is the given one or a descendant of it, as far as deployd knows the branch's history: the commits it fetched as branch heads (its deployment records) and their parents. A commit overtaken by a newer push before deployd saw it is carried by the newer one. Served from memory, like every read.
+	//
+	// Corresponds with GET /deployment/{owner}/{repo}/commits/{sha} (the `GetCommitDeployment` operationId).
+	GetCommitDeployment(ctx context.Context, owner string, repo string, sha string, params *GetCommitDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// DiffWithBody Preview a ref or a local tree
 	//
 	// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
@@ -1481,6 +1577,23 @@ func (c *Client) GetConfig(ctx context.Context, params *GetConfigParams, reqEdit
 // Corresponds with GET /deployment/{owner}/{repo} (the `GetDeployment` operationId).
 func (c *Client) GetDeployment(ctx context.Context, owner string, repo string, params *GetDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetDeploymentRequest(c.Server, owner, repo, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetCommitDeployment Which deployment carries a commit
+//
+// The newest deployment whose commit is the given one or a descendant of it, as far as deployd knows the branch's history: the commits it fetched as branch heads (its deployment records) and their parents. A commit overtaken by a newer push before deployd saw it is carried by the newer one. Served from memory, like every read.
+//
+// Corresponds with GET /deployment/{owner}/{repo}/commits/{sha} (the `GetCommitDeployment` operationId).
+func (c *Client) GetCommitDeployment(ctx context.Context, owner string, repo string, sha string, params *GetCommitDeploymentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetCommitDeploymentRequest(c.Server, owner, repo, sha, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1808,6 +1921,96 @@ func NewGetDeploymentRequest(server string, owner string, repo string, params *G
 	}
 
 	operationPath := fmt.Sprintf("/deployment/%s/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Environment != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "environment", *params.Environment, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.Authorization != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Authorization", *params.Authorization, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Authorization", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetCommitDeploymentRequest constructs an http.Request for the GetCommitDeployment method
+func NewGetCommitDeploymentRequest(server string, owner string, repo string, sha string, params *GetCommitDeploymentParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "owner", owner, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "repo", repo, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "sha", sha, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/deployment/%s/%s/commits/%s", pathParam0, pathParam1, pathParam2)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -3142,6 +3345,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /deployment/{owner}/{repo} (the `GetDeployment` operationId).
 	GetDeploymentWithResponse(ctx context.Context, owner string, repo string, params *GetDeploymentParams, reqEditors ...RequestEditorFn) (*GetDeploymentResponse, error)
 
+	// GetCommitDeploymentWithResponse Which deployment carries a commit
+	//
+	// The newest deployment whose commit is the given one or a descendant of it, as far as deployd knows the branch's history: the commits it fetched as branch heads (its deployment records) and their parents. A commit overtaken by a newer push before deployd saw it is carried by the newer one. Served from memory, like every read.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /deployment/{owner}/{repo}/commits/{sha} (the `GetCommitDeployment` operationId).
+	GetCommitDeploymentWithResponse(ctx context.Context, owner string, repo string, sha string, params *GetCommitDeploymentParams, reqEditors ...RequestEditorFn) (*GetCommitDeploymentResponse, error)
+
 	// DiffWithBodyWithResponse Preview a ref or a local tree
 	//
 	// Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
@@ -3395,6 +3607,82 @@ func (r GetDeploymentResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetDeploymentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetCommitDeploymentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CommitDeployment
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *ErrorModel
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *ErrorModel
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ErrorModel
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ErrorModel
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *ErrorModel
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetCommitDeploymentResponse) GetJSON200() *CommitDeployment {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetCommitDeploymentResponse) GetApplicationproblemJSON400() *ErrorModel {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetCommitDeploymentResponse) GetApplicationproblemJSON401() *ErrorModel {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetCommitDeploymentResponse) GetApplicationproblemJSON404() *ErrorModel {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r GetCommitDeploymentResponse) GetApplicationproblemJSON422() *ErrorModel {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetCommitDeploymentResponse) GetApplicationproblemJSON500() *ErrorModel {
+	return r.ApplicationproblemJSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetCommitDeploymentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetCommitDeploymentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetCommitDeploymentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetCommitDeploymentResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4516,6 +4804,21 @@ func (c *ClientWithResponses) GetDeploymentWithResponse(ctx context.Context, own
 	return ParseGetDeploymentResponse(rsp)
 }
 
+// GetCommitDeploymentWithResponse Which deployment carries a commit
+//
+// The newest deployment whose commit is the given one or a descendant of it, as far as deployd knows the branch's history: the commits it fetched as branch heads (its deployment records) and their parents. A commit overtaken by a newer push before deployd saw it is carried by the newer one. Served from memory, like every read.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /deployment/{owner}/{repo}/commits/{sha} (the `GetCommitDeployment` operationId).
+func (c *ClientWithResponses) GetCommitDeploymentWithResponse(ctx context.Context, owner string, repo string, sha string, params *GetCommitDeploymentParams, reqEditors ...RequestEditorFn) (*GetCommitDeploymentResponse, error) {
+	rsp, err := c.GetCommitDeployment(ctx, owner, repo, sha, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetCommitDeploymentResponse(rsp)
+}
+
 // DiffWithBodyWithResponse Preview a ref or a local tree
 //
 // Renders a ref of the repo (fetched from its configured URL) or the uploaded files with deployment's limits, dry-runs them as the repo's identity and answers what would change. Nothing is applied.
@@ -4800,6 +5103,67 @@ func ParseGetDeploymentResponse(rsp *http.Response) (*GetDeploymentResponse, err
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetCommitDeploymentResponse parses an HTTP response from a GetCommitDeploymentWithResponse call
+func ParseGetCommitDeploymentResponse(rsp *http.Response) (*GetCommitDeploymentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetCommitDeploymentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CommitDeployment
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest ErrorModel
