@@ -78,6 +78,9 @@ type Applier struct {
 
 	mu            sync.Mutex
 	impersonating map[string]clients
+	// accepted are the repos' last sets applied whole, so unchanged objects are not
+	// dry-run again.
+	accepted accepted
 }
 
 // clients reach the cluster as one identity: deployd's own, or a repo's ServiceAccount.
@@ -208,22 +211,41 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if res.NamespaceCreated, err = a.ensureNamespace(ctx, req.Repo); err != nil {
-		return res, err
-	}
 	inv := newInventory(a.states, req.Repo)
 	previous, err := a.previous(ctx, cl, inv, &res)
 	if err != nil {
 		return res, err
 	}
-	if err := a.dryRun(ctx, dyn, plan, previous); err != nil {
+	// One round trip: the namespace made sure of, and every object read (to tell later
+	// what the apply changed).
+	if res.NamespaceCreated, err = a.read(ctx, dyn, req.Repo, plan.all()); err != nil {
 		return res, err
 	}
-	changes, err := a.applyStages(ctx, dyn, plan)
-	res.Changes = changes
+	// The dry run judges what changed since the repo's last set the API server accepted
+	// whole; the rest was judged then. One changed object needs none: it is applied
+	// first and alone, so its refusal leaves everything as it was.
+	changed, digests := a.accepted.changed(req.Repo, plan)
+	var first []Change
+	rest := plan
+	if alone := aloneIn(changed, plan); alone != nil {
+		c, err := a.applyAlone(ctx, dyn, alone)
+		if err != nil {
+			return res, err
+		}
+		first, rest = []Change{c}, plan.without(alone)
+	} else if len(changed) > 0 {
+		if err := a.dryRun(ctx, dyn, changed); err != nil {
+			return res, err
+		}
+	}
+	changes, err := a.applyStages(ctx, dyn, rest)
+	res.Changes = append(first, changes...)
 	if err != nil {
+		// Judge the whole set again next time: what refused an object may refuse others.
+		a.accepted.forget(req.Repo)
 		return res, err
 	}
+	a.accepted.accept(req.Repo, digests)
 	applied := plan.refs()
 	// Until the prune is done, remember both sets: a crash now orphans nothing.
 	if err := inv.save(ctx, union(applied, previous)); err != nil {

@@ -1,0 +1,102 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+)
+
+// dryRunCounter counts the dry-run requests an Applier sends.
+type dryRunCounter struct {
+	next http.RoundTripper
+	n    *atomic.Int64
+}
+
+func (c dryRunCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Query().Get("dryRun") == "All" {
+		c.n.Add(1)
+	}
+	return c.next.RoundTrip(r)
+}
+
+// TestDryRunsWhatChanged: the dry run judges only the objects that changed since the
+// repo's last set applied whole; one changed object is applied first and alone, so its
+// refusal leaves the others as they were; after a failed apply the whole set is judged
+// again.
+func TestDryRunsWhatChanged(t *testing.T) {
+	var dryRuns atomic.Int64
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return dryRunCounter{next: rt, n: &dryRuns} })
+	opts := DefaultOptions()
+	opts.StateNamespace = env.Namespace(t)
+	a, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, repo := setup(t)
+	ctx := context.Background()
+	badService := "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\nspec: {ports: [{port: 99999}]}\n"
+	badService2 := "apiVersion: v1\nkind: Service\nmetadata: {name: svc2}\nspec: {ports: [{port: 99999}]}\n"
+	goodService := "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\nspec: {ports: [{port: 80}]}\n"
+	steps := []struct {
+		name    string
+		commit  string
+		files   map[string]string
+		dryRuns int64
+		invalid bool // a ValidationError: nothing applied
+	}{
+		{"first set: every object judged", "c1", map[string]string{"a.yaml": configMap("a", "1"), "b.yaml": configMap("b", "1"), "svc.yaml": goodService}, 3, false},
+		{"same objects at a new commit: none judged", "c2", map[string]string{"a.yaml": configMap("a", "1"), "b.yaml": configMap("b", "1"), "svc.yaml": goodService}, 0, false},
+		{"one changed: applied first, not judged apart", "c3", map[string]string{"a.yaml": configMap("a", "2"), "b.yaml": configMap("b", "1"), "svc.yaml": goodService}, 0, false},
+		{"two changed: both judged", "c4", map[string]string{"a.yaml": configMap("a", "3"), "b.yaml": configMap("b", "3"), "svc.yaml": goodService}, 2, false},
+		{"two changed, one refused: nothing applied", "c5", map[string]string{"a.yaml": configMap("a", "5"), "b.yaml": configMap("b", "3"), "svc.yaml": badService}, 2, true},
+		{"one changed and refused: nothing applied", "c6", map[string]string{"a.yaml": configMap("a", "3"), "b.yaml": configMap("b", "3"), "svc.yaml": badService}, 0, true},
+		{"the accepted set again: none judged", "c7", map[string]string{"a.yaml": configMap("a", "3"), "b.yaml": configMap("b", "3"), "svc.yaml": goodService}, 0, false},
+		{"a new object: applied alone", "c8", map[string]string{"a.yaml": configMap("a", "3"), "b.yaml": configMap("b", "3"), "svc.yaml": goodService, "c.yaml": configMap("c", "1")}, 0, false},
+		{"two new, one refused: nothing applied", "c9", map[string]string{"a.yaml": configMap("a", "3"), "b.yaml": configMap("b", "3"), "svc.yaml": goodService, "c.yaml": configMap("c", "1"), "d.yaml": configMap("d", "1"), "bad.yaml": badService2}, 2, true},
+	}
+	last := "" // the commit the ConfigMaps carry: the last step that succeeded
+	for _, s := range steps {
+		before := dryRuns.Load()
+		_, err := a.Apply(ctx, Request{Repo: repo, Commit: s.commit, Objects: objects(t, s.files)})
+		var ve *ValidationError
+		switch {
+		case s.invalid && !errors.As(err, &ve):
+			t.Fatalf("%s: error %v, want a ValidationError", s.name, err)
+		case !s.invalid && err != nil:
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if got := dryRuns.Load() - before; got != s.dryRuns {
+			t.Errorf("%s: %d objects dry-run, want %d", s.name, got, s.dryRuns)
+		}
+		if !s.invalid {
+			last = s.commit
+		}
+		for _, name := range []string{"a", "b"} {
+			cm, err := get(t, cmGVR, repo.Namespace, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := s.files[name+".yaml"]
+			if s.invalid {
+				want = configMap(name, "3") // as step c4 left them
+			}
+			if v, _, _ := unstructured.NestedString(cm.Object, "data", "value"); !strings.Contains(want, `"`+v+`"`) {
+				t.Errorf("%s: ConfigMap %s holds %q, want it from %q", s.name, name, v, want)
+			}
+			if c := cm.GetAnnotations()[AnnotationCommit]; c != last {
+				t.Errorf("%s: ConfigMap %s at commit %s, want %s", s.name, name, c, last)
+			}
+		}
+		if _, err := get(t, cmGVR, repo.Namespace, "d"); s.invalid && !apierrors.IsNotFound(err) {
+			t.Errorf("%s: ConfigMap d applied (err %v)", s.name, err)
+		}
+	}
+}
