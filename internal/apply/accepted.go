@@ -87,14 +87,14 @@ func (a *accepted) forget(repo config.Repo) {
 }
 
 // aloneIn returns the one changed object when it may be applied alone in place of a dry
-// run: an object of the last stage (not a CRD or Namespace others wait for) whose kind is
-// served and which was read (found or not).
+// run (if it can be read first): an object of the last stage (not a CRD or Namespace
+// others wait for) whose kind is served.
 func aloneIn(changed []*item, p *plan) *item {
 	if len(changed) != 1 {
 		return nil
 	}
 	it := changed[0]
-	if it.mapping == nil || !it.read || !slices.Contains(p.rest, it) {
+	if it.mapping == nil || !slices.Contains(p.rest, it) {
 		return nil
 	}
 	return it

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/deployd/deployd/internal/config"
+	"github.com/deployd/deployd/internal/panics"
 	"github.com/deployd/deployd/internal/render"
 	"github.com/deployd/deployd/internal/state"
 )
@@ -216,26 +217,47 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	// One round trip: the namespace made sure of, and every object read (to tell later
-	// what the apply changed).
-	if res.NamespaceCreated, err = a.read(ctx, dyn, req.Repo, plan.all()); err != nil {
-		return res, err
-	}
 	// The dry run judges what changed since the repo's last set the API server accepted
 	// whole; the rest was judged then. One changed object needs none: it is applied
 	// first and alone, so its refusal leaves everything as it was.
 	changed, digests := a.accepted.changed(req.Repo, plan)
+	alone := aloneIn(changed, plan)
+	toRead := plan.all()
+	if alone != nil {
+		toRead = []*item{alone} // the others are read while it is applied
+	}
+	// One round trip: the namespace made sure of, and the objects read (to tell later
+	// what the apply changed).
+	if res.NamespaceCreated, err = a.prepare(ctx, dyn, req.Repo, toRead); err != nil {
+		return res, err
+	}
 	var first []Change
 	rest := plan
-	if alone := aloneIn(changed, plan); alone != nil {
+	switch {
+	case alone != nil && alone.read:
+		rest = plan.without(alone)
+		var readErr error
+		read := make(chan struct{})
+		go func() {
+			defer close(read)
+			defer panics.Recover(&readErr)
+			readErr = a.read(ctx, dyn, rest.all())
+		}()
 		c, err := a.applyAlone(ctx, dyn, alone)
-		if err != nil {
+		<-read
+		if err = errors.Join(err, readErr); err != nil {
 			return res, err
 		}
-		first, rest = []Change{c}, plan.without(alone)
-	} else if len(changed) > 0 {
-		if err := a.dryRun(ctx, dyn, changed); err != nil {
+		first = []Change{c}
+	default:
+		// Not read (the identity may not read it, say): judged by a dry run, as a set of more.
+		if err := a.read(ctx, dyn, plan.all()); err != nil {
 			return res, err
+		}
+		if len(changed) > 0 {
+			if err := a.dryRun(ctx, dyn, changed); err != nil {
+				return res, err
+			}
 		}
 	}
 	changes, err := a.applyStages(ctx, dyn, rest)

@@ -22,23 +22,30 @@ import (
 	"github.com/deployd/deployd/internal/panics"
 )
 
-// read makes sure the repo's namespace exists and reads every object of the set whose
-// kind is served, all at once, to tell later what the apply changed; an object read is
-// not read again before its apply. A read error other than NotFound is left to the
-// apply, which reads that object again. It reports whether it created the namespace.
-func (a *Applier) read(ctx context.Context, dyn dynamic.Interface, repo config.Repo, items []*item) (bool, error) {
+// prepare makes sure the repo's namespace exists while it reads items, in one round.
+// It reports whether it created the namespace.
+func (a *Applier) prepare(ctx context.Context, dyn dynamic.Interface, repo config.Repo, items []*item) (created bool, err error) {
+	var nsErr, nsPanic error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer panics.Recover(&nsPanic)
+		created, nsErr = a.ensureNamespace(ctx, repo)
+	}()
+	readErr := a.read(ctx, dyn, items)
+	<-done
+	return created, errors.Join(nsPanic, nsErr, readErr)
+}
+
+// read reads items whose kind is served, all at once, to tell later what the apply
+// changed; an object read is not read again before its apply. A read error other than
+// NotFound is left to the apply, which reads that object again.
+func (a *Applier) read(ctx context.Context, dyn dynamic.Interface, items []*item) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(a.opts.Concurrency)
-	var created bool
-	var nsErr error
-	readPanic := make([]error, len(items)+1)
-	g.Go(func() error {
-		defer panics.Recover(&readPanic[len(items)])
-		created, nsErr = a.ensureNamespace(gctx, repo)
-		return nil
-	})
+	readPanic := make([]error, len(items))
 	for i, it := range items {
-		if it.mapping == nil {
+		if it.mapping == nil || it.read {
 			continue
 		}
 		g.Go(func() error {
@@ -54,10 +61,7 @@ func (a *Applier) read(ctx context.Context, dyn dynamic.Interface, repo config.R
 		})
 	}
 	_ = g.Wait()
-	if err := errors.Join(readPanic...); err != nil {
-		return false, err
-	}
-	return created, nsErr
+	return errors.Join(readPanic...)
 }
 
 // dryRun applies items with dryRun=All and reports every rejected object. Objects whose
