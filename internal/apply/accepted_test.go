@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 )
@@ -97,6 +98,38 @@ func TestDryRunsWhatChanged(t *testing.T) {
 		}
 		if _, err := get(t, cmGVR, repo.Namespace, "d"); s.invalid && !apierrors.IsNotFound(err) {
 			t.Errorf("%s: ConfigMap d applied (err %v)", s.name, err)
+		}
+	}
+}
+
+// TestRecordedBeforeTheFirstWrite: the apply waits for the deployment's record before
+// it writes anything (the namespace it would create included), takes its number from it,
+// and writes nothing when recording failed.
+func TestRecordedBeforeTheFirstWrite(t *testing.T) {
+	a, repo := setup(t)
+	ctx := context.Background()
+	repo.Namespace += "-new" // missing: the apply would create it
+	objs := objects(t, map[string]string{"a.yaml": configMap("a", "1"), "b.yaml": configMap("b", "1")})
+	_, err := a.Apply(ctx, Request{Repo: repo, Commit: "c1", Objects: objs, Recorded: func() (int, error) { return 0, errors.New("state ConfigMap unwritable") }})
+	if err == nil || !strings.Contains(err.Error(), "state ConfigMap unwritable") {
+		t.Fatalf("error %v, want the record's", err)
+	}
+	if _, err := env.Client.CoreV1().Namespaces().Get(ctx, repo.Namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("namespace %s created without a record (err %v)", repo.Namespace, err)
+	}
+	t.Cleanup(func() { _ = env.Client.CoreV1().Namespaces().Delete(context.Background(), repo.Namespace, metav1.DeleteOptions{}) })
+	calls := 0
+	res, err := a.Apply(ctx, Request{Repo: repo, Commit: "c1", Objects: objs, Recorded: func() (int, error) { calls++; return 9, nil }})
+	if err != nil || !res.NamespaceCreated || calls != 1 {
+		t.Fatalf("apply: %v, namespace created %v, recorded called %d times", err, res.NamespaceCreated, calls)
+	}
+	for _, name := range []string{"a", "b"} {
+		cm, err := get(t, cmGVR, repo.Namespace, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := cm.GetAnnotations()[AnnotationDeployment]; n != "9" {
+			t.Errorf("ConfigMap %s: deployment %q, want 9", name, n)
 		}
 	}
 }

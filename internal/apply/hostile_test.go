@@ -79,7 +79,7 @@ func TestPanicsInApplyGoroutinesAreErrors(t *testing.T) {
 	}
 	ctx := context.Background()
 	want := "deployd panicked: runtime error: invalid memory address or nil pointer dereference"
-	_, err := a.prepare(ctx, a.own.dyn, repo, []*item{broken()})
+	_, err := a.prepare(ctx, a.own.dyn, repo, []*item{broken()}, func() error { return nil })
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("read: %v, want %q", err, want)
 	}

@@ -22,19 +22,26 @@ import (
 	"github.com/deployd/deployd/internal/panics"
 )
 
-// prepare makes sure the repo's namespace exists while it reads items, in one round.
-// It reports whether it created the namespace.
-func (a *Applier) prepare(ctx context.Context, dyn dynamic.Interface, repo config.Repo, items []*item) (created bool, err error) {
+// prepare reads the repo's namespace and items in one round, then creates the namespace
+// if it is missing (after beforeWrite). It reports whether it created the namespace.
+func (a *Applier) prepare(ctx context.Context, dyn dynamic.Interface, repo config.Repo, items []*item, beforeWrite func() error) (bool, error) {
+	var exists bool
 	var nsErr, nsPanic error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer panics.Recover(&nsPanic)
-		created, nsErr = a.ensureNamespace(ctx, repo)
+		exists, nsErr = a.namespaceExists(ctx, repo)
 	}()
 	readErr := a.read(ctx, dyn, items)
 	<-done
-	return created, errors.Join(nsPanic, nsErr, readErr)
+	if err := errors.Join(nsPanic, nsErr, readErr); err != nil || exists {
+		return false, err
+	}
+	if err := beforeWrite(); err != nil {
+		return false, err
+	}
+	return a.createNamespace(ctx, repo)
 }
 
 // read reads items whose kind is served, all at once, to tell later what the apply

@@ -143,16 +143,33 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	rec := recordOf(d, history.Applying, time.Now().UTC())
 	rec.Note = note(d)
 	rec.Crashes = r.takeRedo(d.Repo.Key(), d.Revision.Commit)
-	rec, err := r.history.Create(ctx, d.Repo, rec)
-	if err != nil {
-		return fmt.Errorf("recording the deployment: %w", err)
-	}
 	gh := d.GitHubDeploymentID
-	queued := rec.Clone()
-	queued.Phase = history.Queued
-	r.notify(Event{Repo: d.Repo, Record: queued, GitHubDeploymentID: gh})
-	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
-	res, err := r.applySafely(ctx, d, rec.Number)
+	// The record is written while the manifests render and the cluster is read; the
+	// apply waits for it before its first write, so a crash after any write finds it.
+	var createErr error
+	created := make(chan struct{})
+	go func() {
+		defer close(created)
+		defer panics.Recover(&createErr)
+		var err error
+		if rec, err = r.history.Create(ctx, d.Repo, rec); err != nil {
+			createErr = fmt.Errorf("recording the deployment: %w", err)
+			return
+		}
+		queued := rec.Clone()
+		queued.Phase = history.Queued
+		r.notify(Event{Repo: d.Repo, Record: queued, GitHubDeploymentID: gh})
+		r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
+	}()
+	recorded := func() (int, error) {
+		<-created
+		return rec.Number, createErr
+	}
+	res, err := r.applySafely(ctx, d, recorded)
+	<-created
+	if createErr != nil {
+		return createErr // the apply wrote nothing without it
+	}
 	rec.Objects = objectsOf(res.Changes)
 	if res.Rebuilt != nil {
 		rec.Note = joinText(rec.Note, res.Rebuilt.Note())
@@ -170,7 +187,7 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 
 // applySafely is apply behind a recover: a panic, in it or in a goroutine of the apply
 // (which recovers its own), fails this deployment for good instead of ending deployd.
-func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, number int) (res apply.Result, err error) {
+func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, recorded func() (int, error)) (res apply.Result, err error) {
 	defer func() {
 		var p *panics.Error
 		if errors.As(err, &p) {
@@ -178,7 +195,7 @@ func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, numbe
 		}
 	}()
 	defer panics.Recover(&err)
-	return r.apply(ctx, d, number)
+	return r.apply(ctx, d, recorded)
 }
 
 // takeRedo returns the crashes counted for commit when it is the repo's interrupted
@@ -194,12 +211,12 @@ func (r *Runner) takeRedo(key config.Key, commit string) int {
 	return rd.crashes
 }
 
-func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int) (apply.Result, error) {
+func (r *Runner) apply(ctx context.Context, d controller.Deployment, recorded func() (int, error)) (apply.Result, error) {
 	objs, err := r.render(ctx, d.Repo, d.Revision.Commit)
 	if err != nil {
 		return apply.Result{}, err
 	}
-	res, err := r.applier.Apply(ctx, apply.Request{Repo: d.Repo, Commit: d.Revision.Commit, Number: number, Objects: objs})
+	res, err := r.applier.Apply(ctx, apply.Request{Repo: d.Repo, Commit: d.Revision.Commit, Recorded: recorded, Objects: objs})
 	var invalid *apply.ValidationError
 	if errors.As(err, &invalid) {
 		return res, controller.Permanent(err)
