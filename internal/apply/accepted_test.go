@@ -117,7 +117,9 @@ func TestRecordedBeforeTheFirstWrite(t *testing.T) {
 	if _, err := env.Client.CoreV1().Namespaces().Get(ctx, repo.Namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("namespace %s created without a record (err %v)", repo.Namespace, err)
 	}
-	t.Cleanup(func() { _ = env.Client.CoreV1().Namespaces().Delete(context.Background(), repo.Namespace, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = env.Client.CoreV1().Namespaces().Delete(context.Background(), repo.Namespace, metav1.DeleteOptions{})
+	})
 	calls := 0
 	res, err := a.Apply(ctx, Request{Repo: repo, Commit: "c1", Objects: objs, Recorded: func() (int, error) { calls++; return 9, nil }})
 	if err != nil || !res.NamespaceCreated || calls != 1 {
