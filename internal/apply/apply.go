@@ -25,7 +25,6 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/deployd/deployd/internal/config"
-	"github.com/deployd/deployd/internal/panics"
 	"github.com/deployd/deployd/internal/render"
 	"github.com/deployd/deployd/internal/state"
 )
@@ -224,7 +223,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 	alone := aloneIn(changed, plan)
 	toRead := plan.all()
 	if alone != nil {
-		toRead = []*item{alone} // the others are read while it is applied
+		toRead = []*item{alone} // the others are read after it is applied
 	}
 	// Writes wait for the deployment's record (Recorded); the reads and the dry run do not.
 	beforeWrite := func() error { return nil }
@@ -255,20 +254,13 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 		if err := recordedPrevious(); err != nil {
 			return res, err
 		}
-		rest = plan.without(alone)
-		var readErr error
-		read := make(chan struct{})
-		go func() {
-			defer close(read)
-			defer panics.Recover(&readErr)
-			readErr = a.read(ctx, dyn, rest.all())
-		}()
+		// Nothing else goes to the API server meanwhile: the change lands first (a changed
+		// Deployment starts rolling out), and each other object is read before its apply.
 		c, err := a.applyAlone(ctx, dyn, alone)
-		<-read
-		if err = errors.Join(err, readErr); err != nil {
+		if err != nil {
 			return res, err
 		}
-		first = []Change{c}
+		first, rest = []Change{c}, plan.without(alone)
 	default:
 		// Several changed, or the one could not be read (its identity may not read it):
 		// every object read, the changed ones judged by a dry run.
