@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
+
+	"github.com/deployd/deployd/internal/render"
 )
 
 // dryRunCounter counts the dry-run requests an Applier sends.
@@ -133,5 +135,63 @@ func TestRecordedBeforeTheFirstWrite(t *testing.T) {
 		if n := cm.GetAnnotations()[AnnotationDeployment]; n != "9" {
 			t.Errorf("ConfigMap %s: deployment %q, want 9", name, n)
 		}
+	}
+}
+
+// TestFailedApplyJudgesTheWholeSetAgain: an unchanged object refused at its apply (here
+// made immutable by hand with other data) fails the deployment after the one changed
+// object landed; the next apply dry-runs every object again, and refuses the set whole.
+func TestFailedApplyJudgesTheWholeSetAgain(t *testing.T) {
+	var dryRuns atomic.Int64
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return dryRunCounter{next: rt, n: &dryRuns} })
+	opts := DefaultOptions()
+	opts.StateNamespace = env.Namespace(t)
+	a, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, repo := setup(t)
+	ctx := context.Background()
+	set := func(value string) []render.Object {
+		return objects(t, map[string]string{"a.yaml": configMap("a", value), "b.yaml": configMap("b", "1")})
+	}
+	if _, err := a.Apply(ctx, Request{Repo: repo, Commit: "c1", Objects: set("1")}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := env.Client.CoreV1().ConfigMaps(repo.Namespace).Get(ctx, "b", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	immutable := true
+	b.Data, b.Immutable = map[string]string{"value": "by hand"}, &immutable
+	if _, err := env.Client.CoreV1().ConfigMaps(repo.Namespace).Update(ctx, b, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+
+	before := dryRuns.Load()
+	_, err = a.Apply(ctx, Request{Repo: repo, Commit: "c2", Objects: set("2")})
+	var ve *ValidationError
+	if err == nil || errors.As(err, &ve) || !strings.Contains(err.Error(), "ConfigMap/"+repo.Namespace+"/b: apply:") {
+		t.Fatalf("error %v, want b's apply refused", err)
+	}
+	if n := dryRuns.Load() - before; n != 0 {
+		t.Errorf("%d objects dry-run, want none (one changed)", n)
+	}
+	cm, err := get(t, cmGVR, repo.Namespace, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := unstructured.NestedString(cm.Object, "data", "value"); v != "2" {
+		t.Errorf("a holds %q, want the change applied first", v)
+	}
+
+	before = dryRuns.Load()
+	_, err = a.Apply(ctx, Request{Repo: repo, Commit: "c2", Objects: set("2")})
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "ConfigMap/"+repo.Namespace+"/b") {
+		t.Fatalf("error %v, want a ValidationError naming b", err)
+	}
+	if n := dryRuns.Load() - before; n != 2 {
+		t.Errorf("%d objects dry-run, want both", n)
 	}
 }
