@@ -34,6 +34,7 @@ type cachedStatus struct {
 	statuses uint64
 	second   int64
 	body     []byte
+	length   []string // the Content-Length header value, shared (net/http only reads it)
 	// The answer of a later second differs in the objects' ageSeconds only: parts are
 	// the encoded answer around them, ages their values at base (nil parts: rebuild).
 	// The body of each second is put together from these, not encoded anew: with
@@ -42,6 +43,10 @@ type cachedStatus struct {
 	parts [][]byte
 	ages  []int64
 }
+
+// jsonType is the answers' Content-Type header value, shared by every answer (net/http
+// only reads it).
+var jsonType = []string{"application/json"}
 
 // at returns c's answer at second now, put together from its parts, or nil when it has none.
 func (c *cachedStatus) at(now int64) *cachedStatus {
@@ -55,7 +60,7 @@ func (c *cachedStatus) at(now int64) *cachedStatus {
 	}
 	body = append(body, c.parts[len(c.ages)]...)
 	next := *c
-	next.second, next.body = now, body
+	next.second, next.body, next.length = now, body, []string{strconv.Itoa(len(body))}
 	return &next
 }
 
@@ -92,7 +97,7 @@ func (s *Server) build(es []view.Entry, now time.Time, versions []uint64, status
 				*p = ages[k]
 			}
 			body, err := encode(st)
-			return &cachedStatus{versions: versions, statuses: statuses, second: now.Unix(), body: body}, err
+			return &cachedStatus{versions: versions, statuses: statuses, second: now.Unix(), body: body, length: []string{strconv.Itoa(len(body))}}, err
 		}
 		at += len(`"ageSeconds":`)
 		c.parts = append(c.parts, rest[:at])
@@ -110,16 +115,15 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) bool {
 	if !ok || s.authorize(r.Header.Get("Authorization"), false) != nil {
 		return false
 	}
-	es, err := s.entries(owner, repo, env)
-	if err != nil {
-		return false
+	// A hit copies nothing out of the view: the entries' versions tell it still holds.
+	name := owner + "/" + repo
+	var buf [4]uint64
+	versions, ok := s.deps.View.Versions(name, env, buf[:0])
+	if !ok {
+		return false // huma answers 404
 	}
 	now := time.Now()
-	key := strings.ToLower(es[0].Repo.Name) + "\x00" + env
-	versions := make([]uint64, len(es))
-	for i, e := range es {
-		versions[i] = e.Version
-	}
+	key := strings.ToLower(name) + "\x00" + env
 	statuses := s.deps.Statuses.Version()
 	s.cache.mu.RLock()
 	c := s.cache.answers[key]
@@ -133,7 +137,14 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) bool {
 		next = c.at(now.Unix())
 	}
 	if next == nil {
-		var err error
+		es, err := s.entries(owner, repo, env)
+		if err != nil {
+			return false
+		}
+		versions = make([]uint64, len(es))
+		for i, e := range es {
+			versions[i] = e.Version
+		}
 		if next, err = s.build(es, now, versions, statuses); err != nil {
 			return false
 		}
@@ -145,8 +156,8 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) bool {
 		s.cache.mu.Unlock()
 	}
 	r.Pattern = statusPattern
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(c.body)))
+	h := w.Header()
+	h["Content-Type"], h["Content-Length"] = jsonType, c.length
 	_, _ = w.Write(c.body)
 	return true
 }
@@ -168,6 +179,9 @@ func statusRequest(r *http.Request) (owner, repo, env string, ok bool) {
 	if !found || owner == "" || repo == "" || strings.Contains(repo, "/") ||
 		utf8.RuneCountInString(owner) > 39 || utf8.RuneCountInString(repo) > 100 {
 		return "", "", "", false
+	}
+	if r.URL.RawQuery == "" {
+		return owner, repo, "", true
 	}
 	q := r.URL.Query()
 	for k := range q {
