@@ -52,6 +52,7 @@ type options struct {
 	profile  string
 	logLevel string
 	keep     bool
+	pin      bool
 	args     string
 	readme   string
 	// hooksRepos, hooksRate and hooksFor shape scenario 7: repos, deliveries per second, how long.
@@ -83,6 +84,7 @@ func main() {
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
 	flag.StringVar(&o.readme, "readme", "README.md", "a Markdown file whose bench markers get the table too (empty: none)")
+	flag.BoolVar(&o.pin, "pin", true, "in scenario 6, pin deployd to CPU 0 and wrk to CPU 1 (taskset; on 2 cores or more)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (deployd's logs, repos) and say where")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -109,3 +109,31 @@ func BenchmarkGetDeploymentUncached(b *testing.B) {
 		}
 	}
 }
+
+// TestStatusCacheLaterSecond: the answer of a later second, put together from the cached
+// parts, is the answer encoded anew at that second, byte for byte: only the ages moved.
+func TestStatusCacheLaterSecond(t *testing.T) {
+	s := loaded(t, 3, 4)
+	s.deps.Statuses = &changingStatuses{message: "first"}
+	es, err := s.entries("team1", "app1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	c, err := s.build(es, now, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.ages) == 0 || c.parts == nil {
+		t.Fatalf("no ages cut out of %s", c.body)
+	}
+	for _, later := range []time.Duration{0, time.Second, 5 * time.Second, 3 * time.Hour} {
+		want, err := encode(s.status(es, now.Add(later)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.at(now.Add(later).Unix()); string(got.body) != string(want) {
+			t.Errorf("%s later:\ngot  %s\nwant %s", later, got.body, want)
+		}
+	}
+}

@@ -78,6 +78,9 @@ type Applier struct {
 
 	mu            sync.Mutex
 	impersonating map[string]clients
+	// accepted are the repos' last sets applied whole, so unchanged objects are not
+	// dry-run again.
+	accepted accepted
 }
 
 // clients reach the cluster as one identity: deployd's own, or a repo's ServiceAccount.
@@ -136,6 +139,11 @@ type Request struct {
 	Commit string
 	// Number is the deployment's number (0 when not numbered).
 	Number int
+	// Recorded, when set, is waited for before the first write to the cluster, while
+	// the reads and the dry run go on: it returns the deployment's number (set then as
+	// each object's deployment annotation, in place of Number). Its error ends the
+	// apply with nothing written.
+	Recorded func() (int, error)
 	// Objects are the rendered manifests.
 	Objects []render.Object
 }
@@ -224,22 +232,74 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if res.NamespaceCreated, err = a.ensureNamespace(ctx, req.Repo); err != nil {
-		return res, err
+	// The dry run judges what changed since the repo's last set the API server accepted
+	// whole; the rest was judged then. One changed object needs none: it is applied
+	// first and alone, so its refusal leaves everything as it was.
+	changed, digests := a.accepted.changed(req.Repo, plan)
+	alone := aloneIn(changed, plan)
+	toRead := plan.all()
+	if alone != nil {
+		toRead = []*item{alone} // the others are read after it is applied
 	}
+	// Writes wait for the deployment's record (Recorded); the reads and the dry run do not.
+	beforeWrite := func() error { return nil }
+	if req.Recorded != nil {
+		beforeWrite = sync.OnceValue(func() error { return numbered(plan, req.Recorded) })
+	}
+	// The previous inventory is read once the deployment is recorded: the record is
+	// written in the same state ConfigMap, whose deletion the inventory's rebuild checks.
 	inv := newInventory(a.states, req.Repo)
-	previous, err := a.previous(ctx, cl, inv, &res)
+	var previous []Ref
+	recordedPrevious := func() error {
+		if err := beforeWrite(); err != nil {
+			return err
+		}
+		var err error
+		previous, err = a.previous(ctx, cl, inv, &res)
+		return err
+	}
+	// One round trip: the namespace made sure of, and the objects read (to tell later
+	// what the apply changed).
+	if res.NamespaceCreated, err = a.prepare(ctx, dyn, req.Repo, toRead, beforeWrite); err != nil {
+		return res, err
+	}
+	var first []Change
+	rest := plan
+	switch {
+	case alone != nil && alone.read:
+		if err := recordedPrevious(); err != nil {
+			return res, err
+		}
+		// Nothing else goes to the API server meanwhile: the change lands first (a changed
+		// Deployment starts rolling out), and each other object is read before its apply.
+		c, err := a.applyAlone(ctx, dyn, alone)
+		if err != nil {
+			return res, err
+		}
+		first, rest = []Change{c}, plan.without(alone)
+	default:
+		// Several changed, or the one could not be read (its identity may not read it):
+		// every object read, the changed ones judged by a dry run.
+		if err := a.read(ctx, dyn, plan.all()); err != nil {
+			return res, err
+		}
+		if len(changed) > 0 {
+			if err := a.dryRun(ctx, dyn, changed); err != nil {
+				return res, err
+			}
+		}
+		if err := recordedPrevious(); err != nil {
+			return res, err
+		}
+	}
+	changes, err := a.applyStages(ctx, dyn, rest)
+	res.Changes = append(first, changes...)
 	if err != nil {
+		// Judge the whole set again next time: what refused an object may refuse others.
+		a.accepted.forget(req.Repo)
 		return res, err
 	}
-	if err := a.dryRun(ctx, dyn, plan, previous); err != nil {
-		return res, err
-	}
-	changes, err := a.applyStages(ctx, dyn, plan)
-	res.Changes = changes
-	if err != nil {
-		return res, err
-	}
+	a.accepted.accept(req.Repo, digests)
 	applied := plan.refs()
 	// Until the prune is done, remember both sets: a crash now orphans nothing.
 	if err := inv.save(ctx, union(applied, previous)); err != nil {
@@ -278,15 +338,38 @@ func (a *Applier) clientFor(repo config.Repo) (clients, error) {
 	return c, nil
 }
 
-// ensureNamespace creates the repo's namespace, labelled as deployd's, if it is missing.
-func (a *Applier) ensureNamespace(ctx context.Context, repo config.Repo) (bool, error) {
-	_, err := a.kube.CoreV1().Namespaces().Get(ctx, repo.Namespace, metav1.GetOptions{})
-	if err == nil {
-		return false, nil
+// numbered waits for the deployment's number and sets it on every object of the plan.
+func numbered(p *plan, recorded func() (int, error)) error {
+	n, err := recorded()
+	if err != nil || n <= 0 {
+		return err
 	}
-	if !apierrors.IsNotFound(err) {
+	for _, it := range p.all() {
+		ann := it.obj.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann[AnnotationDeployment] = strconv.Itoa(n)
+		it.obj.SetAnnotations(ann)
+	}
+	return nil
+}
+
+// namespaceExists reads the repo's namespace.
+func (a *Applier) namespaceExists(ctx context.Context, repo config.Repo) (bool, error) {
+	_, err := a.kube.CoreV1().Namespaces().Get(ctx, repo.Namespace, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		return true, nil
+	case apierrors.IsNotFound(err):
+		return false, nil
+	default:
 		return false, fmt.Errorf("reading namespace %s: %w", repo.Namespace, err)
 	}
+}
+
+// createNamespace creates the repo's namespace, labelled as deployd's, when the repo allows it.
+func (a *Applier) createNamespace(ctx context.Context, repo config.Repo) (bool, error) {
 	if !repo.CreateNamespace {
 		return false, fmt.Errorf("namespace %s does not exist, and the repo sets createNamespace: false: create it first", repo.Namespace)
 	}
@@ -298,7 +381,7 @@ func (a *Applier) ensureNamespace(ctx context.Context, repo config.Repo) (bool, 
 		"name":   repo.Namespace,
 		"labels": labels,
 	}}}
-	_, err = a.own.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{FieldManager: a.opts.FieldManager})
+	_, err := a.own.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{FieldManager: a.opts.FieldManager})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return false, fmt.Errorf("creating namespace %s: %w", repo.Namespace, err)
 	}

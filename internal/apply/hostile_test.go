@@ -68,7 +68,7 @@ func TestRefusesCRDsThatRedefineCoreKinds(t *testing.T) {
 	}
 }
 
-// TestPanicsInApplyGoroutinesAreErrors gives the dry run and the apply an object whose
+// TestPanicsInApplyGoroutinesAreErrors gives the read, the dry run and the apply an object whose
 // mapping has no scope, so resolving its resource panics inside their errgroup
 // goroutines: each panic comes back as an error naming it, and the process goes on.
 func TestPanicsInApplyGoroutinesAreErrors(t *testing.T) {
@@ -79,7 +79,11 @@ func TestPanicsInApplyGoroutinesAreErrors(t *testing.T) {
 	}
 	ctx := context.Background()
 	want := "deployd panicked: runtime error: invalid memory address or nil pointer dereference"
-	err := a.dryRun(ctx, a.own.dyn, &plan{rest: []*item{broken()}}, []Ref{refOf(obj.Unstructured)})
+	_, err := a.prepare(ctx, a.own.dyn, repo, []*item{broken()}, func() error { return nil })
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("read: %v, want %q", err, want)
+	}
+	err = a.dryRun(ctx, a.own.dyn, []*item{broken()})
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("dry run: %v, want %q", err, want)
 	}

@@ -18,26 +18,41 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/panics"
 )
 
-// dryRun applies the whole set with dryRun=All and reports every rejected object.
-// Objects whose kind a CRD of the set defines cannot be checked before the CRD exists.
-// Objects the previous deployment applied are read meanwhile, to tell later what the
-// apply changed, so the apply itself is one round trip.
-func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, previous []Ref) error {
-	items := p.all()
-	errs := make([]error, len(items))
+// prepare reads the repo's namespace and items in one round, then creates the namespace
+// if it is missing (after beforeWrite). It reports whether it created the namespace.
+func (a *Applier) prepare(ctx context.Context, dyn dynamic.Interface, repo config.Repo, items []*item, beforeWrite func() error) (bool, error) {
+	var exists bool
+	var nsErr, nsPanic error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer panics.Recover(&nsPanic)
+		exists, nsErr = a.namespaceExists(ctx, repo)
+	}()
+	readErr := a.read(ctx, dyn, items)
+	<-done
+	if err := errors.Join(nsPanic, nsErr, readErr); err != nil || exists {
+		return false, err
+	}
+	if err := beforeWrite(); err != nil {
+		return false, err
+	}
+	return a.createNamespace(ctx, repo)
+}
+
+// read reads items whose kind is served, all at once, to tell later what the apply
+// changed; an object read is not read again before its apply. A read error other than
+// NotFound is left to the apply, which reads that object again.
+func (a *Applier) read(ctx context.Context, dyn dynamic.Interface, items []*item) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(a.opts.Concurrency)
-	applied := map[string]bool{}
-	for _, r := range previous {
-		applied[r.id()] = true
-	}
-	// Each goroutine recovers its own panic: a panic there would end the process.
-	readPanic, dryPanic := make([]error, len(items)), make([]error, len(items))
+	readPanic := make([]error, len(items))
 	for i, it := range items {
-		if it.mapping == nil || !applied[it.ref().id()] {
+		if it.mapping == nil || it.read {
 			continue
 		}
 		g.Go(func() error {
@@ -52,6 +67,18 @@ func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, pr
 			return nil // another error: read again before applying
 		})
 	}
+	_ = g.Wait()
+	return errors.Join(readPanic...)
+}
+
+// dryRun applies items with dryRun=All and reports every rejected object. Objects whose
+// kind a CRD of the set defines cannot be checked before the CRD exists.
+func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, items []*item) error {
+	errs := make([]error, len(items))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(a.opts.Concurrency)
+	// Each goroutine recovers its own panic: a panic there would end the process.
+	dryPanic := make([]error, len(items))
 	for i, it := range items {
 		if it.mapping == nil {
 			continue
@@ -69,7 +96,7 @@ func (a *Applier) dryRun(ctx context.Context, dyn dynamic.Interface, p *plan, pr
 		})
 	}
 	_ = g.Wait()
-	if err := errors.Join(append(readPanic, dryPanic...)...); err != nil {
+	if err := errors.Join(dryPanic...); err != nil {
 		return err
 	}
 	return verdict(items, errs)
@@ -226,6 +253,22 @@ func (a *Applier) applyAll(ctx context.Context, dyn dynamic.Interface, items []*
 		done = append(done, changes[i])
 	}
 	return done, errors.Join(failed...)
+}
+
+// applyAlone applies the set's one changed object before any other, in place of its dry
+// run: the API server's refusal of it is a ValidationError, as the dry run's would be,
+// since nothing was applied.
+func (a *Applier) applyAlone(ctx context.Context, dyn dynamic.Interface, it *item) (c Change, err error) {
+	defer panics.Recover(&err)
+	c, err = a.applyOne(ctx, dyn, it)
+	switch {
+	case err == nil:
+		return c, nil
+	case rejected(err):
+		return c, &ValidationError{Problems: []string{fmt.Sprintf("%s: %s: %s", it.source, it.ref(), explain(err))}}
+	default:
+		return c, fmt.Errorf("%s: %s: apply: %w", it.source, it.ref(), err)
+	}
 }
 
 func (a *Applier) applyOne(ctx context.Context, dyn dynamic.Interface, it *item) (Change, error) {

@@ -152,28 +152,52 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 	rec := recordOf(d, history.Applying, time.Now().UTC())
 	rec.Note = note(d)
 	rec.Crashes = r.takeRedo(d.Repo.Key(), d.Revision.Commit)
-	rec, err := r.history.Create(ctx, d.Repo, rec)
-	if err != nil {
-		return fmt.Errorf("recording the deployment: %w", err)
-	}
 	gh := d.GitHubDeploymentID
-	// Rendered before it is told of: the images go with the record from its start (the
-	// GitHub deployment created for it carries them, for another cluster's promotion).
-	rendered, err := r.renderSafely(ctx, d)
-	rec.Renderer = rendered.Renderer
-	if c := rendered.Chart; c != nil {
-		rec.Chart = history.Chart{Name: c.Name, Version: c.Version}
-	}
-	if err == nil {
-		rec.Images, rec.ImagesRecorded = imagesOf(rendered.Objects)
-	}
-	queued := rec.Clone()
-	queued.Phase = history.Queued
-	r.notify(Event{Repo: d.Repo, Record: queued, GitHubDeploymentID: gh})
-	r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
+	// The record is written while the manifests render and the cluster is read; the
+	// apply waits for it (recorded) before its first write, so a crash after any write
+	// finds it. It is told of (queued, applying) once rendered: the images go with the
+	// record from its start (the GitHub deployment created for it carries them, for
+	// another cluster's promotion).
+	var (
+		stored    history.Record
+		createErr error
+	)
+	created := make(chan struct{})
+	go func() {
+		defer close(created)
+		defer panics.Recover(&createErr)
+		var err error
+		if stored, err = r.history.Create(ctx, d.Repo, rec); err != nil {
+			createErr = fmt.Errorf("recording the deployment: %w", err)
+		}
+	}()
+	rendered, renderErr := r.renderSafely(ctx, d)
+	recorded := sync.OnceValues(func() (int, error) {
+		<-created
+		if createErr != nil {
+			return 0, createErr
+		}
+		rec = stored
+		rec.Renderer = rendered.Renderer
+		if c := rendered.Chart; c != nil {
+			rec.Chart = history.Chart{Name: c.Name, Version: c.Version}
+		}
+		if renderErr == nil {
+			rec.Images, rec.ImagesRecorded = imagesOf(rendered.Objects)
+		}
+		queued := rec.Clone()
+		queued.Phase = history.Queued
+		r.notify(Event{Repo: d.Repo, Record: queued, GitHubDeploymentID: gh})
+		r.notify(Event{Repo: d.Repo, Record: rec.Clone(), GitHubDeploymentID: gh})
+		return rec.Number, nil
+	})
 	var res apply.Result
+	err := renderErr
 	if err == nil {
-		res, err = r.applySafely(ctx, d, rec.Number, rendered.Objects)
+		res, err = r.applySafely(ctx, d, recorded, rendered.Objects)
+	}
+	if _, cerr := recorded(); cerr != nil {
+		return cerr // the apply wrote nothing without it
 	}
 	rec.Objects = objectsOf(res.Changes)
 	if res.Rebuilt != nil {
@@ -192,10 +216,10 @@ func (r *Runner) Deploy(ctx context.Context, d controller.Deployment) error {
 
 // applySafely is apply behind a recover: a panic, in it or in a goroutine of the apply
 // (which recovers its own), fails this deployment for good instead of ending deployd.
-func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, number int, objs []render.Object) (res apply.Result, err error) {
+func (r *Runner) applySafely(ctx context.Context, d controller.Deployment, recorded func() (int, error), objs []render.Object) (res apply.Result, err error) {
 	defer permanentPanic(&err)
 	defer panics.Recover(&err)
-	return r.apply(ctx, d, number, objs)
+	return r.apply(ctx, d, recorded, objs)
 }
 
 // renderSafely renders d's revision behind a recover, like applySafely.
@@ -232,8 +256,8 @@ func (r *Runner) takeRedo(key config.Key, commit string) int {
 	return rd.crashes
 }
 
-func (r *Runner) apply(ctx context.Context, d controller.Deployment, number int, objs []render.Object) (apply.Result, error) {
-	res, err := r.applier.Apply(ctx, apply.Request{Repo: d.Repo, Commit: d.Revision.Commit, Number: number, Objects: objs})
+func (r *Runner) apply(ctx context.Context, d controller.Deployment, recorded func() (int, error), objs []render.Object) (apply.Result, error) {
+	res, err := r.applier.Apply(ctx, apply.Request{Repo: d.Repo, Commit: d.Revision.Commit, Recorded: recorded, Objects: objs})
 	var invalid *apply.ValidationError
 	if errors.As(err, &invalid) {
 		return res, controller.Permanent(err)

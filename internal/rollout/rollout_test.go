@@ -211,7 +211,9 @@ func TestWait(t *testing.T) {
 	})
 }
 
-func TestSlimKeepsWhatStatusReads(t *testing.T) {
+// TestCachedKeepsTheStatusOnly: what a watch keeps of an object is its identity and the
+// status computed from the whole object, nothing of its spec or data.
+func TestCachedKeepsTheStatusOnly(t *testing.T) {
 	dep := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apps/v1", "kind": "Deployment",
 		"metadata": map[string]any{"name": "web", "namespace": "shop", "generation": int64(3),
@@ -225,18 +227,20 @@ func TestSlimKeepsWhatStatusReads(t *testing.T) {
 			"readyReplicas": int64(2), "availableReplicas": int64(2),
 			"conditions": []any{map[string]any{"type": "Available", "status": "True"}, map[string]any{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}}},
 	}}
-	before := Compute(dep.DeepCopy())
-	slimmed, _ := slim(dep)
-	after := Compute(slimmed.(*unstructured.Unstructured))
-	if diff := cmp.Diff(before, after); diff != "" {
-		t.Errorf("status changed by slimming (-before +after):\n%s", diff)
+	want := Compute(dep.DeepCopy())
+	tr := &Tracker{compute: Compute}
+	c := tr.shrink(dep)
+	if diff := cmp.Diff(want, c.status); diff != "" {
+		t.Errorf("status (-want +got):\n%s", diff)
 	}
-	if s := fmt.Sprint(dep.Object); strings.Contains(s, "hunter2") || strings.Contains(s, "last-applied") || strings.Contains(s, "managedFields") {
-		t.Errorf("slimmed object still holds %s", s)
+	if s := fmt.Sprintf("%+v", c); strings.Contains(s, "hunter2") || strings.Contains(s, "last-applied") || strings.Contains(s, "PASSWORD") || len(c.ManagedFields) > 0 || c.Annotations != nil {
+		t.Errorf("cached object holds more than its identity and status: %s", s)
 	}
-	secret := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Secret",
-		"metadata": map[string]any{"name": "s"}, "data": map[string]any{"password": "aHVudGVyMg=="}}}
-	if _, _ = slim(secret); secret.Object["data"] != nil {
-		t.Error("a Secret's data is kept")
+	if got := key(c.GroupVersionKind().GroupKind().String(), c.Namespace, c.Name); got != "Deployment.apps/shop/web" {
+		t.Errorf("key %q, want Deployment.apps/shop/web", got)
+	}
+	u := unstructuredOf(c)
+	if u.GetKind() != "Deployment" || u.GetAPIVersion() != "apps/v1" || u.GetNamespace() != "shop" || u.GetName() != "web" {
+		t.Errorf("identity told of a deletion: %v", u.Object)
 	}
 }

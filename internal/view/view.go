@@ -225,6 +225,28 @@ func (v *View) Entries(name string) []Entry {
 	return out
 }
 
+// Versions appends to dst the versions of the entries Entries(name) returns (only the
+// one of environment env, when env is set), without copying the entries: a reader
+// holding what it built from them can tell whether it still holds. ok is false when
+// there are none.
+func (v *View) Versions(name, env string, dst []uint64) (versions []uint64, ok bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.cfg == nil {
+		return dst, false
+	}
+	n := len(dst)
+	for _, k := range v.byName[strings.ToLower(name)] {
+		if e, found := v.entries[k]; found && (env == "" || e.Repo.Environment == env) {
+			dst = append(dst, e.Version)
+			if env != "" {
+				break
+			}
+		}
+	}
+	return dst, len(dst) > n
+}
+
 // Subscribe returns a channel of changes until cancel is called; it holds up to buffer
 // changes, and a subscriber that lets it fill misses the next ones.
 func (v *View) Subscribe(buffer int) (<-chan Change, func()) {
