@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/deployd/deployd/internal/checks"
 	"github.com/deployd/deployd/internal/preview"
 	"github.com/deployd/deployd/internal/source"
 )
@@ -42,25 +41,8 @@ func (d *Daemon) buildPreviews(context.Context) error {
 	}
 	pub := d.opts.PreviewPublisher
 	if pub == nil && d.parts.checks != nil {
-		pub = checksPublisher{d.parts.checks}
+		pub = d.parts.checks
 	}
 	d.previews = preview.New(src, d.parts.applier, pub, opts)
 	return nil
-}
-
-// checksPublisher publishes previews as GitHub check runs (or a status and a PR
-// comment with a token only) through internal/checks.
-type checksPublisher struct{ p *checks.Publisher }
-
-func (c checksPublisher) Publish(ctx context.Context, r preview.Report) error {
-	anns := make([]checks.Annotation, len(r.Annotations))
-	for i, a := range r.Annotations {
-		anns[i] = checks.Annotation(a)
-	}
-	return c.p.Publish(ctx, checks.Report{Owner: r.Owner, Repo: r.Repo, Environment: r.Environment, HeadSHA: r.HeadSHA,
-		PRNumber: r.PRNumber, Conclusion: r.Conclusion, Title: r.Title, Summary: r.Summary, DetailsURL: r.DetailsURL, Annotations: anns})
-}
-
-func (c checksPublisher) Remove(ctx context.Context, owner, repo string, number int) error {
-	return c.p.Remove(ctx, owner, repo, number)
 }

@@ -192,3 +192,17 @@ func TestRedacted(t *testing.T) {
 		t.Error("Redacted changed the result it was given")
 	}
 }
+
+func TestMarkdownEscapesThePullRequestsText(t *testing.T) {
+	res := Result{Environment: "prod", State: StateFailed, Problems: []ManifestProblem{{
+		File: "deploy/x.yaml", Line: 3, Object: "ConfigMap/shop/x", Message: "bad | cell @octocat <img src=x> #12\nnext"}}}
+	got := Markdown(res, "", DefaultSummaryBytes)
+	for _, bad := range []string{"@octocat", "<img", "#12", "bad | cell"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("summary carries %q unescaped:\n%s", bad, got)
+		}
+	}
+	if !strings.Contains(got, "| `deploy/x.yaml` | 3 |") {
+		t.Errorf("summary lacks the problem's row:\n%s", got)
+	}
+}

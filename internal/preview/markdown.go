@@ -3,6 +3,8 @@ package preview
 import (
 	"fmt"
 	"strings"
+
+	"github.com/deployd/deployd/internal/checks"
 )
 
 // DefaultSummaryBytes caps the Markdown summary: GitHub takes 65,535 characters in a
@@ -14,7 +16,7 @@ const DefaultSummaryBytes = 60_000
 func Markdown(res Result, detailsURL string, maxBytes int) string {
 	m := &md{max: maxBytes - 300} // room for the closing lines
 	m.line(fmt.Sprintf("### deployd / %s — `%s`\n", res.Environment, short(res.Commit)))
-	m.line(Title(res) + "\n")
+	m.line(checks.Escape(Title(res)) + "\n")
 	if res.State != StateDone {
 		m.problems(res)
 		return m.end(detailsURL)
@@ -117,9 +119,9 @@ func code(s string) string {
 	return "`" + strings.NewReplacer("`", "'", "|", `\|`, "\n", " ").Replace(s) + "`"
 }
 
-func cell(s string) string {
-	return strings.NewReplacer("|", `\|`, "\n", " ", "\r", " ").Replace(s)
-}
+// cell is s in a table cell: the pull request's text escaped, so it cannot break the
+// table, mention anyone or carry HTML.
+func cell(s string) string { return checks.Escape(s) }
 
 func firstLines(s string, n int) string {
 	lines := strings.SplitN(s, "\n", n+1)

@@ -6,34 +6,16 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/deployd/deployd/internal/checks"
 	"github.com/deployd/deployd/internal/source"
 )
 
 // Report is one environment's preview as published on the pull request: a check run
 // "deployd / <environment>" with a GitHub App, a commit status and a comment with a token.
-// It mirrors checks.Report field for field, so an adapter is a conversion.
-type Report struct {
-	Owner, Repo string
-	Environment string
-	HeadSHA     string
-	PRNumber    int
-	// Conclusion is "success", "failure" or "neutral".
-	Conclusion string
-	// Title is one line.
-	Title string
-	// Summary is Markdown (the publisher caps it at GitHub's 65,535 characters).
-	Summary string
-	// DetailsURL links to the full preview in deployd's API.
-	DetailsURL  string
-	Annotations []Annotation
-}
+type Report = checks.Report
 
 // Annotation is a problem at a file and line of the pull request's head.
-type Annotation struct {
-	Path    string
-	Line    int
-	Message string
-}
+type Annotation = checks.Annotation
 
 // Publisher publishes previews on GitHub (checks.Publisher does).
 type Publisher interface {
