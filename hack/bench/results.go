@@ -46,6 +46,8 @@ type results struct {
 	Commit   string            `json:"commit"`
 	Rows     []row             `json:"rows"`
 	Failures map[string]string `json:"failures,omitempty"`
+	// Flux is scenario 11, deployd ÷ Flux (fluxresults.go).
+	Flux *fluxTable `json:"flux,omitempty"`
 }
 
 // add records a figure; met is a bool when there is a goal, nil otherwise.
@@ -135,7 +137,7 @@ var scenarioNames = map[int]string{
 	1: "Push → applied", 2: "Rollout finished → reported", 3: "Idle cost at scale",
 	4: "Many rollouts at once", 5: "Cold start at scale", 6: "Status API throughput",
 	7: "Webhooks under load", 8: "Hostile repos beside calm ones",
-	9: "On the real node", 10: "Drift corrected",
+	9: "On the real node", 10: "Drift corrected", 11: "Side by side with Flux",
 }
 
 // markdown is the results table.
@@ -147,6 +149,7 @@ func (r *results) markdown() string {
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s |\n", row.Scenario, scenarioNames[row.Scenario], row.Name, row.figure, row.Goal, row.Met)
 	}
+	b.WriteString(r.fluxMarkdown())
 	if len(r.Failures) > 0 {
 		b.WriteString("\nScenarios that did not finish:\n\n")
 		keys := make([]string, 0, len(r.Failures))
