@@ -55,12 +55,12 @@ func names(entries []repoEntry) []string {
 // makes), runs interleaved where they can be.
 func (e *env) fluxSideBySide(ctx context.Context, r *results) error {
 	o := e.opts.flux
+	r.fluxSettings(o)
 	f, err := e.newFluxPeer(ctx)
 	if err != nil {
 		return err
 	}
 	defer f.stop()
-	r.fluxSettings(o)
 
 	// The push and rollout apps, one copy per tool.
 	mk := func(name string, files map[string]string) (*gittest.Repo, repoEntry) {

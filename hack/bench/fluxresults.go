@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -64,13 +65,14 @@ func (r *results) fluxSettings(o fluxOptions) {
 	}
 }
 
-// fluxMarkdown is the side-by-side table, empty when scenario 11 did not run.
+// fluxMarkdown is the side-by-side table, empty when scenario 11 did not start.
 func (r *results) fluxMarkdown() string {
-	if r.Flux == nil || len(r.Flux.Rows) == 0 {
+	if r.Flux == nil {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("\n### Side by side with Flux (scenario 11)\n\n")
+	fmt.Fprintf(&b, "Run %s on %d cores (%s), %s memory, %s, deployd %s; Flux source-controller %s, kustomize-controller %s.\n\n",
+		r.Date.Format("2006-01-02 15:04 MST"), r.Machine.Cores, r.Machine.CPU, r.Machine.Memory, r.Machine.Go, r.Commit, fluxSourceVersion, fluxKustomizeVersion)
 	b.WriteString("| figure | deployd | Flux | deployd ÷ Flux | goal | met |\n|---|---|---|---|---|---|\n")
 	for _, c := range r.Flux.Rows {
 		goal := ""
@@ -87,5 +89,30 @@ func (r *results) fluxMarkdown() string {
 	for _, s := range r.Flux.Settings {
 		b.WriteString("- " + s + "\n")
 	}
+	var failed []string
+	for k, v := range r.Failures {
+		if strings.HasPrefix(k, "scenario 11") {
+			failed = append(failed, fmt.Sprintf("- %s: %s\n", k, strings.ReplaceAll(v, "\n", " ")))
+		}
+	}
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		b.WriteString("\nParts that did not finish:\n\n" + strings.Join(failed, ""))
+	}
 	return b.String()
+}
+
+// hasMain says whether scenarios other than 11 left figures or failures.
+func (r *results) hasMain() bool {
+	for _, row := range r.Rows {
+		if row.Scenario != 11 {
+			return true
+		}
+	}
+	for k := range r.Failures {
+		if !strings.HasPrefix(k, "scenario 11") {
+			return true
+		}
+	}
+	return false
 }

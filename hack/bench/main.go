@@ -192,7 +192,7 @@ func run1(ctx context.Context, o options) error {
 	if err := r.write(o.out, o.readme); err != nil {
 		return err
 	}
-	fmt.Println(r.markdown())
+	fmt.Println(r.markdown() + r.fluxMarkdown())
 	progress("done in %s", time.Since(began).Round(time.Second))
 	if len(r.Failures) > 0 {
 		return errors.New("some scenarios did not finish (see above)")

@@ -149,7 +149,6 @@ func (r *results) markdown() string {
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s |\n", row.Scenario, scenarioNames[row.Scenario], row.Name, row.figure, row.Goal, row.Met)
 	}
-	b.WriteString(r.fluxMarkdown())
 	if len(r.Failures) > 0 {
 		b.WriteString("\nScenarios that did not finish:\n\n")
 		keys := make([]string, 0, len(r.Failures))
@@ -178,20 +177,34 @@ func (r *results) write(dir, readme string) error {
 	if err := os.WriteFile(name, append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	table := r.markdown() + "\nFigures: `" + filepath.ToSlash(name) + "`.\n"
-	if err := replaceTable(filepath.Join(dir, "RESULTS.md"), table, true); err != nil {
-		return err
+	figures := "\nFigures: `" + filepath.ToSlash(name) + "`.\n"
+	// A run of scenario 11 alone leaves the other scenarios' table as it was, and the
+	// other way round.
+	blocks := []struct{ marker, table string }{{"bench", r.markdown() + figures}, {"bench-flux", r.fluxMarkdown() + figures}}
+	if !r.hasMain() {
+		blocks = blocks[1:]
 	}
-	if readme == "" {
-		return nil
+	if r.Flux == nil {
+		blocks = blocks[:len(blocks)-1]
 	}
-	return replaceTable(readme, table, false)
+	for _, bl := range blocks {
+		if err := replaceTable(filepath.Join(dir, "RESULTS.md"), bl.marker, bl.table, true); err != nil {
+			return err
+		}
+		if readme != "" {
+			if err := replaceTable(readme, bl.marker, bl.table, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
-// replaceTable puts table between the bench markers of the Markdown file at path; when
-// the file has no markers, it is prepended if add, else the file is left alone.
-func replaceTable(path, table string, add bool) error {
-	const begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+// replaceTable puts table between the marker's begin and end comments of the Markdown file
+// at path; when the file has no markers, they are added (the first table prepended, others
+// appended) if add, else the file is left alone.
+func replaceTable(path, marker, table string, add bool) error {
+	begin, end := "<!-- "+marker+":begin -->", "<!-- "+marker+":end -->"
 	old, err := os.ReadFile(path)
 	if err != nil && !add {
 		return err
@@ -200,8 +213,10 @@ func replaceTable(path, table string, add bool) error {
 	block := begin + "\n" + table + end
 	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
 		text = text[:i] + block + text[j+len(end):]
-	} else if add {
+	} else if add && marker == "bench" {
 		text = "# Benchmark results\n\n" + block + "\n\n" + text
+	} else if add {
+		text = strings.TrimRight(text, "\n") + "\n\n" + block + "\n"
 	} else {
 		return nil
 	}
