@@ -120,6 +120,9 @@ func (f *fluxPeer) start(ctx context.Context, n int) error {
 	}
 	srcHealth, kusHealth := freeAddr(), freeAddr()
 	storagePath := filepath.Join(f.dir, fmt.Sprintf("storage-%d", f.starts))
+	if err := os.MkdirAll(storagePath, 0o755); err != nil {
+		return err
+	}
 	var err error
 	// /usr/bin/env sets the controllers' environment and execs them: the pid is theirs.
 	f.source, err = simcluster.StartProcess(f.dir, filepath.Join(f.dir, fmt.Sprintf("source-controller-%d.log", f.starts)), "source-controller", "/usr/bin/env",

@@ -30,13 +30,22 @@ func (r *results) compare(name string, deployd, flux figure, goal float64) {
 		r.Flux = &fluxTable{}
 	}
 	c := comparison{Name: name, Deployd: deployd, Flux: flux, Goal: goal}
-	if flux.Value > 0 {
-		c.Ratio = deployd.Value / flux.Value
+	if f := inBase(flux); f > 0 {
+		c.Ratio = inBase(deployd) / f
 	}
 	if goal > 0 {
 		c.Met = map[bool]string{true: "yes", false: "no"}[flux.Value > 0 && c.Ratio <= goal]
 	}
 	r.Flux.Rows = append(r.Flux.Rows, c)
+}
+
+// inBase is a figure's value in ms where it is a duration (single() writes 10 s and more
+// in s), else as it is, so two figures of one row divide whatever their units.
+func inBase(f figure) float64 {
+	if f.Unit == "s" {
+		return f.Value * 1000
+	}
+	return f.Value
 }
 
 // fluxSettings lists how both tools ran, so a reader can disagree with one and rerun.

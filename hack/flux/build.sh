@@ -48,7 +48,7 @@ build() {
 	mv "$bin/$name.tmp" "$bin/$name"
 	rm -rf "$bin/crd/$name" && mkdir -p "$bin/crd/$name"
 	cp "$src"/config/crd/bases/*.yaml "$bin/crd/$name/"
-	rm -rf "$src"
+	rm -rf "$src" && rmdir "$bin/src" 2>/dev/null || true
 	say "built $name in $(( $(date +%s) - t0 ))s"
 }
 
