@@ -163,7 +163,7 @@ func (f *fluxPeer) stop() {
 func (f *fluxPeer) alive() error {
 	for _, p := range []*simcluster.Process{f.source, f.kustomize} {
 		if p == nil {
-			return errors.New("Flux's controllers are not running")
+			return errors.New("the Flux controllers are not running")
 		}
 		if err := p.Exited(); err != nil {
 			return err
@@ -226,7 +226,7 @@ func (f *fluxPeer) create(ctx context.Context, a fluxApp) error {
 		},
 	}}
 	if _, err := f.dyn.Resource(gitRepositories).Namespace(fluxNamespace).Create(ctx, repo, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("GitRepository %s: %w", a.name, err)
+		return fmt.Errorf("creating GitRepository %s: %w", a.name, err)
 	}
 	ks := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
@@ -238,7 +238,7 @@ func (f *fluxPeer) create(ctx context.Context, a fluxApp) error {
 		},
 	}}
 	if _, err := f.dyn.Resource(kustomizations).Namespace(fluxNamespace).Create(ctx, ks, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("Kustomization %s: %w", a.name, err)
+		return fmt.Errorf("creating Kustomization %s: %w", a.name, err)
 	}
 	return nil
 }
@@ -395,7 +395,7 @@ func (f *fluxPeer) notReady(ctx context.Context, names []string, sha string) str
 func (f *fluxPeer) usage() (cpu float64, mem memStatus, err error) {
 	for _, p := range []*simcluster.Process{f.source, f.kustomize} {
 		if p == nil {
-			return 0, memStatus{}, errors.New("Flux's controllers are not running")
+			return 0, memStatus{}, errors.New("the Flux controllers are not running")
 		}
 		c, err := cpuSeconds(p.Pid())
 		if err != nil {

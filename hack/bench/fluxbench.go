@@ -105,7 +105,7 @@ func (e *env) fluxSideBySide(ctx context.Context, r *results) error {
 	}
 	for _, a := range []sideApps{push, roll} {
 		if err := f.waitReadyAt(ctx, []string{fluxName(a.f)}, a.fRepo.Head(), 3*time.Minute); err != nil {
-			return fmt.Errorf("Flux's first deployment of %s: %w", a.f.Name, err)
+			return fmt.Errorf("first deployment of %s by Flux: %w", a.f.Name, err)
 		}
 	}
 	progress("flux: both tools deployed the push and rollout apps")
@@ -201,7 +201,7 @@ func (e *env) fluxPush(ctx context.Context, d *daemon, f *fluxPeer, a sideApps, 
 		}
 		at, err := seen(time.Minute)
 		if err != nil {
-			return 0, fmt.Errorf("Flux: %w: %s", err, f.notReady(ctx, []string{fluxName(a.f)}, sha))
+			return 0, fmt.Errorf("flux: %w: %s", err, f.notReady(ctx, []string{fluxName(a.f)}, sha))
 		}
 		if _, err := done(2 * time.Minute); err != nil {
 			return 0, fmt.Errorf("waiting for Flux to finish: %w: %s", err, f.notReady(ctx, []string{fluxName(a.f)}, sha))
@@ -286,11 +286,11 @@ func (e *env) fluxRollout(ctx context.Context, d *daemon, f *fluxPeer, a sideApp
 		}
 		readyAt, err := ready(time.Minute)
 		if err != nil {
-			return 0, fmt.Errorf("Flux's pods: %w", err)
+			return 0, fmt.Errorf("pods of the Flux app: %w", err)
 		}
 		at, err := done(2 * time.Minute)
 		if err != nil {
-			return 0, fmt.Errorf("Flux: %w: %s", err, f.notReady(ctx, []string{fluxName(a.f)}, sha))
+			return 0, fmt.Errorf("flux: %w: %s", err, f.notReady(ctx, []string{fluxName(a.f)}, sha))
 		}
 		return at.Sub(readyAt), nil
 	}
@@ -390,7 +390,7 @@ func (e *env) fluxMany(ctx context.Context, d *daemon, f *fluxPeer, base []repoE
 		}
 		at, err := done(10 * time.Minute)
 		if err != nil {
-			return 0, fmt.Errorf("Flux, %d apps: %w: %s", len(entries), err, f.notReady(ctx, names(entries), sha))
+			return 0, fmt.Errorf("flux, %d apps: %w: %s", len(entries), err, f.notReady(ctx, names(entries), sha))
 		}
 		return at.Sub(start), nil
 	}
@@ -502,7 +502,7 @@ func (f *fluxPeer) startedWith(ctx context.Context, entries []repoEntry, sha str
 	}
 	at, err := done(30 * time.Minute)
 	if err != nil {
-		return 0, fmt.Errorf("Flux, %d apps: %w: %s", len(entries), err, f.notReady(ctx, names(entries), sha))
+		return 0, fmt.Errorf("flux, %d apps: %w: %s", len(entries), err, f.notReady(ctx, names(entries), sha))
 	}
 	return at.Sub(start), nil
 }
