@@ -82,7 +82,7 @@ lint:
 	cd hack/kind && $(GO) vet ./...
 	$(STATICCHECK) ./...
 
-## bench: the end-to-end benchmark harness (about 35 minutes, 25 of them side by side with Flux: -only 11; its
+## bench: the end-to-end benchmark harness (about 40 minutes, 30 of them side by side with Flux: -only 11; its
 ## controllers are built on first use), results in bench/RESULTS.md and bench/results/
 ## BENCHFLAGS passes flags, e.g. make bench BENCHFLAGS='-only 1,2 -runs 5' or '-profile bin/profiles'
 BENCHFLAGS ?=
