@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/deployd/deployd/internal/gittest"
 	"github.com/deployd/deployd/pkg/client"
 )
@@ -120,6 +123,9 @@ func (e *env) fluxSideBySide(ctx context.Context, r *results) error {
 	}
 	d.stop()
 	if err := f.reset(ctx); err != nil {
+		return err
+	}
+	if err := e.deleteNamespaces(ctx, "bench-d-many-"); err != nil {
 		return err
 	}
 	if err := e.fluxCold(ctx, f, r); err != nil {
@@ -436,6 +442,9 @@ func (e *env) fluxCold(ctx context.Context, f *fluxPeer, r *results) error {
 		return err
 	}
 	progress("flux: cold start with %d apps: deployd reported all in %s", o.cold, dTook.Round(time.Millisecond))
+	if err := e.deleteNamespaces(ctx, "bench-d-cold-"); err != nil {
+		return err
+	}
 	fTook, err := f.startedWith(ctx, fApps, sha, 0)
 	if err != nil {
 		return err
@@ -591,6 +600,10 @@ func (e *env) fluxIdle(ctx context.Context, f *fluxPeer, r *results) error {
 		return err
 	}
 	d.stop()
+	// The simulated node holds 2,000 pods: deployd's leave room for Flux's.
+	if err := e.deleteNamespaces(ctx, "bench-d-idle-"); err != nil {
+		return err
+	}
 	took, err = f.startedWith(ctx, fApps, sha, o.idleHigh)
 	if err != nil {
 		return err
@@ -622,4 +635,48 @@ func (e *env) fluxIdle(ctx context.Context, f *fluxPeer, r *results) error {
 	r.compare("… median RSS over the watch", value(dIdle.median, "MB"), value(fIdle.median, "MB"), 0)
 	r.compare(fmt.Sprintf("%d idle apps: CPU, average of one core over %s", n, o.idle), value(dIdle.cpuPct, "%"), value(fIdle.cpuPct, "%"), 0)
 	return nil
+}
+
+// deleteNamespaces deletes the namespaces named prefix… (a tool's apps it no longer runs)
+// and waits until their pods are gone: the simulated node holds 2,000 pods, and a tool's
+// leftovers would otherwise load the cluster while the other is measured.
+func (e *env) deleteNamespaces(ctx context.Context, prefix string) error {
+	list, err := e.kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	gone := map[string]bool{}
+	for _, ns := range list.Items {
+		if strings.HasPrefix(ns.Name, prefix) {
+			if err := e.kube.CoreV1().Namespaces().Delete(ctx, ns.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			gone[ns.Name] = true
+		}
+	}
+	progress("flux: deleting %d namespaces %s…", len(gone), prefix)
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		pods, err := e.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil {
+			return err
+		}
+		left := 0
+		for _, p := range pods.Items {
+			if gone[p.Namespace] {
+				left++
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d pods of namespaces %s… still there 5 minutes after their deletion", left, prefix)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
