@@ -305,8 +305,10 @@ func (f *fluxPeer) requestReconcile(ctx context.Context, name string) error {
 }
 
 // watchReady opens a watch on the Kustomizations and returns a function that waits until
-// every one of names is Ready with sha as its last applied revision: Flux's report of
-// success (with wait: true, after its health checks passed).
+// every one of names has been Ready with sha as its last applied revision: Flux's report of
+// success (with wait: true, after its health checks passed). Has been, not is: each
+// reconcile turns Ready Unknown while it runs, so at 1,000 apps polled every minute some
+// are always in progress, though each reported success.
 func (f *fluxPeer) watchReady(ctx context.Context, names []string, sha string) (func(time.Duration) (time.Time, error), error) {
 	want := make(map[string]bool, len(names))
 	for _, n := range names {
@@ -320,7 +322,7 @@ func (f *fluxPeer) watchReady(ctx context.Context, names []string, sha string) (
 		if !ok || !want[u.GetName()] {
 			return false
 		}
-		ready[u.GetName()] = ev.Type != watch.Deleted && kustomizationReady(u, sha)
+		ready[u.GetName()] = ready[u.GetName()] || (ev.Type != watch.Deleted && kustomizationReady(u, sha))
 		for n := range want {
 			if !ready[n] {
 				return false
