@@ -25,6 +25,17 @@ type fluxOptions struct {
 	idleHigh    int           // --concurrent Flux's idle apps are first deployed with (then restarted at its defaults)
 	interval    time.Duration // both tools' poll interval
 	deploydArgs string
+	parts       string // which parts run: push,ready,many,cold,idle
+}
+
+// part says whether -flux-parts names p.
+func (o fluxOptions) part(p string) bool {
+	for _, q := range strings.Split(o.parts, ",") {
+		if strings.TrimSpace(q) == p {
+			return true
+		}
+	}
+	return false
 }
 
 // sideApps is a pair of apps, one per tool, on copies of the same repo.
@@ -112,14 +123,20 @@ func (e *env) fluxSideBySide(ctx context.Context, r *results) error {
 		}
 	}
 	progress("flux: both tools deployed the push and rollout apps")
-	if err := e.fluxPush(ctx, d, f, push, r); err != nil {
-		r.fail("scenario 11 (push → applied)", err)
+	if o.part("push") {
+		if err := e.fluxPush(ctx, d, f, push, r); err != nil {
+			r.fail("scenario 11 (push → applied)", err)
+		}
 	}
-	if err := e.fluxRollout(ctx, d, f, roll, r); err != nil {
-		r.fail("scenario 11 (ready → reported)", err)
+	if o.part("ready") {
+		if err := e.fluxRollout(ctx, d, f, roll, r); err != nil {
+			r.fail("scenario 11 (ready → reported)", err)
+		}
 	}
-	if err := e.fluxMany(ctx, d, f, base, r); err != nil {
-		r.fail("scenario 11 (many at once)", err)
+	if o.part("many") {
+		if err := e.fluxMany(ctx, d, f, base, r); err != nil {
+			r.fail("scenario 11 (many at once)", err)
+		}
 	}
 	d.stop()
 	if err := f.reset(ctx); err != nil {
@@ -128,11 +145,15 @@ func (e *env) fluxSideBySide(ctx context.Context, r *results) error {
 	if err := e.deleteNamespaces(ctx, "bench-d-many-"); err != nil {
 		return err
 	}
-	if err := e.fluxCold(ctx, f, r); err != nil {
-		r.fail("scenario 11 (cold start)", err)
+	if o.part("cold") {
+		if err := e.fluxCold(ctx, f, r); err != nil {
+			r.fail("scenario 11 (cold start)", err)
+		}
 	}
-	if err := e.fluxIdle(ctx, f, r); err != nil {
-		r.fail("scenario 11 (idle)", err)
+	if o.part("idle") {
+		if err := e.fluxIdle(ctx, f, r); err != nil {
+			r.fail("scenario 11 (idle)", err)
+		}
 	}
 	return nil
 }

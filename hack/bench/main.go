@@ -96,6 +96,7 @@ func main() {
 	flag.DurationVar(&o.flux.idle, "flux-idle", 2*time.Minute, "scenario 11: how long each tool's idle cost is watched")
 	flag.IntVar(&o.flux.idleHigh, "flux-idle-concurrent", 20, "scenario 11: Flux's --concurrent while its idle apps are first deployed")
 	flag.DurationVar(&o.flux.interval, "flux-interval", time.Minute, "scenario 11: both tools' poll interval")
+	flag.StringVar(&o.flux.parts, "flux-parts", "push,ready,many,cold,idle", "scenario 11: which parts run")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
