@@ -10,7 +10,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 DEMO_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: deps fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-go simcluster realnode cluster-real cluster-tool image image-tar openapi
+.PHONY: deps fuzz kind-up kind-down build test demo demo-push cluster lint bench bench-quick bench-go simcluster flux realnode cluster-real cluster-tool image image-tar openapi
 
 ## build: the deployd binary, stamped with version and commit, into bin/
 ## (kustomize's Go-plugin loader left out: deployd never loads plugins, and importing Go's
@@ -21,6 +21,10 @@ build:
 ## simcluster: build the simulated cluster's binaries once (minutes the first time, then cached)
 simcluster:
 	@bash hack/simcluster/build.sh >/dev/null
+
+## flux: build Flux's source-controller and kustomize-controller once (bench scenario 11's peer; minutes the first time)
+flux:
+	@bash hack/flux/build.sh >/dev/null
 
 ## realnode: build the real node's parts once (kubelet, kube-proxy, containerd; minutes the first time)
 realnode:
@@ -81,13 +85,19 @@ lint:
 	cd hack/kind && $(GO) vet ./...
 	$(STATICCHECK) ./...
 
-## bench: the end-to-end benchmark harness (about 10 minutes), results in bench/RESULTS.md and bench/results/
+## bench: the end-to-end benchmark harness (about 40 minutes, 30 of them side by side with Flux: -only 11; its
+## controllers are built on first use), results in bench/RESULTS.md and bench/results/
 ## BENCHFLAGS passes flags, e.g. make bench BENCHFLAGS='-only 1,2 -runs 5' or '-profile bin/profiles'
 BENCHFLAGS ?=
 bench: build simcluster
 	@command -v wrk >/dev/null || { echo "make bench: installing wrk (Debian) to load the status API"; \
 		(apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk)) >/dev/null; }
 	$(GO) run ./hack/bench $(BENCHFLAGS)
+
+## bench-quick: every scenario tiny, Flux's included (a few minutes): catches a broken harness, asserts no timing;
+## results in bin/bench-quick
+bench-quick:
+	@$(MAKE) --no-print-directory bench BENCHFLAGS='-quick $(BENCHFLAGS)'
 
 ## bench-go: the Go benchmarks alone (the status handler, a Helm chart's render)
 bench-go:

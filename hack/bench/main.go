@@ -16,7 +16,13 @@
 //  9. on the real node (root, Linux): start, kubectl apply -f k8s/ → deployd Ready, push →
 //     the app's real Pods serve the new version, deployd's Pod memory at rest;
 //  10. a hand edit of an applied object until deployd's drift correction puts it back;
-//  11. a pull request's webhook until deployd serves its preview (fetch, render, dry run, diff).
+//  11. side by side with Flux (source-controller + kustomize-controller built from their
+//     modules, hack/flux/build.sh): push → applied, last pod Ready → reported, many apps at
+//     once, cold start and idle cost, as ratios deployd ÷ Flux (fluxbench.go);
+//  12. a pull request's webhook until deployd serves its preview (fetch, render, dry run, diff).
+//
+// -quick runs every scenario tiny (a few minutes) to catch a broken harness; it asserts no
+// timing and writes to bin/bench-quick unless -out says otherwise.
 //
 // It writes bench/results/<date>.json and the table in bench/RESULTS.md, and prints it.
 package main
@@ -63,6 +69,9 @@ type options struct {
 	hooksReads int
 	// hostileRepos is how many calm repos deploy beside the hostile ones in scenario 8.
 	hostileRepos int
+	// quick shrinks every scenario (see quickDefaults).
+	quick bool
+	flux  fluxOptions
 }
 
 func main() {
@@ -79,7 +88,17 @@ func main() {
 	flag.DurationVar(&o.hooksFor, "hooks-for", 60*time.Second, "how long scenario 7 delivers webhooks")
 	flag.IntVar(&o.hooksReads, "hooks-reads", 200, "status API reads per second during scenario 7, over 4 clients (0: as fast as they go)")
 	flag.IntVar(&o.hostileRepos, "hostile-repos", 200, "calm repos deploying beside the hostile ones in scenario 8")
-	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8,9,10,11", "scenarios to run, e.g. 1,2 (9 needs root on Linux: the real node)")
+	flag.StringVar(&o.only, "only", "1,2,3,4,5,6,7,8,9,10,11,12", "scenarios to run, e.g. 1,2 (9 needs root on Linux: the real node)")
+	flag.BoolVar(&o.quick, "quick", false, "run each scenario tiny (a few minutes) to check the harness; flags given still count")
+	flag.IntVar(&o.flux.runs, "flux-runs", 20, "scenario 11: timed runs of push → applied and ready → reported, each tool")
+	flag.IntVar(&o.flux.many, "flux-many", 50, "scenario 11: apps configured at once")
+	flag.IntVar(&o.flux.manyHigh, "flux-many-concurrent", 20, "scenario 11: Flux's --concurrent in the second many-at-once run")
+	flag.IntVar(&o.flux.cold, "flux-cold", 200, "scenario 11: apps at the cold start")
+	flag.IntVar(&o.flux.idleRepos, "flux-idle-repos", 1000, "scenario 11: idle apps")
+	flag.DurationVar(&o.flux.idle, "flux-idle", 2*time.Minute, "scenario 11: how long each tool's idle cost is watched")
+	flag.IntVar(&o.flux.idleHigh, "flux-idle-concurrent", 20, "scenario 11: Flux's --concurrent while its idle apps are first deployed")
+	flag.DurationVar(&o.flux.interval, "flux-interval", time.Minute, "scenario 11: both tools' poll interval")
+	flag.StringVar(&o.flux.parts, "flux-parts", "push,ready,many,cold,idle", "scenario 11: which parts run")
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
@@ -87,6 +106,10 @@ func main() {
 	flag.BoolVar(&o.pin, "pin", true, "in scenario 6, pin deployd to CPU 0 and wrk to CPU 1 (taskset; on 2 cores or more)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (deployd's logs, repos) and say where")
 	flag.Parse()
+	if o.quick {
+		quickDefaults(&o)
+	}
+	o.flux.deploydArgs = o.args
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run1(ctx, o); err != nil {
@@ -107,8 +130,8 @@ func run1(ctx context.Context, o options) error {
 	want := map[int]bool{}
 	for _, s := range strings.Split(o.only, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 11 {
-			return fmt.Errorf("-only %q: want scenario numbers from 1 to 11", o.only)
+		if err != nil || n < 1 || n > 12 {
+			return fmt.Errorf("-only %q: want scenario numbers from 1 to 12", o.only)
 		}
 		want[n] = true
 	}
@@ -126,7 +149,7 @@ func run1(ctx context.Context, o options) error {
 		}
 	}
 	e := &env{}
-	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] || want[8] || want[10] || want[11] {
+	if want[1] || want[2] || want[3] || want[4] || want[5] || want[6] || want[7] || want[8] || want[10] || want[11] || want[12] {
 		var err error
 		if e, err = newEnv(ctx, o); err != nil {
 			return err
@@ -144,7 +167,7 @@ func run1(ctx context.Context, o options) error {
 		}
 	}
 	if want[6] {
-		if err := handlerBenchmark(ctx, r); err != nil {
+		if err := handlerBenchmark(ctx, o.quick, r); err != nil {
 			r.fail("handler benchmark", err)
 		}
 	}
@@ -165,15 +188,20 @@ func run1(ctx context.Context, o options) error {
 			r.fail("scenario 10", err)
 		}
 	}
-	if want[11] {
+	if want[12] {
 		if err := e.previewReady(ctx, r); err != nil {
+			r.fail("scenario 12", err)
+		}
+	}
+	if want[11] {
+		if err := e.fluxSideBySide(ctx, r); err != nil {
 			r.fail("scenario 11", err)
 		}
 	}
 	if err := r.write(o.out, o.readme); err != nil {
 		return err
 	}
-	fmt.Println(r.markdown())
+	fmt.Println(r.markdown() + r.fluxMarkdown())
 	progress("done in %s", time.Since(began).Round(time.Second))
 	if len(r.Failures) > 0 {
 		return errors.New("some scenarios did not finish (see above)")
@@ -272,9 +300,13 @@ func (e *env) scaleScenarios(ctx context.Context, want map[int]bool, r *results)
 }
 
 // handlerBenchmark runs the status handler's Go benchmark and adds its medians.
-func handlerBenchmark(ctx context.Context, r *results) error {
+func handlerBenchmark(ctx context.Context, quick bool, r *results) error {
 	progress("running BenchmarkGetDeployment (internal/api)")
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^BenchmarkGetDeployment$", "-benchmem", "-count", "5", "./internal/api")
+	args := []string{"test", "-run", "^$", "-bench", "^BenchmarkGetDeployment$", "-benchmem", "-count", "5", "./internal/api"}
+	if quick {
+		args = append(args, "-benchtime", "100x")
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go test -bench: %w\n%s", err, out)

@@ -13,7 +13,7 @@ import (
 	"github.com/deployd/deployd/pkg/client"
 )
 
-// previewReady is scenario 11: a pull request of the 10-object app (a new replica count
+// previewReady is scenario 12: a pull request of the 10-object app (a new replica count
 // and ConfigMap value) opened, its pull_request webhook sent, until deployd's API serves
 // its finished preview: fetch of refs/pull/N/head, render, dry run of the set, diff.
 func (e *env) previewReady(ctx context.Context, r *results) error {
@@ -57,7 +57,7 @@ func (e *env) previewReady(ctx context.Context, r *results) error {
 		}
 		progress("pull request → preview %d/%d: %s", i, e.opts.runs, ms(time.Since(start)))
 	}
-	r.add(11, "pull_request webhook → preview served (10-object app: fetch, render, dry run, diff)", series(took), "≤ 1 s", median(took) <= time.Second)
+	r.add(12, "pull_request webhook → preview served (10-object app: fetch, render, dry run, diff)", series(took), "≤ 1 s", median(took) <= time.Second)
 	return nil
 }
 

@@ -46,6 +46,8 @@ type results struct {
 	Commit   string            `json:"commit"`
 	Rows     []row             `json:"rows"`
 	Failures map[string]string `json:"failures,omitempty"`
+	// Flux is scenario 11, deployd ÷ Flux (fluxresults.go).
+	Flux *fluxTable `json:"flux,omitempty"`
 }
 
 // add records a figure; met is a bool when there is a goal, nil otherwise.
@@ -135,7 +137,7 @@ var scenarioNames = map[int]string{
 	1: "Push → applied", 2: "Rollout finished → reported", 3: "Idle cost at scale",
 	4: "Many rollouts at once", 5: "Cold start at scale", 6: "Status API throughput",
 	7: "Webhooks under load", 8: "Hostile repos beside calm ones",
-	9: "On the real node", 10: "Drift corrected", 11: "Pull request previewed",
+	9: "On the real node", 10: "Drift corrected", 11: "Side by side with Flux", 12: "Pull request previewed",
 }
 
 // markdown is the results table.
@@ -175,20 +177,34 @@ func (r *results) write(dir, readme string) error {
 	if err := os.WriteFile(name, append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	table := r.markdown() + "\nFigures: `" + filepath.ToSlash(name) + "`.\n"
-	if err := replaceTable(filepath.Join(dir, "RESULTS.md"), table, true); err != nil {
-		return err
+	figures := "\nFigures: `" + filepath.ToSlash(name) + "`.\n"
+	// A run of scenario 11 alone leaves the other scenarios' table as it was, and the
+	// other way round.
+	blocks := []struct{ marker, table string }{{"bench", r.markdown() + figures}, {"bench-flux", r.fluxMarkdown() + figures}}
+	if !r.hasMain() {
+		blocks = blocks[1:]
 	}
-	if readme == "" {
-		return nil
+	if r.Flux == nil {
+		blocks = blocks[:len(blocks)-1]
 	}
-	return replaceTable(readme, table, false)
+	for _, bl := range blocks {
+		if err := replaceTable(filepath.Join(dir, "RESULTS.md"), bl.marker, bl.table, true); err != nil {
+			return err
+		}
+		if readme != "" {
+			if err := replaceTable(readme, bl.marker, bl.table, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
-// replaceTable puts table between the bench markers of the Markdown file at path; when
-// the file has no markers, it is prepended if add, else the file is left alone.
-func replaceTable(path, table string, add bool) error {
-	const begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+// replaceTable puts table between the marker's begin and end comments of the Markdown file
+// at path; when the file has no markers, they are added (the first table prepended, others
+// appended) if add, else the file is left alone.
+func replaceTable(path, marker, table string, add bool) error {
+	begin, end := "<!-- "+marker+":begin -->", "<!-- "+marker+":end -->"
 	old, err := os.ReadFile(path)
 	if err != nil && !add {
 		return err
@@ -197,8 +213,10 @@ func replaceTable(path, table string, add bool) error {
 	block := begin + "\n" + table + end
 	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
 		text = text[:i] + block + text[j+len(end):]
-	} else if add {
+	} else if add && marker == "bench" {
 		text = "# Benchmark results\n\n" + block + "\n\n" + text
+	} else if add {
+		text = strings.TrimRight(text, "\n") + "\n\n" + block + "\n"
 	} else {
 		return nil
 	}
