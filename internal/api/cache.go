@@ -2,7 +2,9 @@ package api
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -42,6 +44,68 @@ type cachedStatus struct {
 	base  int64
 	parts [][]byte
 	ages  []int64
+	// gz is body gzipped, made on the first request that accepts it (one compression
+	// per answer, shared by every client of that second).
+	gz *gzipped
+}
+
+// gzipped is an answer's gzip encoding, made once.
+type gzipped struct {
+	once   sync.Once
+	body   []byte
+	length []string
+}
+
+// minGzip is the smallest answer worth compressing: below it the answer and its
+// headers fit one TCP write anyway.
+const minGzip = 1024
+
+// gzipWriters keeps compressors between answers: each holds some 800 KB of state.
+var gzipWriters = sync.Pool{New: func() any {
+	w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	return w
+}}
+
+// gzipBody returns c.body gzipped, compressing it on the first call.
+func (c *cachedStatus) gzipBody() ([]byte, []string) {
+	c.gz.once.Do(func() {
+		var b bytes.Buffer
+		b.Grow(len(c.body) / 4)
+		w := gzipWriters.Get().(*gzip.Writer)
+		w.Reset(&b)
+		_, _ = w.Write(c.body) // a bytes.Buffer does not fail
+		_ = w.Close()
+		gzipWriters.Put(w)
+		c.gz.body, c.gz.length = b.Bytes(), []string{strconv.Itoa(b.Len())}
+	})
+	return c.gz.body, c.gz.length
+}
+
+// Header values shared by every answer (net/http only reads them).
+var (
+	gzipEncoding   = []string{"gzip"}
+	varyOnEncoding = []string{"Accept-Encoding"}
+)
+
+// acceptsGzip says whether an Accept-Encoding header value admits gzip: listed by name
+// (or as *) without q=0. Go's HTTP client, and so the generated client, sends "gzip".
+func acceptsGzip(header string) bool {
+	for header != "" {
+		var part string
+		part, header, _ = strings.Cut(header, ",")
+		coding, params, _ := strings.Cut(part, ";")
+		coding = strings.TrimSpace(coding)
+		if !strings.EqualFold(coding, "gzip") && coding != "*" {
+			continue
+		}
+		q, ok := strings.CutPrefix(strings.TrimSpace(params), "q=")
+		if !ok {
+			return true
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(q), 64)
+		return err == nil && v > 0
+	}
+	return false
 }
 
 // jsonType is the answers' Content-Type header value, shared by every answer (net/http
@@ -60,7 +124,7 @@ func (c *cachedStatus) at(now int64) *cachedStatus {
 	}
 	body = append(body, c.parts[len(c.ages)]...)
 	next := *c
-	next.second, next.body, next.length = now, body, []string{strconv.Itoa(len(body))}
+	next.second, next.body, next.length, next.gz = now, body, []string{strconv.Itoa(len(body))}, &gzipped{}
 	return &next
 }
 
@@ -97,7 +161,7 @@ func (s *Server) build(es []view.Entry, now time.Time, versions []uint64, status
 				*p = ages[k]
 			}
 			body, err := encode(st)
-			return &cachedStatus{versions: versions, statuses: statuses, second: now.Unix(), body: body, length: []string{strconv.Itoa(len(body))}}, err
+			return &cachedStatus{versions: versions, statuses: statuses, second: now.Unix(), body: body, length: []string{strconv.Itoa(len(body))}, gz: &gzipped{}}, err
 		}
 		at += len(`"ageSeconds":`)
 		c.parts = append(c.parts, rest[:at])
@@ -157,7 +221,16 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) bool {
 	}
 	r.Pattern = statusPattern
 	h := w.Header()
-	h["Content-Type"], h["Content-Length"] = jsonType, c.length
+	h["Content-Type"], h["Vary"] = jsonType, varyOnEncoding
+	// Compressed, the answer and its headers go out in one write instead of two (an
+	// answer of 10 objects is 6.7 KB; net/http buffers 4 KB), and a seventh of the bytes.
+	if len(c.body) >= minGzip && acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		body, length := c.gzipBody()
+		h["Content-Encoding"], h["Content-Length"] = gzipEncoding, length
+		_, _ = w.Write(body)
+		return true
+	}
+	h["Content-Length"] = c.length
 	_, _ = w.Write(c.body)
 	return true
 }

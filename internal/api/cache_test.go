@@ -1,8 +1,12 @@
 package api
 
 import (
+	"compress/gzip"
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -134,6 +138,97 @@ func TestStatusCacheLaterSecond(t *testing.T) {
 		}
 		if got := c.at(now.Add(later).Unix()); string(got.body) != string(want) {
 			t.Errorf("%s later:\ngot  %s\nwant %s", later, got.body, want)
+		}
+	}
+}
+
+func TestStatusCacheGzip(t *testing.T) {
+	s := loaded(t, 3, 10)
+	h := s.Handler()
+	get := func(target, accept string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		if accept != "" {
+			req.Header.Set("Accept-Encoding", accept)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	plain := get("/deployment/team1/app1", "")
+	if plain.Code != 200 || plain.Header().Get("Content-Encoding") != "" || plain.Header().Get("Vary") != "Accept-Encoding" {
+		t.Fatalf("without Accept-Encoding: %d, headers %v", plain.Code, plain.Header())
+	}
+	if len(plain.Body.Bytes()) < minGzip {
+		t.Fatalf("the answer is %d bytes, too small to test compression", plain.Body.Len())
+	}
+	for _, accept := range []string{"gzip", "br, GZIP;q=0.5", "deflate, *", "gzip, deflate, br"} {
+		got := get("/deployment/team1/app1", accept)
+		if got.Code != 200 || got.Header().Get("Content-Encoding") != "gzip" || got.Header().Get("Vary") != "Accept-Encoding" {
+			t.Fatalf("Accept-Encoding %q: %d, headers %v", accept, got.Code, got.Header())
+		}
+		if got.Header().Get("Content-Length") != strconv.Itoa(got.Body.Len()) || got.Body.Len() >= plain.Body.Len()/2 {
+			t.Errorf("Accept-Encoding %q: Content-Length %s, %d bytes gzipped against %d plain", accept, got.Header().Get("Content-Length"), got.Body.Len(), plain.Body.Len())
+		}
+		zr, err := gzip.NewReader(got.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The same second's answer, byte for byte (ages move with the clock).
+		if again := get("/deployment/team1/app1", ""); string(body) != again.Body.String() && string(body) != plain.Body.String() {
+			t.Errorf("Accept-Encoding %q: decompressed\n%s\nplain\n%s", accept, body, again.Body)
+		}
+	}
+	for _, accept := range []string{"gzip;q=0", "identity", "br", "gzip;q=bad", "x-gzip2"} {
+		if got := get("/deployment/team1/app1", accept); got.Header().Get("Content-Encoding") != "" {
+			t.Errorf("Accept-Encoding %q: answered with Content-Encoding %q", accept, got.Header().Get("Content-Encoding"))
+		}
+	}
+
+	t.Run("clients asking at once for an answer not yet compressed each get it whole", func(t *testing.T) {
+		var wg sync.WaitGroup
+		bodies := make([]string, 16)
+		for i := range bodies {
+			wg.Go(func() { bodies[i] = get("/deployment/team2/app2", "gzip").Body.String() })
+		}
+		wg.Wait()
+		for _, b := range bodies {
+			zr, err := gzip.NewReader(strings.NewReader(b))
+			if err != nil {
+				t.Fatalf("a concurrent answer is not gzip: %v", err)
+			}
+			if _, err := io.ReadAll(zr); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for header, want := range map[string]bool{
+		"": false, "gzip": true, "GZip": true, " gzip ; q=1": true, "gzip;q=0": false, "gzip;q=0.0": false,
+		"gzip;q=0.001": true, "br;q=1, gzip;q=0": false, "*": true, "*;q=0": false, "identity": false,
+		"deflate,gzip": true, "x-gzip": false, "gzipx": false, "gzip;q=nope": false, ",,,": false,
+	} {
+		if got := acceptsGzip(header); got != want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", header, got, want)
+		}
+	}
+}
+
+func BenchmarkGetDeploymentGzip(b *testing.B) {
+	h := loaded(b, 1000, 10).Handler()
+	req := httptest.NewRequest(http.MethodGet, "/deployment/team7/app507", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req.WithContext(context.Background()))
+		if rec.Code != http.StatusOK || rec.Header().Get("Content-Encoding") != "gzip" {
+			b.Fatalf("status %d, headers %v", rec.Code, rec.Header())
 		}
 	}
 }
