@@ -54,6 +54,12 @@ type fluxPeer struct {
 	kustomize  *simcluster.Process
 	dir        string
 	starts     int
+	// storage is source-controller's artifact address, the same across restarts: a
+	// restarted controller must serve the artifacts at the URL the GitRepositories'
+	// status already names, as its Service does in a cluster. A new address at each
+	// start left kustomize-controller fetching from a dead port until every
+	// GitRepository was reconciled again, which measured Flux failing, not idle.
+	storage string
 }
 
 // fluxBinaries builds (once, cached) or finds the controllers and returns their directory.
@@ -106,7 +112,10 @@ func (e *env) newFluxPeer(ctx context.Context) (*fluxPeer, error) {
 func (f *fluxPeer) start(ctx context.Context, n int) error {
 	f.concurrent = n
 	f.starts++
-	storage := freeAddr()
+	if f.storage == "" {
+		f.storage = freeAddr()
+	}
+	storage := f.storage
 	common := func(name string) []string {
 		a := []string{
 			"KUBECONFIG=" + f.e.cluster.Kubeconfig, "RUNTIME_NAMESPACE=" + fluxNamespace,
@@ -119,7 +128,9 @@ func (f *fluxPeer) start(ctx context.Context, n int) error {
 		return a
 	}
 	srcHealth, kusHealth := freeAddr(), freeAddr()
-	storagePath := filepath.Join(f.dir, fmt.Sprintf("storage-%d", f.starts))
+	// One storage directory for every start: artifacts are named by their
+	// GitRepository, and each part's apps have their own names.
+	storagePath := filepath.Join(f.dir, "storage")
 	if err := os.MkdirAll(storagePath, 0o755); err != nil {
 		return err
 	}

@@ -591,7 +591,8 @@ func (e *env) watchIdle(ctx context.Context, who string, read func() (float64, m
 // fluxIdle is the idle cost of n apps of 10 objects, deployed and unchanged, both tools
 // polling at the same interval: deployd's RSS and CPU, then Flux's two controllers'
 // together (Flux's apps deployed at --concurrent idleHigh to save time, then the
-// controllers restarted at their defaults and given one interval, at most the watch's length, to settle).
+// controllers restarted at their defaults). Each tool is given one interval, at most the
+// watch's length, to settle before its watch.
 func (e *env) fluxIdle(ctx context.Context, f *fluxPeer, r *results) error {
 	o := e.opts.flux
 	tmpl := e.git.NewRepo(e.tb, "bench/side-idle")
@@ -608,7 +609,15 @@ func (e *env) fluxIdle(ctx context.Context, f *fluxPeer, r *results) error {
 	if err != nil {
 		return err
 	}
-	progress("flux: idle: deployd deployed %d apps in %s; watching it for %s", o.idleRepos, took.Round(time.Second), o.idle)
+	// Both tools get the same settle between their apps' deployment and the watch: idle
+	// is what each holds once that burst is over, not the burst's tail.
+	settle := min(o.interval, o.idle)
+	progress("flux: idle: deployd deployed %d apps in %s; letting it settle for %s, then watching it for %s", o.idleRepos, took.Round(time.Second), settle, o.idle)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(settle):
+	}
 	dIdle, err := e.watchIdle(ctx, "deployd", func() (float64, memStatus, error) {
 		cpu, err := cpuSeconds(d.cmd.Process.Pid)
 		if err != nil {
@@ -634,7 +643,6 @@ func (e *env) fluxIdle(ctx context.Context, f *fluxPeer, r *results) error {
 	if err := f.start(ctx, 0); err != nil {
 		return err
 	}
-	settle := min(o.interval, o.idle)
 	progress("flux: idle: letting Flux settle for %s, then watching it for %s", settle, o.idle)
 	select {
 	case <-ctx.Done():
