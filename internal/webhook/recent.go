@@ -22,8 +22,10 @@ type remembered struct {
 	at  time.Time
 }
 
+// newRecent makes an empty memory of at most max keys. It grows with use: a deployd
+// that gets few deliveries does not hold room for max (1.3 MB at the default).
 func newRecent(max int, ttl time.Duration) *recent {
-	return &recent{ttl: ttl, max: max, at: make(map[string]time.Time, max), ring: make([]remembered, 0, max)}
+	return &recent{ttl: ttl, max: max, at: map[string]time.Time{}}
 }
 
 // claim remembers key and tells whether it was new: false when it was claimed within
