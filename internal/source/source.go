@@ -179,6 +179,18 @@ func (s *Source) repository(dir, url string) (*git.Repository, error) {
 	return r, nil
 }
 
+// releaseIndexes drops the pack indexes go-git keeps in memory for an open cache once
+// a check or a read is done with them: the next use reads them again from the cache's
+// .idx files (a few kilobytes, tens of microseconds). Kept, they were 7.7 MB of the
+// live heap at 1,000 idle repos, about 8 KB a repo, doubled in RSS by the GC's headroom.
+// A cache is used by one check or deployment of its entry at a time (the work queue's
+// key), so no other read is using them.
+func releaseIndexes(r *git.Repository) {
+	if st, ok := r.Storer.(*limitedStorage); ok {
+		st.Reindex()
+	}
+}
+
 // forget closes nothing (go-git keeps no descriptors) but makes the next use reopen dir.
 func (s *Source) forget(dir string) {
 	s.mu.Lock()
@@ -288,6 +300,7 @@ func (s *Source) check(ctx context.Context, repo config.Repo, dir string, auth t
 	if err != nil {
 		return Result{}, err
 	}
+	defer releaseIndexes(r)
 	remote, err := r.Remote("origin")
 	if err != nil {
 		return Result{}, &cacheError{err}
@@ -526,6 +539,9 @@ func formatBytes(n int64) string {
 // fail the read with a *LimitError that says by how much.
 func (s *Source) Files(repo config.Repo, commit, dir string, lim Limits) (map[string][]byte, error) {
 	tree, err := s.tree(repo, commit, dir)
+	if r, _ := s.repository(s.dir(repo), repo.URL); r != nil {
+		defer releaseIndexes(r)
+	}
 	if errors.Is(err, object.ErrDirectoryNotFound) {
 		return map[string][]byte{}, nil
 	}
