@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/daemon"
+	"github.com/deployd/deployd/internal/gcpace"
 	"github.com/deployd/deployd/internal/version"
 )
 
@@ -149,7 +149,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hook fu
 	if hook != nil {
 		hook(&f.opts)
 	}
-	log.Info("starting", "version", version.String(), "gogc", setGOGC())
+	pace := gcpace.DefaultOptions()
+	gogcSet, gogc := gcpace.FromEnv(pace)
+	log.Info("starting", "version", version.String(), "gogc", gogc)
+	if !gogcSet {
+		paceCtx, stopPace := context.WithCancel(ctx)
+		defer stopPace()
+		go gcpace.Run(paceCtx, pace)
+	}
 	err = daemon.Run(ctx, f.opts)
 	var cfgErr *config.Error
 	if errors.As(err, &cfgErr) {
@@ -157,24 +164,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hook fu
 		return &ExitError{Code: 1}
 	}
 	return err
-}
-
-// defaultGOGC is the GC target deployd runs with when GOGC is not set. Its heap is
-// mostly long-lived (the repos' records, statuses and history) and it allocates little
-// once idle (about 1.3 MB/s at 1,000 repos), so collecting when the heap has grown by
-// half instead of doubled costs a few more collections a minute (a fraction of a percent
-// of a core) and keeps some 15 MB less resident at 1,000 repos (bench/RESULTS.md). Under
-// a heavy status API load it costs more: set GOGC=100 to trade memory back for that.
-// Prometheus sets 75 the same way.
-const defaultGOGC = 50
-
-// setGOGC applies defaultGOGC unless the environment chose a GOGC, and says which holds.
-func setGOGC() string {
-	if v := os.Getenv("GOGC"); v != "" {
-		return v + " (GOGC)"
-	}
-	debug.SetGCPercent(defaultGOGC)
-	return strconv.Itoa(defaultGOGC)
 }
 
 func (f *serveFlags) validate() error {
