@@ -94,10 +94,11 @@ func (e *env) statusLoad(ctx context.Context, d *daemon, prefix string, n int, r
 	if err := os.WriteFile(script, []byte(fmt.Sprintf(wrkScript, n, prefix)), 0o644); err != nil {
 		return err
 	}
-	pinned, err := e.pin(ctx, d)
+	pinned, restore, err := e.pin(ctx, d)
 	if err != nil {
 		return err
 	}
+	defer restore()
 	for _, client := range []struct{ name, header string }{
 		{"plain", ""},
 		{"gzip", "Accept-Encoding: gzip"},
@@ -125,7 +126,7 @@ func (e *env) statusLoadOnce(ctx context.Context, d *daemon, wrk, script, client
 	}
 	args = append(args, "http://"+d.addr)
 	if pinned != "" {
-		args = append([]string{"taskset", "-c", "1"}, args...)
+		args = append([]string{"taskset", "-c", fmt.Sprintf("1-%d", runtime.NumCPU()-1)}, args...)
 	}
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	var out bytes.Buffer
@@ -177,23 +178,73 @@ func (e *env) statusLoadOnce(ctx context.Context, d *daemon, wrk, script, client
 	return nil
 }
 
-// pin keeps deployd on CPU 0 for the load, every thread of it, and tells the caller to
-// run wrk on CPU 1, so the load generator does not take deployd's core (as when it runs
-// elsewhere); it says so for the figure's name. On one core, or with -pin=false, nothing
-// is pinned. The cluster, the git server and anything else on the machine still run on
-// either core.
-func (e *env) pin(ctx context.Context, d *daemon) (string, error) {
+// pin keeps deployd on CPU 0 for the load, every thread of it, and moves the harness's
+// own processes (this one with its git server and the git processes it starts, and the
+// simulated cluster) to the other CPUs, where wrk runs too: deployd's core is its own,
+// as a pod's CPU is in a cluster, and the figure's name says what shares the machine.
+// restore gives every CPU back to all of them. On one core, or with -pin=false, nothing
+// is pinned.
+func (e *env) pin(ctx context.Context, d *daemon) (label string, restore func(), err error) {
+	restore = func() {}
 	if !e.opts.pin || runtime.NumCPU() < 2 {
-		return "", nil
+		return "", restore, nil
 	}
 	if _, err := exec.LookPath("taskset"); err != nil {
-		return "", fmt.Errorf("taskset is not installed (util-linux), or run with -pin=false: %w", err)
+		return "", restore, fmt.Errorf("taskset is not installed (util-linux), or run with -pin=false: %w", err)
 	}
-	pid := strconv.Itoa(d.cmd.Process.Pid)
-	if out, err := exec.CommandContext(ctx, "taskset", "-a", "-p", "-c", "0", pid).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("taskset -a -p -c 0 %s: %w\n%s", pid, err, out)
+	all, others := fmt.Sprintf("0-%d", runtime.NumCPU()-1), fmt.Sprintf("1-%d", runtime.NumCPU()-1)
+	deployd := d.cmd.Process.Pid
+	if out, err := exec.CommandContext(ctx, "taskset", "-a", "-p", "-c", "0", strconv.Itoa(deployd)).CombinedOutput(); err != nil {
+		return "", restore, fmt.Errorf("taskset -a -p -c 0 %d: %w\n%s", deployd, err, out)
 	}
-	return ", deployd pinned to CPU 0 and wrk to CPU 1 (taskset)", nil
+	moved := append(descendants(os.Getpid(), deployd), os.Getpid())
+	for _, pid := range moved {
+		// A process may end meanwhile (a git request's): nothing to move then.
+		_ = exec.CommandContext(ctx, "taskset", "-a", "-p", "-c", others, strconv.Itoa(pid)).Run()
+	}
+	restore = func() {
+		for _, pid := range append(moved, deployd) {
+			_ = exec.Command("taskset", "-a", "-p", "-c", all, strconv.Itoa(pid)).Run()
+		}
+	}
+	return fmt.Sprintf(", deployd pinned to CPU 0; wrk, the cluster, the git server and the harness to CPU %s (taskset)", others), restore, nil
+}
+
+// descendants lists the processes under root, leaving out skip and those under it.
+func descendants(root, skip int) []int {
+	entries, _ := os.ReadDir("/proc")
+	children := map[int][]int{}
+	for _, en := range entries {
+		pid, err := strconv.Atoi(en.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", en.Name(), "stat"))
+		if err != nil || bytes.LastIndexByte(b, ')') < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])) // state, ppid, ...
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	var out []int
+	queue := []int{root}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if c == skip {
+				continue
+			}
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
 }
 
 // wrkScript rotates over the repos and prints wrk's summary as one JSON line. It has

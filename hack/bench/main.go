@@ -103,7 +103,7 @@ func main() {
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
 	flag.StringVar(&o.readme, "readme", "README.md", "a Markdown file whose bench markers get the table too (empty: none)")
-	flag.BoolVar(&o.pin, "pin", true, "in scenario 6, pin deployd to CPU 0 and wrk to CPU 1 (taskset; on 2 cores or more)")
+	flag.BoolVar(&o.pin, "pin", true, "in scenario 6, pin deployd to CPU 0, and wrk, the cluster, the git server and the harness to the other CPUs (taskset; on 2 cores or more)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (deployd's logs, repos) and say where")
 	flag.Parse()
 	if o.quick {
