@@ -126,7 +126,7 @@ func (e *env) statusLoadOnce(ctx context.Context, d *daemon, wrk, script, client
 	}
 	args = append(args, "http://"+d.addr)
 	if pinned != "" {
-		args = append([]string{"taskset", "-c", fmt.Sprintf("1-%d", runtime.NumCPU()-1)}, args...)
+		args = append([]string{"taskset", "-c", cpusBut0()}, args...)
 	}
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	var out bytes.Buffer
@@ -192,7 +192,7 @@ func (e *env) pin(ctx context.Context, d *daemon) (label string, restore func(),
 	if _, err := exec.LookPath("taskset"); err != nil {
 		return "", restore, fmt.Errorf("taskset is not installed (util-linux), or run with -pin=false: %w", err)
 	}
-	all, others := fmt.Sprintf("0-%d", runtime.NumCPU()-1), fmt.Sprintf("1-%d", runtime.NumCPU()-1)
+	all, others := fmt.Sprintf("0-%d", runtime.NumCPU()-1), cpusBut0()
 	deployd := d.cmd.Process.Pid
 	if out, err := exec.CommandContext(ctx, "taskset", "-a", "-p", "-c", "0", strconv.Itoa(deployd)).CombinedOutput(); err != nil {
 		return "", restore, fmt.Errorf("taskset -a -p -c 0 %d: %w\n%s", deployd, err, out)
@@ -208,6 +208,14 @@ func (e *env) pin(ctx context.Context, d *daemon) (label string, restore func(),
 		}
 	}
 	return fmt.Sprintf(", deployd pinned to CPU 0; wrk, the cluster, the git server and the harness to CPU %s (taskset)", others), restore, nil
+}
+
+// cpusBut0 names every CPU but CPU 0 for taskset: "1" on two, "1-3" on four.
+func cpusBut0() string {
+	if runtime.NumCPU() == 2 {
+		return "1"
+	}
+	return fmt.Sprintf("1-%d", runtime.NumCPU()-1)
 }
 
 // descendants lists the processes under root, leaving out skip and those under it.
