@@ -35,6 +35,7 @@ func (s *Source) FetchRef(ctx context.Context, repo config.Repo, ref string) (Re
 		return Revision{}, fmt.Errorf("%s: %q is not a branch, tag or pull request ref", repo.Name, ref)
 	}
 	dir := s.dir(repo)
+	defer s.lock(dir)()
 	// Each fetch brings a pack; past maxPacks the cache is cloned afresh, as Check does.
 	if packCount(dir) > maxPacks {
 		if err := s.discard(repo, dir, "to clone it afresh"); err != nil {
@@ -45,6 +46,7 @@ func (s *Source) FetchRef(ctx context.Context, repo config.Repo, ref string) (Re
 	if err != nil {
 		return Revision{}, diskFault(repo, dir, fmt.Errorf("%s: opening the git cache: %w", repo.Name, err))
 	}
+	defer releaseIndexes(r)
 	remote, err := r.Remote("origin")
 	if err != nil {
 		return Revision{}, fmt.Errorf("%s: %w", repo.Name, err)

@@ -135,6 +135,27 @@ type Source struct {
 	refused map[string]*FetchLimitError
 	// use is the cache's disk use, walked last.
 	use diskUsage
+	// inUse serializes go-git's use of each cache, by directory: a check, and reads of
+	// its files (a deployment's render, the drift detector's), share the open repository,
+	// whose object storage is not safe for concurrent use, and a check drops its pack
+	// indexes when done.
+	inUse map[string]*sync.Mutex
+}
+
+// lock takes the cache at dir for one check or read, and returns its release.
+func (s *Source) lock(dir string) func() {
+	s.mu.Lock()
+	if s.inUse == nil {
+		s.inUse = map[string]*sync.Mutex{}
+	}
+	m := s.inUse[dir]
+	if m == nil {
+		m = &sync.Mutex{}
+		s.inUse[dir] = m
+	}
+	s.mu.Unlock()
+	m.Lock()
+	return m.Unlock
 }
 
 // maxPacks bounds the packfiles a cache collects, one per fetch that brought something:
@@ -183,8 +204,7 @@ func (s *Source) repository(dir, url string) (*git.Repository, error) {
 // a check or a read is done with them: the next use reads them again from the cache's
 // .idx files (a few kilobytes, tens of microseconds). Kept, they were 7.7 MB of the
 // live heap at 1,000 idle repos, about 8 KB a repo, doubled in RSS by the GC's headroom.
-// A cache is used by one check or deployment of its entry at a time (the work queue's
-// key), so no other read is using them.
+// The caller holds the cache's lock, so no other read is using them.
 func releaseIndexes(r *git.Repository) {
 	if st, ok := r.Storer.(*limitedStorage); ok {
 		st.Reindex()
@@ -296,6 +316,7 @@ func (e *cacheError) Error() string { return "cache unusable: " + e.err.Error() 
 func (e *cacheError) Unwrap() error { return e.err }
 
 func (s *Source) check(ctx context.Context, repo config.Repo, dir string, auth transport.AuthMethod) (Result, error) {
+	defer s.lock(dir)()
 	r, err := s.repository(dir, repo.URL)
 	if err != nil {
 		return Result{}, err
@@ -538,6 +559,7 @@ func formatBytes(n int64) string {
 // and submodules are left out: their targets are never followed. Files over a limit
 // fail the read with a *LimitError that says by how much.
 func (s *Source) Files(repo config.Repo, commit, dir string, lim Limits) (map[string][]byte, error) {
+	defer s.lock(s.dir(repo))()
 	tree, err := s.tree(repo, commit, dir)
 	if r, _ := s.repository(s.dir(repo), repo.URL); r != nil {
 		defer releaseIndexes(r)
@@ -613,6 +635,7 @@ func (s *Source) Resolve(ctx context.Context, repo config.Repo, commit string) (
 }
 
 func (s *Source) resolve(ctx context.Context, repo config.Repo, commit string) (Revision, error) {
+	defer s.lock(s.dir(repo))()
 	hash := plumbing.NewHash(commit)
 	if hash.IsZero() || hash.String() != strings.ToLower(commit) {
 		return Revision{}, fmt.Errorf("%s: %q is not a full commit SHA", repo.Name, commit)
@@ -621,6 +644,7 @@ func (s *Source) resolve(ctx context.Context, repo config.Repo, commit string) (
 	if err != nil {
 		return Revision{}, fmt.Errorf("%s: opening the git cache: %w", repo.Name, err)
 	}
+	defer releaseIndexes(r)
 	if _, err := r.CommitObject(hash); err != nil {
 		auth, err := authFor(repo)
 		if err != nil {
