@@ -402,7 +402,8 @@ func startSampling(ctx context.Context, d *daemon, start time.Time) <-chan []mem
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
-			rss, err := rssMB(d.cmd.Process.Pid)
+			m, err := readMemStatus(d.cmd.Process.Pid)
+			rss := m.rss()
 			heap, herr := d.metric(ctx, "go_memstats_heap_inuse_bytes")
 			if ctx.Err() != nil {
 				out <- samples

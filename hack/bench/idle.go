@@ -38,13 +38,13 @@ func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error 
 			return ctx.Err()
 		case <-tick.C:
 		}
-		m, err := memMB(d.cmd.Process.Pid)
+		m, err := readMemStatus(d.cmd.Process.Pid)
 		if err != nil {
 			return err
 		}
-		rss, anon, file = append(rss, m.rss), append(anon, m.anon), append(file, m.file)
+		rss, anon, file = append(rss, m.rss()), append(anon, m.anon), append(file, m.file)
 		if len(rss)%30 == 0 {
-			progress("idle: %s of %s, RSS %.0f MB (anonymous %.0f, file %.0f)", time.Since(start).Round(time.Second), e.opts.idle, m.rss, m.anon, m.file)
+			progress("idle: %s of %s, RSS %.0f MB (anonymous %.0f, file %.0f)", time.Since(start).Round(time.Second), e.opts.idle, m.rss(), m.anon, m.file)
 		}
 	}
 	elapsed := time.Since(start)
@@ -298,62 +298,6 @@ func cpuSeconds(pid int) (float64, error) {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
-}
-
-// mem is a process' resident memory in MB: all of it, and its anonymous and
-// file-backed parts (RssShmem, deployd has none, is the rest).
-type mem struct{ rss, anon, file float64 }
-
-// memMB reads a process' resident memory from /proc/PID/status.
-func memMB(pid int) (mem, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return mem{}, err
-	}
-	var m mem
-	found := 0
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		var into *float64
-		switch f[0] {
-		case "VmRSS:":
-			into = &m.rss
-		case "RssAnon:":
-			into = &m.anon
-		case "RssFile:":
-			into = &m.file
-		default:
-			continue
-		}
-		kb, err := strconv.ParseFloat(f[1], 64)
-		if err != nil {
-			return mem{}, fmt.Errorf("/proc/%d/status: %s: %w", pid, line, err)
-		}
-		*into = kb / 1024
-		found++
-	}
-	if found != 3 {
-		return mem{}, fmt.Errorf("/proc/%d/status: no VmRSS, RssAnon and RssFile", pid)
-	}
-	return m, nil
-}
-
-// rssMB is a process' resident memory, from /proc/PID/status.
-func rssMB(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			kb, err := strconv.ParseFloat(strings.Fields(line)[1], 64)
-			return kb / 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
 // profile saves a pprof profile from deployd's debug listener into the profile directory.
