@@ -432,7 +432,7 @@ func (c *Controller) process(ctx context.Context, key config.Key) {
 	if req.Commit != "" {
 		req.Force = true
 	}
-	out.Result, out.Err = c.check(ctx, repo, req.Commit)
+	out.Result, out.Err = c.check(ctx, repo, req.Commit, req.Trigger == TriggerPoll)
 	var over *source.FetchLimitError
 	if errors.As(out.Err, &over) && req.Commit == "" {
 		out.Action = ActionRefused
@@ -522,13 +522,22 @@ func (c *Controller) refused(ctx context.Context, repo config.Repo, req Request,
 	c.mu.Unlock()
 }
 
+// Poller is a Checker with a cheaper check for polls, which mostly find nothing new.
+type Poller interface {
+	Poll(ctx context.Context, repo config.Repo) (source.Result, error)
+}
+
 // check resolves the branch head, or commit when set, behind a recover: a panic fails
-// the check (retried after the backoff).
-func (c *Controller) check(ctx context.Context, repo config.Repo, commit string) (res source.Result, err error) {
+// the check (retried after the backoff). A poll goes through the checker's Poll, if it
+// has one.
+func (c *Controller) check(ctx context.Context, repo config.Repo, commit string, poll bool) (res source.Result, err error) {
 	defer panics.Recover(&err)
 	if commit != "" {
 		res.Revision, err = c.checker.Resolve(ctx, repo, commit)
 		return res, err
+	}
+	if p, ok := c.checker.(Poller); ok && poll {
+		return p.Poll(ctx, repo)
 	}
 	return c.checker.Check(ctx, repo)
 }

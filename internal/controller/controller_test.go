@@ -112,7 +112,8 @@ func deployedCommit(name, sha string) func([]controller.Deployment, []controller
 type counting struct {
 	*source.Source
 	mu     sync.Mutex
-	checks map[string]int
+	checks map[string]int // checks and polls
+	polls  map[string]int
 }
 
 func (c *counting) Check(ctx context.Context, repo config.Repo) (source.Result, error) {
@@ -120,6 +121,20 @@ func (c *counting) Check(ctx context.Context, repo config.Repo) (source.Result, 
 	c.checks[repo.Name]++
 	c.mu.Unlock()
 	return c.Source.Check(ctx, repo)
+}
+
+func (c *counting) Poll(ctx context.Context, repo config.Repo) (source.Result, error) {
+	c.mu.Lock()
+	c.checks[repo.Name]++
+	c.polls[repo.Name]++
+	c.mu.Unlock()
+	return c.Source.Poll(ctx, repo)
+}
+
+func (c *counting) pollCount(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.polls[name]
 }
 
 func (c *counting) count(name string) int {
@@ -144,7 +159,7 @@ func start(t *testing.T, reposYAML string, opts controller.Options) *harness {
 	sopts := source.DefaultOptions()
 	sopts.CacheDir = t.TempDir()
 	sopts.Timeout = 5 * time.Second
-	h := &harness{rec: newRecorder(), checker: &counting{Source: source.New(sopts), checks: map[string]int{}}, cacheDir: sopts.CacheDir}
+	h := &harness{rec: newRecorder(), checker: &counting{Source: source.New(sopts), checks: map[string]int{}, polls: map[string]int{}}, cacheDir: sopts.CacheDir}
 	opts.Observe = h.rec.observe
 	h.ctl = controller.New(h.checker, h.rec, opts)
 	h.ctl.SetConfig(cfg)
@@ -169,8 +184,17 @@ func TestStartupDeploysAndPollingFindsNewCommits(t *testing.T) {
 	if got := h.rec.deploys[0].Trigger; got != controller.TriggerStartup {
 		t.Errorf("first deploy's trigger = %s, want startup", got)
 	}
+	if polls := h.checker.pollCount("a/app"); polls != 0 {
+		t.Errorf("the startup check went through Poll (%d polls); want Check", polls)
+	}
 	second := repo.Commit("main", "two", map[string]string{"deploy/manifests/cm.yaml": "kind: ConfigMap\ndata: {v: '2'}\n"})
 	h.rec.waitFor(t, 10*time.Second, "deploy found by polling", deployedCommit("a/app", second))
+	if polls := h.checker.pollCount("a/app"); polls == 0 {
+		t.Error("polls went through Check; want Poll, which answers an unmoved branch from memory")
+	}
+	if got := h.rec.deploys[len(h.rec.deploys)-1].Trigger; got != controller.TriggerPoll {
+		t.Errorf("the polled commit's trigger = %s, want poll", got)
+	}
 
 	t.Run("a README-only commit is seen but not deployed", func(t *testing.T) {
 		third := repo.Commit("main", "docs", map[string]string{"README.md": "docs\n"})

@@ -1,8 +1,8 @@
 // Package source fetches app repositories with go-git into a local cache and says which
 // commit a branch is at and which tree its manifests path has there.
 //
-// A check costs one ref advertisement when nothing changed; objects are fetched only for
-// a new commit. Caches that cannot be used are re-cloned once, and the result says why.
+// A check costs one ref advertisement when nothing changed, and a poll (Poll) reads
+// nothing of the cache then; objects are fetched only for a new commit. Caches that cannot be used are re-cloned once, and the result says why.
 package source
 
 import (
@@ -253,6 +253,38 @@ func (s *Source) Check(ctx context.Context, repo config.Repo) (Result, error) {
 	res, err = s.check(ctx, repo, dir, auth)
 	res.Recloned = reason
 	return res, diskFault(repo, dir, err)
+}
+
+// Poll is Check for a poll, the check most likely to find nothing new. When the remote
+// advertises the branch at the commit this cache's last check resolved, it answers from
+// memory: one ref advertisement, and nothing of the cache read (its config, refs and pack
+// indexes cost 0.4 ms of CPU a poll, 17 polls a second at 1,000 repos). Otherwise it
+// checks, which advertises the refs again as part of the fetch.
+func (s *Source) Poll(ctx context.Context, repo config.Repo) (Result, error) {
+	dir := s.dir(repo)
+	s.mu.Lock()
+	rev, known := s.last[dir+"\x00"+repo.ManifestPath()]
+	refused, compact := s.refused[dir] != nil, s.compact[dir]
+	s.mu.Unlock()
+	if !known || refused || compact {
+		return s.Check(ctx, repo)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return s.Check(ctx, repo) // gone from under deployd: a check clones it again
+	}
+	auth, err := authFor(repo)
+	if err != nil {
+		return Result{}, err
+	}
+	remote := git.NewRemote(nil, &gitconfig.RemoteConfig{Name: "origin", URLs: []string{repo.URL}})
+	head, err := s.head(ctx, remote, auth, plumbing.NewBranchReferenceName(repo.Branch))
+	if err != nil {
+		return Result{}, fetchFailed(repo, err)
+	}
+	if head == rev.Commit {
+		return Result{Revision: rev}, nil
+	}
+	return s.Check(ctx, repo)
 }
 
 // discard removes the cache at dir, closed first, so the next check clones it afresh.
