@@ -157,7 +157,9 @@ func (s *Server) Handler() http.Handler {
 			refuseBody(w, limit)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		if r.Body != http.NoBody { // net/http's for a request without one
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
 		if s.serveStatus(w, r) {
 			return
 		}
@@ -189,8 +191,11 @@ func isStream(r *http.Request) bool {
 // isUpload tells a request of POST /deployment/{owner}/{repo}/diff, which may carry a
 // local tree's files.
 func isUpload(r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return false // and nothing split: a GET is the status cache's hot path
+	}
 	parts := strings.Split(r.URL.Path, "/")
-	return r.Method == http.MethodPost && len(parts) == 5 && parts[1] == "deployment" && parts[4] == "diff"
+	return len(parts) == 5 && parts[1] == "deployment" && parts[4] == "diff"
 }
 
 // clientOf is the client's address, without its port.

@@ -203,6 +203,7 @@ func (d *Daemon) buildHTTP(context.Context) error {
 	mux.Handle("GET /metrics", d.meter.Handler())
 	d.srv = &http.Server{
 		Handler:           d.meter.Middleware(mux),
+		ConnContext:       api.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
