@@ -6,6 +6,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ type Metrics struct {
 	checkErrors prometheus.Counter
 	webhooks    *prometheus.CounterVec
 	requests    *prometheus.HistogramVec
+	obs         observers
 	ghResponses *prometheus.CounterVec
 	ghDropped   prometheus.Counter
 	kube        *prometheus.CounterVec
@@ -100,7 +102,8 @@ func (m *Metrics) Delivery(r webhook.Result) {
 	m.webhooks.WithLabelValues(event, strconv.Itoa(r.Status)).Inc()
 }
 
-// Middleware times every request, labelled with the matched route template.
+// Middleware times every request, labelled with the matched route template, the method
+// (one of methods, or "other": a client may send any token there) and the status code.
 func (m *Metrics) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -110,8 +113,47 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		if route == "" || route == "/" {
 			route = "unmatched"
 		}
-		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.code)).Observe(time.Since(start).Seconds())
+		m.observer(route, r.Method, rec.code).Observe(time.Since(start).Seconds())
 	})
+}
+
+// methods are the HTTP methods counted by name.
+var methods = map[string]bool{http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true}
+
+// observerKey names one series of the request histogram.
+type observerKey struct {
+	route, method string
+	code          int
+}
+
+// observers keeps the request histogram's series by their labels: finding one through
+// the vector hashes and checks its three label values on every request.
+type observers struct {
+	mu sync.RWMutex
+	m  map[observerKey]prometheus.Observer
+}
+
+// observer returns the series for route, method and code.
+func (m *Metrics) observer(route, method string, code int) prometheus.Observer {
+	if !methods[method] {
+		method = "other"
+	}
+	k := observerKey{route, method, code}
+	m.obs.mu.RLock()
+	o := m.obs.m[k]
+	m.obs.mu.RUnlock()
+	if o != nil {
+		return o
+	}
+	o = m.requests.WithLabelValues(route, method, strconv.Itoa(code))
+	m.obs.mu.Lock()
+	if m.obs.m == nil {
+		m.obs.m = map[observerKey]prometheus.Observer{}
+	}
+	m.obs.m[k] = o
+	m.obs.mu.Unlock()
+	return o
 }
 
 type statusRecorder struct {
