@@ -26,7 +26,8 @@ func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error 
 		return err
 	}
 	if e.opts.profile != "" {
-		go e.profile(ctx, d, "cpu-idle", "profile?seconds=60")
+		// Within the watch: a profile still running would refuse scenario 6's.
+		go e.profile(ctx, d, "cpu-idle", fmt.Sprintf("profile?seconds=%d", max(1, min(60, int(e.opts.idle.Seconds())-2))))
 	}
 	start := time.Now()
 	var rss, anon, file []float64
