@@ -2,11 +2,14 @@ package source
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/gittest"
 )
 
@@ -108,4 +111,49 @@ func hasFetch(reqs []string) bool {
 		}
 	}
 	return false
+}
+
+// TestRefAdvertisementIsBounded: a repo that grew more refs than deployd reads fails its
+// checks and polls with an error saying so, instead of being read whole; one under the
+// bound is read as before.
+func TestRefAdvertisementIsBounded(t *testing.T) {
+	defer func(old int64) { maxAdvertisement = old }(maxAdvertisement)
+	maxAdvertisement = 8 << 10
+	srv := gittest.NewServer(t)
+	small, big := srv.NewRepo(t, "shop/small"), srv.NewRepo(t, "shop/big")
+	small.Commit("main", "first", manifests)
+	sha := big.Commit("main", "first", manifests)
+	src := newSource(t)
+	ctx := context.Background()
+	if _, err := src.Check(ctx, repoConfig("shop/small", srv.RepoURL("shop/small"))); err != nil {
+		t.Fatalf("a repo under the bound: %v", err)
+	}
+	cfg := repoConfig("shop/big", srv.RepoURL("shop/big"))
+	if _, err := src.Check(ctx, cfg); err != nil {
+		t.Fatalf("before its refs grew: %v", err)
+	}
+	packs, _ := filepath.Glob(filepath.Join(src.dir(cfg), "objects", "pack", "*.pack"))
+	// 400 tags, some 24 KB of advertisement, written straight into packed-refs.
+	var refs strings.Builder
+	for i := range 400 {
+		fmt.Fprintf(&refs, "%s refs/tags/v0.0.%d\n", sha, i)
+	}
+	f, err := os.OpenFile(filepath.Join(big.Bare, "packed-refs"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(refs.String()); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for name, check := range map[string]func(context.Context, config.Repo) (Result, error){"check": src.Check, "poll": src.Poll} {
+		_, err := check(ctx, cfg)
+		t.Logf("%s: %v", name, err)
+		if err == nil || !strings.Contains(err.Error(), "ref advertisement is over 8 KiB") || !strings.Contains(err.Error(), "shop/big") {
+			t.Errorf("%s of a repo over the bound: %v; want the bound named, and the repo", name, err)
+		}
+	}
+	if after, _ := filepath.Glob(filepath.Join(src.dir(cfg), "objects", "pack", "*.pack")); len(packs) == 0 || !slices.Equal(after, packs) {
+		t.Errorf("packs %v before, %v after: the cache was thrown away for the remote's fault", packs, after)
+	}
 }

@@ -78,8 +78,9 @@ func (s *Source) fetchRef(ctx context.Context, remote *git.Remote, repo config.R
 	opts := &git.FetchOptions{RefSpecs: []gitconfig.RefSpec{gitconfig.RefSpec("+" + ref + ":" + local)}, Auth: auth, Depth: 1, Tags: git.NoTags, Force: true}
 	err = remote.FetchContext(ctx, opts)
 	var over *FetchLimitError
+	var refs *AdvertisementLimitError
 	switch {
-	case errors.As(err, &over):
+	case errors.As(err, &over), errors.As(err, &refs):
 		return err
 	case errors.As(err, &git.NoMatchingRefSpecError{}):
 		return fmt.Errorf("%s not found on the remote", ref)

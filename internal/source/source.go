@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -51,8 +52,53 @@ func init() {
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   4,
 	}}
+	hc.Transport = advertLimit{hc.Transport}
 	client.InstallProtocol("http", githttp.NewClient(hc))
 	client.InstallProtocol("https", githttp.NewClient(hc))
+}
+
+// maxAdvertisement bounds a remote's ref advertisement over HTTP(S). It lists every
+// branch and tag of the repo (and, on GitHub, two refs per pull request), and go-git
+// holds it whole, parsed, at every check: a repo that grows a million refs must not take
+// deployd's memory with it. 16 MiB is some 250,000 refs.
+var maxAdvertisement int64 = 16 << 20
+
+// advertLimit bounds the body of every ref advertisement (GET .../info/refs).
+type advertLimit struct{ next http.RoundTripper }
+
+func (a advertLimit) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := a.next.RoundTrip(req)
+	if err != nil || !strings.HasSuffix(req.URL.Path, "/info/refs") {
+		return resp, err
+	}
+	resp.Body = &advertBody{ReadCloser: resp.Body, left: maxAdvertisement}
+	return resp, nil
+}
+
+// advertBody fails a read past maxAdvertisement.
+type advertBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *advertBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, &AdvertisementLimitError{Limit: maxAdvertisement}
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// AdvertisementLimitError is a remote whose ref advertisement is over the bound: a
+// problem of the repo, not of deployd's cache or the network.
+type AdvertisementLimitError struct{ Limit int64 }
+
+func (e *AdvertisementLimitError) Error() string {
+	return fmt.Sprintf("the remote's ref advertisement is over %s, the most deployd reads: it lists every branch and tag of the repo (and pull request, on GitHub); delete the refs it no longer needs", formatBytes(e.Limit))
 }
 
 // Revision is a branch head and its manifests.
@@ -410,7 +456,8 @@ func (s *Source) fetch(ctx context.Context, remote *git.Remote, auth transport.A
 	}
 	err := remote.FetchContext(ctx, opts)
 	var over *FetchLimitError
-	if errors.As(err, &over) {
+	var refs *AdvertisementLimitError
+	if errors.As(err, &over) || errors.As(err, &refs) {
 		return err
 	}
 	if errors.As(err, &git.NoMatchingRefSpecError{}) {
