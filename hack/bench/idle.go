@@ -116,6 +116,15 @@ func (e *env) statusLoadOnce(ctx context.Context, d *daemon, wrk, script, client
 	_ = e.git.Requests()
 	if e.opts.profile != "" {
 		go e.profile(ctx, d, "cpu-status-load-"+client, fmt.Sprintf("profile?seconds=%d", int(e.opts.load.Seconds())-2))
+		// And 3 s of execution trace in the steady middle: what ran on deployd's core
+		// while requests waited (tracing costs the load some 10 %).
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(e.opts.load / 2):
+				e.profile(ctx, d, "trace-status-load-"+client, "trace?seconds=3")
+			}
+		}()
 	}
 	before, err := d.usage(ctx)
 	if err != nil {
@@ -310,7 +319,11 @@ func (e *env) profile(ctx context.Context, d *daemon, name, path string) {
 		return
 	}
 	defer resp.Body.Close()
-	f, err := os.Create(filepath.Join(e.opts.profile, name+".pprof"))
+	ext := ".pprof"
+	if strings.HasPrefix(path, "trace") {
+		ext = ".trace" // go tool trace reads it
+	}
+	f, err := os.Create(filepath.Join(e.opts.profile, name+ext))
 	if err != nil {
 		progress("profile %s: %v", name, err)
 		return

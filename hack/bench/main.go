@@ -99,7 +99,7 @@ func main() {
 	flag.IntVar(&o.flux.idleHigh, "flux-idle-concurrent", 20, "scenario 11: Flux's --concurrent while its idle apps are first deployed")
 	flag.DurationVar(&o.flux.interval, "flux-interval", time.Minute, "scenario 11: both tools' poll interval")
 	flag.StringVar(&o.flux.parts, "flux-parts", "push,ready,many,cold,idle", "scenario 11: which parts run")
-	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load")
+	flag.StringVar(&o.profile, "profile", "", "directory for pprof profiles of the cold start, idle heap and status load, and execution traces of the status load")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "deployd's log level")
 	flag.StringVar(&o.args, "deployd-args", "", "more flags for deployd, space-separated (e.g. \"--concurrency 8\")")
 	flag.StringVar(&o.readme, "readme", "README.md", "a Markdown file whose bench markers get the table too (empty: none)")
