@@ -38,6 +38,8 @@ type env struct {
 	gh      *githubtest.Server
 	secret  string
 	kubectl string
+	// idle is set while the harness runs at idle priority (scenario 6's pin).
+	idle bool
 }
 
 func newEnv(ctx context.Context, opts options) (*env, error) {

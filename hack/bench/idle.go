@@ -100,6 +100,14 @@ func (e *env) statusLoad(ctx context.Context, d *daemon, prefix string, n int, r
 		return err
 	}
 	defer restore()
+	// A warm-up, not counted: the first seconds of load after the idle watch find deployd
+	// collecting at its idle pace (gcpace needs a second of load to notice it) and its
+	// heap yet to grow, which is the start of a load, not its steady state.
+	warm := min(5*time.Second, e.opts.load/4)
+	warmArgs := wrkArgs(e, wrk, script, "", pinned, d.addr, warm)
+	if out, err := exec.CommandContext(ctx, warmArgs[0], warmArgs[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("wrk (warm-up): %w\n%s", err, out)
+	}
 	for _, client := range []struct{ name, header string }{
 		{"plain", ""},
 		{"gzip", "Accept-Encoding: gzip"},
@@ -130,14 +138,7 @@ func (e *env) statusLoadOnce(ctx context.Context, d *daemon, wrk, script, client
 	if err != nil {
 		return err
 	}
-	args := []string{wrk, "-t2", "-c64", "-d" + strconv.Itoa(int(e.opts.load.Seconds())) + "s", "--timeout", "5s", "-s", script}
-	if header != "" {
-		args = append(args, "-H", header)
-	}
-	args = append(args, "http://"+d.addr)
-	if pinned != "" {
-		args = append([]string{"taskset", "-c", cpusBut0()}, args...)
-	}
+	args := wrkArgs(e, wrk, script, header, pinned, d.addr, e.opts.load)
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -188,12 +189,29 @@ func (e *env) statusLoadOnce(ctx context.Context, d *daemon, wrk, script, client
 	return nil
 }
 
+// wrkArgs is the command line of one wrk run of scenario 6 against deployd at addr, for
+// dur, its requests carrying header (if any).
+func wrkArgs(e *env, wrk, script, header, pinned, addr string, dur time.Duration) []string {
+	args := []string{wrk, "-t2", "-c64", "-d" + strconv.Itoa(max(1, int(dur.Seconds()))) + "s", "--timeout", "5s", "-s", script}
+	if header != "" {
+		args = append(args, "-H", header)
+	}
+	if pinned != "" {
+		args = append([]string{"taskset", "-c", cpusBut0()}, args...)
+	}
+	if e.idle {
+		args = append([]string{"chrt", "--other", "0"}, args...) // not the harness's idle priority
+	}
+	return append(args, "http://"+addr)
+}
+
 // pin keeps deployd on CPU 0 for the load, every thread of it, and moves the harness's
 // own processes (this one with its git server and the git processes it starts, and the
 // simulated cluster) to the other CPUs, where wrk runs too: deployd's core is its own,
 // as a pod's CPU is in a cluster, and the figure's name says what shares the machine.
-// restore gives every CPU back to all of them. On one core, or with -pin=false, nothing
-// is pinned.
+// There the moved processes run at idle priority, wrk alone at the normal one (see
+// statusLoadOnce). restore gives every CPU, and the normal priority, back to all of
+// them. On one core, or with -pin=false, nothing is pinned.
 func (e *env) pin(ctx context.Context, d *daemon) (label string, restore func(), err error) {
 	restore = func() {}
 	if !e.opts.pin || runtime.NumCPU() < 2 {
@@ -212,12 +230,31 @@ func (e *env) pin(ctx context.Context, d *daemon) (label string, restore func(),
 		// A process may end meanwhile (a git request's): nothing to move then.
 		_ = exec.CommandContext(ctx, "taskset", "-a", "-p", "-c", others, strconv.Itoa(pid)).Run()
 	}
-	restore = func() {
-		for _, pid := range append(moved, deployd) {
-			_ = exec.Command("taskset", "-a", "-p", "-c", all, strconv.Itoa(pid)).Run()
+	// There, all but wrk run at idle priority (SCHED_IDLE; the git processes the harness's
+	// git server starts for each poll inherit it): they run in wrk's idle time instead of
+	// stopping it for milliseconds, which wrk would count as deployd's latency. They still
+	// run: polls go on (the git requests are counted below).
+	idle := exec.CommandContext(ctx, "chrt", "--idle", "-a", "-p", "0", strconv.Itoa(os.Getpid())).Run() == nil
+	if idle {
+		for _, pid := range moved {
+			_ = exec.CommandContext(ctx, "chrt", "--idle", "-a", "-p", "0", strconv.Itoa(pid)).Run()
 		}
 	}
-	return fmt.Sprintf(", deployd pinned to CPU 0; wrk, the cluster, the git server and the harness to CPU %s (taskset)", others), restore, nil
+	e.idle = idle
+	restore = func() {
+		e.idle = false
+		for _, pid := range append(moved, deployd) {
+			_ = exec.Command("taskset", "-a", "-p", "-c", all, strconv.Itoa(pid)).Run()
+			if idle && pid != deployd {
+				_ = exec.Command("chrt", "--other", "-a", "-p", "0", strconv.Itoa(pid)).Run()
+			}
+		}
+	}
+	label = fmt.Sprintf(", deployd pinned to CPU 0; wrk, the cluster, the git server and the harness to CPU %s (taskset)", others)
+	if idle {
+		label += ", all but wrk at idle priority there (chrt --idle)"
+	}
+	return label, restore, nil
 }
 
 // cpusBut0 names every CPU but CPU 0 for taskset: "1" on two, "1-3" on four.
