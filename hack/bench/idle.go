@@ -234,7 +234,8 @@ func (e *env) pin(ctx context.Context, d *daemon) (label string, restore func(),
 	// git server starts for each poll inherit it): they run in wrk's idle time instead of
 	// stopping it for milliseconds, which wrk would count as deployd's latency. They still
 	// run: polls go on (the git requests are counted below).
-	idle := exec.CommandContext(ctx, "chrt", "--idle", "-a", "-p", "0", strconv.Itoa(os.Getpid())).Run() == nil
+	// As root only: without it, leaving idle priority again may be refused.
+	idle := os.Geteuid() == 0 && exec.CommandContext(ctx, "chrt", "--idle", "-a", "-p", "0", strconv.Itoa(os.Getpid())).Run() == nil
 	if idle {
 		for _, pid := range moved {
 			_ = exec.CommandContext(ctx, "chrt", "--idle", "-a", "-p", "0", strconv.Itoa(pid)).Run()
