@@ -26,17 +26,8 @@ func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error 
 	settle := min(settleIdle, e.opts.idle/4)
 	progress("idle: letting deployd settle for %s after the cold start", settle)
 	var settling float64
-	for t0 := time.Now(); time.Since(t0) < settle; {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-		m, err := readMemStatus(d.cmd.Process.Pid)
-		if err != nil {
-			return err
-		}
-		settling = max(settling, m.rss())
+	if err := sampleMemory(ctx, d, settle, func(m memStatus, _ time.Duration) { settling = max(settling, m.rss()) }); err != nil {
+		return err
 	}
 	r.add(3, fmt.Sprintf("RSS while settling, the first %s after the last report (max; not idle yet)", settle), value(settling, "MB"), "", nil)
 	_ = e.git.Requests() // forget the cold start's
@@ -50,22 +41,13 @@ func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error 
 	}
 	start := time.Now()
 	var rss, anon, file []float64
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for time.Since(start) < e.opts.idle {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-		m, err := readMemStatus(d.cmd.Process.Pid)
-		if err != nil {
-			return err
-		}
+	if err := sampleMemory(ctx, d, e.opts.idle, func(m memStatus, at time.Duration) {
 		rss, anon, file = append(rss, m.rss()), append(anon, m.anon), append(file, m.file)
 		if len(rss)%30 == 0 {
-			progress("idle: %s of %s, RSS %.0f MB (anonymous %.0f, file %.0f)", time.Since(start).Round(time.Second), e.opts.idle, m.rss(), m.anon, m.file)
+			progress("idle: %s of %s, RSS %.0f MB (anonymous %.0f, file %.0f)", at.Round(time.Second), e.opts.idle, m.rss(), m.anon, m.file)
 		}
+	}); err != nil {
+		return err
 	}
 	elapsed := time.Since(start)
 	after, err := d.usage(ctx)
@@ -98,6 +80,27 @@ func (e *env) idleCost(ctx context.Context, d *daemon, n int, r *results) error 
 	r.add(3, "ref advertisements per repo per poll cycle", value(float64(adverts)/cycles/float64(n), "per repo"), "1", nil)
 	r.add(3, "object fetches (git-upload-pack POSTs) while idle", value(float64(fetches), "requests"), "0", fetches == 0)
 	r.add(3, "API-server requests per minute", value((after.kube-before.kube)/elapsed.Minutes(), "per min"), "", nil)
+	return nil
+}
+
+// sampleMemory reads deployd's memory every second for dur and hands each reading to
+// f, with the time since the first.
+func sampleMemory(ctx context.Context, d *daemon, dur time.Duration, f func(m memStatus, at time.Duration)) error {
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for time.Since(start) < dur {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		m, err := readMemStatus(d.cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		f(m, time.Since(start))
+	}
 	return nil
 }
 

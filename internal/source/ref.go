@@ -77,10 +77,8 @@ func (s *Source) fetchRef(ctx context.Context, remote *git.Remote, repo config.R
 	defer cancel()
 	opts := &git.FetchOptions{RefSpecs: []gitconfig.RefSpec{gitconfig.RefSpec("+" + ref + ":" + local)}, Auth: auth, Depth: 1, Tags: git.NoTags, Force: true}
 	err = remote.FetchContext(ctx, opts)
-	var over *FetchLimitError
-	var refs *AdvertisementLimitError
 	switch {
-	case errors.As(err, &over), errors.As(err, &refs):
+	case overLimit(err):
 		return err
 	case errors.As(err, &git.NoMatchingRefSpecError{}):
 		return fmt.Errorf("%s not found on the remote", ref)
@@ -91,7 +89,7 @@ func (s *Source) fetchRef(ctx context.Context, remote *git.Remote, repo config.R
 	switch {
 	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
 		return nil
-	case errors.As(err, &over):
+	case errors.As(err, new(*FetchLimitError)):
 		return err
 	}
 	return networkError(ctx, err)

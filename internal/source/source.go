@@ -2,7 +2,8 @@
 // commit a branch is at and which tree its manifests path has there.
 //
 // A check costs one ref advertisement when nothing changed, and a poll (Poll) reads
-// nothing of the cache then; objects are fetched only for a new commit. Caches that cannot be used are re-cloned once, and the result says why.
+// nothing of the cache then; objects are fetched only for a new commit. Caches that
+// cannot be used are re-cloned once, and the result says why.
 package source
 
 import (
@@ -91,6 +92,15 @@ func (b *advertBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.left -= int64(n)
 	return n, err
+}
+
+// overLimit reports whether err is a fetch refused by one of deployd's bounds (the pack,
+// an object, the ref advertisement): the remote's doing, neither the cache's nor the
+// network's, so neither retried nor answered by cloning again.
+func overLimit(err error) bool {
+	var over *FetchLimitError
+	var refs *AdvertisementLimitError
+	return errors.As(err, &over) || errors.As(err, &refs)
 }
 
 // AdvertisementLimitError is a remote whose ref advertisement is over the bound: a
@@ -455,9 +465,7 @@ func (s *Source) fetch(ctx context.Context, remote *git.Remote, auth transport.A
 		Force:    true,
 	}
 	err := remote.FetchContext(ctx, opts)
-	var over *FetchLimitError
-	var refs *AdvertisementLimitError
-	if errors.As(err, &over) || errors.As(err, &refs) {
+	if overLimit(err) {
 		return err
 	}
 	if errors.As(err, &git.NoMatchingRefSpecError{}) {
@@ -469,7 +477,7 @@ func (s *Source) fetch(ctx context.Context, remote *git.Remote, auth transport.A
 		err = remote.FetchContext(ctx, opts)
 	}
 	switch {
-	case errors.As(err, &over):
+	case errors.As(err, new(*FetchLimitError)):
 		return err
 	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
 		return nil
