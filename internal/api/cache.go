@@ -231,7 +231,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	h["Content-Length"] = c.length
-	writeCorked(w, r, c.body)
+	writeWhole(w, r, c.body)
 	return true
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/deployd/deployd/internal/api"
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
@@ -21,7 +22,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- d.srv.Serve(d.ln) }()
+	go func() { serveErr <- d.srv.Serve(api.Listener(d.ln)) }()
 	if d.debugLn != nil {
 		d.log.Info("serving pprof", "listen", d.debugLn.Addr().String())
 		go func() { _ = debugServer().Serve(d.debugLn) }()
