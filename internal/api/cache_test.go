@@ -124,7 +124,7 @@ func TestStatusCacheLaterSecond(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	c, err := s.build(es, now, nil, 0)
+	c, err := s.build(es, now, now.Unix(), nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,5 +230,30 @@ func BenchmarkGetDeploymentGzip(b *testing.B) {
 		if rec.Code != http.StatusOK || rec.Header().Get("Content-Encoding") != "gzip" {
 			b.Fatalf("status %d, headers %v", rec.Code, rec.Header())
 		}
+	}
+}
+
+// TestTicksSpreadOverTheSecond: each key's answers go stale once a second, at a phase of
+// its own, so that 1,000 answers are not all put together again in the same moment.
+func TestTicksSpreadOverTheSecond(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	flipped := 0
+	for i := range 1000 {
+		key := "team" + strconv.Itoa(i) + "/app\x00"
+		t0 := tick(key, now)
+		if got := tick(key, now.Add(time.Second)); got != t0+1 {
+			t.Fatalf("%q: tick %d a second after %d", key, got, t0)
+		}
+		if got := tick(key, now.Add(3*time.Hour)); got != t0+3*3600 {
+			t.Fatalf("%q: tick %d three hours after %d", key, got, t0)
+		}
+		if tick(key, now.Add(100*time.Millisecond)) != t0 {
+			flipped++
+		}
+	}
+	// A tenth of the keys is expected to move on within a tenth of a second; with the
+	// clock's seconds it would be all of them or none.
+	if flipped < 30 || flipped > 200 {
+		t.Errorf("%d of 1000 keys moved to their next second within 100 ms, want about 100", flipped)
 	}
 }
