@@ -19,8 +19,9 @@ import (
 	"github.com/deployd/deployd/internal/view"
 )
 
-// statusPattern is the route the status cache answers, as the mux names it (for metrics).
-const statusPattern = "GET /deployment/{owner}/{repo}"
+// StatusRoute is the route the status cache answers, as the mux names it (the route
+// label of its requests' metrics).
+const StatusRoute = "GET /deployment/{owner}/{repo}"
 
 // statusCache keeps the encoded answers of GET /deployment/{owner}/{repo}, one per repo
 // and environment filter, and serves them while nothing they show changed: the repo's
@@ -199,14 +200,37 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) bool {
 	if !ok || s.authorize(r.Header.Get("Authorization"), false) != nil {
 		return false
 	}
+	c, ok := s.cached(owner, repo, env, time.Now())
+	if !ok {
+		return false
+	}
+	r.Pattern = StatusRoute
+	h := w.Header()
+	h["Content-Type"], h["Vary"] = jsonType, varyOnEncoding
+	// Compressed, the answer and its headers go out in one write instead of two (an
+	// answer of 10 objects is 6.7 KB; net/http buffers 4 KB), and a seventh of the bytes.
+	if len(c.body) >= minGzip && acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		body, length := c.gzipBody()
+		h["Content-Encoding"], h["Content-Length"] = gzipEncoding, length
+		_, _ = w.Write(body)
+		return true
+	}
+	h["Content-Length"] = c.length
+	writeWhole(w, r, c.body)
+	return true
+}
+
+// cached returns the answer of a plain status request at now, building it when what
+// it shows changed; false for a repo or environment not configured (huma answers 404)
+// or an answer that cannot be built (huma answers the error).
+func (s *Server) cached(owner, repo, env string, now time.Time) (*cachedStatus, bool) {
 	// A hit copies nothing out of the view: the entries' versions tell it still holds.
 	name := owner + "/" + repo
 	var buf [4]uint64
 	versions, ok := s.deps.View.Versions(name, env, buf[:0])
 	if !ok {
-		return false // huma answers 404
+		return nil, false
 	}
-	now := time.Now()
 	key := strings.ToLower(name) + "\x00" + env
 	second := tick(key, now)
 	statuses := s.deps.Statuses.Version()
@@ -224,14 +248,14 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) bool {
 	if next == nil {
 		es, err := s.entries(owner, repo, env)
 		if err != nil {
-			return false
+			return nil, false
 		}
 		versions = make([]uint64, len(es))
 		for i, e := range es {
 			versions[i] = e.Version
 		}
 		if next, err = s.build(es, now, second, versions, statuses); err != nil {
-			return false
+			return nil, false
 		}
 	}
 	if next != c {
@@ -240,20 +264,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) bool {
 		s.cache.answers[key] = c
 		s.cache.mu.Unlock()
 	}
-	r.Pattern = statusPattern
-	h := w.Header()
-	h["Content-Type"], h["Vary"] = jsonType, varyOnEncoding
-	// Compressed, the answer and its headers go out in one write instead of two (an
-	// answer of 10 objects is 6.7 KB; net/http buffers 4 KB), and a seventh of the bytes.
-	if len(c.body) >= minGzip && acceptsGzip(r.Header.Get("Accept-Encoding")) {
-		body, length := c.gzipBody()
-		h["Content-Encoding"], h["Content-Length"] = gzipEncoding, length
-		_, _ = w.Write(body)
-		return true
-	}
-	h["Content-Length"] = c.length
-	writeWhole(w, r, c.body)
-	return true
+	return c, true
 }
 
 // statusRequest parses GET /deployment/{owner}/{repo}[?environment=E] within the limits
