@@ -76,6 +76,7 @@ fuzz:
 	$(FUZZ) -fuzz '^FuzzRender$$' -fuzztime $(or $(FUZZTIME),2000x) ./internal/render
 	$(FUZZ) -fuzz '^FuzzParams$$' -fuzztime $(or $(FUZZTIME),10000x) ./internal/api
 	$(FUZZ) -fuzz '^FuzzFanout$$' -fuzztime $(or $(FUZZTIME),5000x) ./internal/api
+	$(FUZZ) -fuzz '^FuzzParseFast$$' -fuzztime $(or $(FUZZTIME),100000x) ./internal/api
 	$(FUZZ) -fuzz '^FuzzEscape$$' -fuzztime $(or $(FUZZTIME),5000x) ./internal/checks
 
 ## openapi: write the OpenAPI documents into openapi/ and regenerate the Go client in pkg/client

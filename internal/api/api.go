@@ -77,6 +77,9 @@ type Options struct {
 	// Log receives the causes of 502 answers (the API server's words may name deployd's
 	// rights, so the client gets what failed and the log why); nil discards them.
 	Log *slog.Logger
+	// Observe times each status request answered on the fast path (see Listener), which
+	// the HTTP server's middleware does not see; nil discards the times.
+	Observe func(took time.Duration)
 }
 
 // Deps are what the API reads and acts through.

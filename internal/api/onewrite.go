@@ -10,28 +10,27 @@ import (
 // connKey is the context key under which ConnContext keeps a request's connection.
 type connKey struct{}
 
-// Listener wraps l so that the status cache can send a large answer in one write (see
-// writeWhole). Serve the HTTP server on it, with ConnContext as its ConnContext.
-func Listener(l net.Listener) net.Listener { return holdListener{l} }
-
-type holdListener struct{ net.Listener }
-
-func (l holdListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return c, err
-	}
-	return &holdConn{Conn: c}, nil
-}
-
-// holdConn is a connection whose writes can be held in memory and then sent as one.
-// Only the goroutine serving the connection's requests writes to it.
-type holdConn struct {
+// conn is a connection Listener accepted. Only the goroutine serving its requests reads
+// and writes it.
+type conn struct {
 	net.Conn
-	held *[]byte // while not nil, writes are appended here
+	in   []byte  // read on the fast path, for net/http to read first
+	held *[]byte // while not nil, writes are appended here (writeWhole)
 }
 
-func (c *holdConn) Write(p []byte) (int, error) {
+func (c *conn) Read(p []byte) (int, error) {
+	if len(c.in) > 0 {
+		n := copy(p, c.in)
+		c.in = c.in[n:]
+		if len(c.in) == 0 {
+			c.in = nil
+		}
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *conn) Write(p []byte) (int, error) {
 	if c.held != nil {
 		*c.held = append(*c.held, p...)
 		return len(p), nil
@@ -40,7 +39,7 @@ func (c *holdConn) Write(p []byte) (int, error) {
 }
 
 // CloseWrite keeps net/http's graceful close, which half-closes a TCP connection.
-func (c *holdConn) CloseWrite() error {
+func (c *conn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
@@ -48,9 +47,9 @@ func (c *holdConn) CloseWrite() error {
 }
 
 // ConnContext is for http.Server.ConnContext: it lets the status cache reach a request's
-// connection, when Listener accepted it.
+// connection, when Server.Listener accepted it.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	if hc, ok := c.(*holdConn); ok {
+	if hc, ok := c.(*conn); ok {
 		return context.WithValue(ctx, connKey{}, hc)
 	}
 	return ctx
@@ -70,7 +69,7 @@ var heldBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &
 // first until the second joins it costs a copy of the answer; TCP_CORK did the same in
 // the kernel for two more system calls an answer.
 func writeWhole(w http.ResponseWriter, r *http.Request, body []byte) {
-	c, _ := r.Context().Value(connKey{}).(*holdConn)
+	c, _ := r.Context().Value(connKey{}).(*conn)
 	if c == nil || len(body) <= wholeAbove {
 		_, _ = w.Write(body)
 		return

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // writeCounter counts the writes to the server's side of each accepted connection.
@@ -51,7 +53,9 @@ func (c countedConn) Write(p []byte) (int, error) {
 // TestLargeAnswersGoInOneWrite serves answers above wholeAbove over a real TCP
 // connection, kept alive between requests: each arrives whole, the same as the answer
 // written plainly, in one write to the connection; small answers and errors are written
-// as net/http writes them, and the buffer of one answer never leaks into the next.
+// as net/http writes them, and the buffer of one answer never leaks into the next. The
+// first three go the fast path; the 404 hands the connection to net/http, which writes
+// the last through writeWhole.
 func TestLargeAnswersGoInOneWrite(t *testing.T) {
 	s := loaded(t, 20, 10)
 	want := map[string]string{}
@@ -69,7 +73,9 @@ func TestLargeAnswersGoInOneWrite(t *testing.T) {
 	}
 	wc := &writeCounter{Listener: l}
 	srv := &http.Server{Handler: s.Handler(), ConnContext: ConnContext}
-	go func() { _ = srv.Serve(Listener(wc)) }()
+	var fast atomic.Int64
+	s.opts.Observe = func(time.Duration) { fast.Add(1) }
+	go func() { _ = srv.Serve(s.Listener(wc, srv)) }()
 	t.Cleanup(func() { _ = srv.Close() })
 
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, DisableCompression: true}}
@@ -96,6 +102,9 @@ func TestLargeAnswersGoInOneWrite(t *testing.T) {
 		if len(writes) != 1 || writes[0] <= len(body) {
 			t.Errorf("request %d (%s): writes of %v bytes to the connection, want one of headers and the %d-byte body", i, path, writes, len(body))
 		}
+	}
+	if n := fast.Load(); n != 3 {
+		t.Errorf("the fast path answered %d, want the 3 before the 404", n)
 	}
 	wc.mu.Lock()
 	defer wc.mu.Unlock()

@@ -191,7 +191,8 @@ func (d *Daemon) buildHTTP(context.Context) error {
 	hooks.SetPreviews(d.previews)
 	d.health = &health{watcher: d.watcher, synced: d.parts.tracker.Synced}
 	deps := api.Deps{View: d.view, Queue: d.queue(), Config: d.watcher, Statuses: d.parts.tracker, Objects: d.parts.applier, Pauser: d.parts, Drift: replicaDrift{d.parts}, Previews: d.previews}
-	d.api = api.New(deps, api.Options{TokenFile: d.opts.APITokenFile, ReadAuth: d.opts.APIReadAuth, PublicURL: d.opts.PublicURL, Streams: d.opts.APIStreams, Log: d.log})
+	d.api = api.New(deps, api.Options{TokenFile: d.opts.APITokenFile, ReadAuth: d.opts.APIReadAuth, PublicURL: d.opts.PublicURL, Streams: d.opts.APIStreams, Log: d.log,
+		Observe: d.meter.Timer(api.StatusRoute, http.MethodGet, http.StatusOK)})
 	mux := http.NewServeMux()
 	mux.Handle("/", d.api.Handler())
 	dash := dashboard.Handler() // the page at / and its assets; the API keeps every other path

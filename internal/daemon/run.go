@@ -6,7 +6,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/deployd/deployd/internal/api"
 	"github.com/deployd/deployd/internal/apply"
 	"github.com/deployd/deployd/internal/config"
 	"github.com/deployd/deployd/internal/controller"
@@ -22,7 +21,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- d.srv.Serve(api.Listener(d.ln)) }()
+	go func() { serveErr <- d.srv.Serve(d.api.Listener(d.ln, d.srv)) }()
 	if d.debugLn != nil {
 		d.log.Info("serving pprof", "listen", d.debugLn.Addr().String())
 		go func() { _ = debugServer().Serve(d.debugLn) }()
