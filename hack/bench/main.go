@@ -299,10 +299,11 @@ func (e *env) scaleScenarios(ctx context.Context, want map[int]bool, r *results)
 	return nil
 }
 
-// handlerBenchmark runs the status handler's Go benchmark and adds its medians.
+// handlerBenchmark runs the status endpoint's Go benchmarks, the handler behind net/http
+// and the fast path that answers plain clients, and adds their medians.
 func handlerBenchmark(ctx context.Context, quick bool, r *results) error {
-	progress("running BenchmarkGetDeployment (internal/api)")
-	args := []string{"test", "-run", "^$", "-bench", "^BenchmarkGetDeployment$", "-benchmem", "-count", "5", "./internal/api"}
+	progress("running BenchmarkGetDeployment and BenchmarkFastPath (internal/api)")
+	args := []string{"test", "-run", "^$", "-bench", "^Benchmark(GetDeployment|FastPath)$", "-benchmem", "-count", "5", "./internal/api"}
 	if quick {
 		args = append(args, "-benchtime", "100x")
 	}
@@ -311,25 +312,30 @@ func handlerBenchmark(ctx context.Context, quick bool, r *results) error {
 	if err != nil {
 		return fmt.Errorf("go test -bench: %w\n%s", err, out)
 	}
-	var ns, bytesOp, allocs []time.Duration // durations as plain numbers, for median()
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 8 || !strings.HasPrefix(f[0], "BenchmarkGetDeployment") {
-			continue
+	for _, b := range []struct{ name, what, detail string }{
+		{"BenchmarkGetDeployment", "handler", ""},
+		{"BenchmarkFastPath", "fast path", "a plain client's request read, answered from the cache and written; "},
+	} {
+		var ns, bytesOp, allocs []time.Duration // durations as plain numbers, for median()
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) < 8 || !strings.HasPrefix(f[0], b.name+"-") {
+				continue
+			}
+			n, _ := strconv.ParseFloat(f[2], 64)
+			by, _ := strconv.ParseFloat(f[4], 64)
+			a, _ := strconv.ParseFloat(f[6], 64)
+			ns, bytesOp, allocs = append(ns, time.Duration(n)), append(bytesOp, time.Duration(by)), append(allocs, time.Duration(a))
 		}
-		n, _ := strconv.ParseFloat(f[2], 64)
-		b, _ := strconv.ParseFloat(f[4], 64)
-		a, _ := strconv.ParseFloat(f[6], 64)
-		ns, bytesOp, allocs = append(ns, time.Duration(n)), append(bytesOp, time.Duration(b)), append(allocs, time.Duration(a))
+		if len(ns) == 0 {
+			return fmt.Errorf("no %s lines in:\n%s", b.name, out)
+		}
+		s := series(ns)
+		r.add(6, b.what+" alone ("+b.detail+"Go benchmark, 1,000 repos × 10 objects)", figure{Value: s.Value * 1000, Median: s.Median * 1000, Min: s.Min * 1000, Max: s.Max * 1000, N: s.N, Unit: "µs/op"}, "", nil)
+		r.add(6, b.what+" allocations", value(float64(median(allocs)), "allocs/op"), "", nil)
+		r.add(6, b.what+" bytes allocated", value(float64(median(bytesOp)), "B/op"), "", nil)
 	}
-	if len(ns) == 0 {
-		return fmt.Errorf("no benchmark lines in:\n%s", out)
-	}
-	s := series(ns)
-	r.add(6, "handler alone (Go benchmark, 1,000 repos × 10 objects)", figure{Value: s.Value * 1000, Median: s.Median * 1000, Min: s.Min * 1000, Max: s.Max * 1000, N: s.N, Unit: "µs/op"}, "", nil)
-	r.add(6, "handler allocations", value(float64(median(allocs)), "allocs/op"), "", nil)
-	r.add(6, "handler bytes allocated", value(float64(median(bytesOp)), "B/op"), "", nil)
 	return nil
 }
 
