@@ -23,12 +23,17 @@ type process struct {
 
 // spawn starts a component in its own process group, logging to <Dir>/<name>.log.
 func (c *Cluster) spawn(name, bin string, args ...string) (*process, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping {
+		return nil, fmt.Errorf("starting %s: the cluster is stopping", name)
+	}
 	p, err := startProcess(c.Dir, c.path(name+".log"), name, bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	// A component started again (StartAPIServer) takes its predecessor's place, so Stop
-	// still goes in reverse start order.
+	// A component started again (StartAPIServer, keepKwok) takes its predecessor's place,
+	// so Stop still goes in reverse start order.
 	for i, prev := range c.procs {
 		if prev.name == name {
 			c.procs[i] = p
@@ -95,6 +100,8 @@ func (p *Process) Pid() int { return p.p.cmd.Process.Pid }
 
 // proc returns the component named name, or nil.
 func (c *Cluster) proc(name string) *process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, p := range c.procs {
 		if p.name == name {
 			return p
@@ -165,16 +172,22 @@ func (p *process) stop(grace time.Duration) error {
 
 // stopProcesses stops the components in reverse start order.
 func (c *Cluster) stopProcesses() error {
-	var errs []error
-	for i := len(c.procs) - 1; i >= 0; i-- {
-		errs = append(errs, c.procs[i].stop(10*time.Second))
-	}
+	c.mu.Lock()
+	c.stopping = true // before the stops: keepKwok does not start kwok again
+	procs := c.procs
 	c.procs = nil
+	c.mu.Unlock()
+	var errs []error
+	for i := len(procs) - 1; i >= 0; i-- {
+		errs = append(errs, procs[i].stop(10*time.Second))
+	}
 	return errors.Join(errs...)
 }
 
 // PIDs returns the process ids of the cluster's components.
 func (c *Cluster) PIDs() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	pids := make([]int, len(c.procs))
 	for i, p := range c.procs {
 		pids[i] = p.cmd.Process.Pid

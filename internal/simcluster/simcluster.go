@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -109,9 +110,12 @@ type Cluster struct {
 	// NodeAccess lets a real node join; nil unless Options.RealNode was set.
 	NodeAccess *NodeAccess
 
-	opts    Options
-	procs   []*process
-	etcdURL string
+	opts Options
+	// mu guards procs and stopping: keepKwok starts kwok again from a goroutine of its own.
+	mu       sync.Mutex
+	procs    []*process
+	stopping bool
+	etcdURL  string
 	// apiArgs start kube-apiserver again after StopAPIServer: same port, etcd and certificates.
 	apiArgs []string
 }
@@ -309,11 +313,45 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.spawn("kwok", c.bin("kwok"),
-		"--kubeconfig", kc, "--config", stages,
+	args := []string{"--kubeconfig", kc, "--config", stages,
 		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-		"--cidr=10.0.0.1/24", "--node-ip=10.0.0.1", "--server-address", "127.0.0.1:"+freePort())
-	return err
+		"--cidr=10.0.0.1/24", "--node-ip=10.0.0.1", "--server-address", "127.0.0.1:" + freePort()}
+	p, err := c.spawn("kwok", c.bin("kwok"), args...)
+	if err != nil {
+		return err
+	}
+	go c.keepKwok(p, args)
+	return nil
+}
+
+// maxKwokStarts bounds how often keepKwok starts kwok again in a cluster's life.
+const maxKwokStarts = 5
+
+// keepKwok starts kwok again each time it exits while the cluster runs. kwok v0.8.0 can
+// die with "fatal error: concurrent map writes" when its workers first build their CEL
+// environments at the same time (easycel's type registry is a map shared unguarded); it
+// keeps no state of its own, so a new one picks up where it died. The dead one's log is
+// kept beside the new one's, as kwok.<pid>.log.
+func (c *Cluster) keepKwok(p *process, args []string) {
+	for range maxKwokStarts {
+		<-p.done
+		kept := c.path(fmt.Sprintf("kwok.%d.log", p.cmd.Process.Pid))
+		c.mu.Lock()
+		stopping := c.stopping
+		c.mu.Unlock()
+		if stopping {
+			return
+		}
+		if err := os.Rename(p.log, kept); err != nil {
+			kept = p.log
+		}
+		fmt.Fprintf(c.opts.Progress, "simcluster: kwok exited (%v; its log: %s); starting it again\n", p.err, kept)
+		next, err := c.spawn("kwok", c.bin("kwok"), args...)
+		if err != nil {
+			return // stopping, or kwok cannot start: the cluster's waits say so
+		}
+		p = next
+	}
 }
 
 // writeStages joins the kwok stage files deployd's tests rely on: the node comes up

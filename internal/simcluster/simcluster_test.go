@@ -176,3 +176,43 @@ func TestAPIServerOutage(t *testing.T) {
 		t.Errorf("the stopped API server's log was not kept: %v", err)
 	}
 }
+
+// TestKwokStartsAgainWhenItDies kills kwok in a cluster of its own, as kwok's own race
+// at start does: a new kwok takes its place, its log is kept, and pods go Ready again.
+func TestKwokStartsAgainWhenItDies(t *testing.T) {
+	ctx := context.Background()
+	c, err := Start(ctx, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping the cluster: %v", err)
+		}
+	})
+	dead := c.proc("kwok")
+	if err := dead.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(wctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+		return c.proc("kwok") != dead, nil
+	}); err != nil {
+		t.Fatalf("no new kwok after the first was killed: %v", err)
+	}
+	if _, err := os.Stat(c.path(fmt.Sprintf("kwok.%d.log", dead.cmd.Process.Pid))); err != nil {
+		t.Errorf("the dead kwok's log was not kept: %v", err)
+	}
+	e := newEnv(c.Config, c.Kubeconfig)
+	if _, err := e.Client.AppsV1().Deployments("default").Create(ctx, deployment("after", 1, nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		d, err := e.Client.AppsV1().Deployments("default").Get(ctx, "after", metav1.GetOptions{})
+		return err == nil && d.Status.ReadyReplicas == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("no pod went Ready after kwok started again: %v", err)
+	}
+}
