@@ -129,12 +129,11 @@ func TestFailedPodsAreReplaced(t *testing.T) {
 	}
 }
 
-// TestAPIServerOutage stops the API server of a cluster of its own (the package's is
-// shared), sees requests refused, starts it again and sees the same data through the
-// same credentials.
-func TestAPIServerOutage(t *testing.T) {
-	ctx := context.Background()
-	c, err := Start(ctx, DefaultOptions())
+// ownCluster starts a cluster for one test, for tests that stop or kill its parts (the
+// package's is shared), and stops it after.
+func ownCluster(t *testing.T) *Cluster {
+	t.Helper()
+	c, err := Start(context.Background(), DefaultOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +142,15 @@ func TestAPIServerOutage(t *testing.T) {
 			t.Errorf("stopping the cluster: %v", err)
 		}
 	})
+	return c
+}
+
+// TestAPIServerOutage stops the API server of a cluster of its own (the package's is
+// shared), sees requests refused, starts it again and sees the same data through the
+// same credentials.
+func TestAPIServerOutage(t *testing.T) {
+	ctx := context.Background()
+	c := ownCluster(t)
 	client := newEnv(c.Config, c.Kubeconfig).Client
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kept", Namespace: "default"}, Data: map[string]string{"a": "b"}}
 	if _, err := client.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
@@ -181,15 +189,7 @@ func TestAPIServerOutage(t *testing.T) {
 // at start does: a new kwok takes its place, its log is kept, and pods go Ready again.
 func TestKwokStartsAgainWhenItDies(t *testing.T) {
 	ctx := context.Background()
-	c, err := Start(ctx, DefaultOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping the cluster: %v", err)
-		}
-	})
+	c := ownCluster(t)
 	dead := c.proc("kwok")
 	if err := dead.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -208,7 +208,7 @@ func TestKwokStartsAgainWhenItDies(t *testing.T) {
 	if _, err := e.Client.AppsV1().Deployments("default").Create(ctx, deployment("after", 1, nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		d, err := e.Client.AppsV1().Deployments("default").Get(ctx, "after", metav1.GetOptions{})
 		return err == nil && d.Status.ReadyReplicas == 1, nil
 	})
