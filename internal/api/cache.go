@@ -207,17 +207,33 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) bool {
 	r.Pattern = StatusRoute
 	h := w.Header()
 	h["Content-Type"], h["Vary"] = jsonType, varyOnEncoding
-	// Compressed, the answer and its headers go out in one write instead of two (an
-	// answer of 10 objects is 6.7 KB; net/http buffers 4 KB), and a seventh of the bytes.
-	if len(c.body) >= minGzip && acceptsGzip(r.Header.Get("Accept-Encoding")) {
-		body, length := c.gzipBody()
-		h["Content-Encoding"], h["Content-Length"] = gzipEncoding, length
+	body, length, gzipped := c.encoded(r.Header.Get("Accept-Encoding"))
+	h["Content-Length"] = length
+	if gzipped {
+		h["Content-Encoding"] = gzipEncoding
 		_, _ = w.Write(body)
 		return true
 	}
-	h["Content-Length"] = c.length
-	writeWhole(w, r, c.body)
+	writeWhole(w, r, body)
 	return true
+}
+
+// encoded is the answer's body for a client whose Accept-Encoding header is
+// acceptEncoding, its Content-Length header value, and whether it is gzipped. Compressed,
+// the answer and its headers go out in one write instead of two (an answer of 10 objects
+// is 6.7 KB; net/http buffers 4 KB), and a seventh of the bytes.
+func (c *cachedStatus) encoded(acceptEncoding string) (body []byte, length []string, gzipped bool) {
+	if len(c.body) >= minGzip && acceptsGzip(acceptEncoding) {
+		body, length = c.gzipBody()
+		return body, length, true
+	}
+	return c.body, c.length, false
+}
+
+// takesJSON says whether an Accept header value takes the JSON answer the status cache
+// holds (empty, or naming json or */*); huma negotiates other formats.
+func takesJSON(accept string) bool {
+	return accept == "" || strings.Contains(accept, "json") || strings.Contains(accept, "*/*")
 }
 
 // cached returns the answer of a plain status request at now, building it when what
@@ -273,8 +289,8 @@ func statusRequest(r *http.Request) (owner, repo, env string, ok bool) {
 	if r.Method != http.MethodGet {
 		return "", "", "", false
 	}
-	if a := r.Header.Get("Accept"); a != "" && !strings.Contains(a, "json") && !strings.Contains(a, "*/*") {
-		return "", "", "", false // huma negotiates other formats
+	if !takesJSON(r.Header.Get("Accept")) {
+		return "", "", "", false
 	}
 	rest, found := strings.CutPrefix(r.URL.Path, "/deployment/")
 	if !found {

@@ -209,19 +209,14 @@ func (l *fastListener) answer(c *conn, req *fastRequest) answerResult {
 	if !ok {
 		return answerHandOn
 	}
-	body, length, gzipped := cs.body, cs.length[0], false
-	if len(cs.body) >= minGzip && len(req.encoding) > 0 && acceptsGzip(string(req.encoding)) {
-		var ls []string
-		body, ls = cs.gzipBody()
-		length, gzipped = ls[0], true
-	}
+	body, length, gzipped := cs.encoded(string(req.encoding))
 	buf := heldBufs.Get().(*[]byte)
 	b := append((*buf)[:0], "HTTP/1.1 200 OK\r\n"...)
 	if gzipped {
 		b = append(b, "Content-Encoding: gzip\r\n"...)
 	}
 	b = append(b, "Content-Length: "...)
-	b = append(b, length...)
+	b = append(b, length[0]...)
 	b = append(b, "\r\nContent-Type: application/json\r\nVary: Accept-Encoding\r\nDate: "...)
 	b = start.UTC().AppendFormat(b, http.TimeFormat)
 	b = append(b, "\r\n\r\n"...)
@@ -234,11 +229,9 @@ func (l *fastListener) answer(c *conn, req *fastRequest) answerResult {
 	if l.write > 0 {
 		_ = c.SetWriteDeadline(start.Add(l.write))
 	}
+	*buf = b
 	_, err := c.Conn.Write(b)
-	if cap(b) <= 64<<10 {
-		*buf = b[:0]
-		heldBufs.Put(buf)
-	}
+	putHeld(buf)
 	if err != nil {
 		return answerFailed
 	}
@@ -268,7 +261,7 @@ var (
 // returns 0 while the head is not whole and each of its lines so far is one the fast path
 // takes, and -1 as soon as a line is not: net/http, or huma, answers that request.
 func parseFast(b []byte) (req fastRequest, end int) {
-	line, rest, whole := cutLine(b)
+	line, rest, whole := bytes.Cut(b, crlf)
 	if !whole {
 		// Not even the request line yet: go on only while it can still be a fast one.
 		if bytes.IndexByte(line, '\n') >= 0 || !bytes.HasPrefix(requestPrefix, line[:min(len(line), len(requestPrefix))]) {
@@ -296,7 +289,7 @@ func parseFast(b []byte) (req fastRequest, end int) {
 	}
 	hasHost := false
 	for {
-		line, rest, whole = cutLine(rest)
+		line, rest, whole = bytes.Cut(rest, crlf)
 		if !whole {
 			// A line begun: a header's name, or the CR of the blank line that ends the head.
 			if bytes.IndexByte(line, '\n') >= 0 || len(line) > 0 && !headerName(line[:1]) && string(line) != "\r" {
@@ -308,8 +301,8 @@ func parseFast(b []byte) (req fastRequest, end int) {
 			if !hasHost {
 				return req, -1
 			}
-			if a := req.accept; len(a) > 0 && !bytes.Contains(a, []byte("json")) && !bytes.Contains(a, []byte("*/*")) {
-				return req, -1 // huma negotiates other formats
+			if !takesJSON(string(req.accept)) {
+				return req, -1
 			}
 			return req, len(b) - len(rest)
 		}
@@ -345,12 +338,6 @@ func parseFast(b []byte) (req fastRequest, end int) {
 			*seen = true
 		}
 	}
-}
-
-// cutLine cuts b at its first CRLF; whole is false when b has none yet. A bare LF makes
-// the line hold it, which no caller takes.
-func cutLine(b []byte) (line, rest []byte, whole bool) {
-	return bytes.Cut(b, crlf)
 }
 
 // plainName is a path segment or value of 1 to max letters, digits and ._~- that is not

@@ -81,6 +81,11 @@ func writeWhole(w http.ResponseWriter, r *http.Request, body []byte) {
 	c.held = nil
 	// An error means the connection is broken: net/http finds out at its next read.
 	_, _ = c.Conn.Write(*buf)
+	putHeld(buf)
+}
+
+// putHeld returns a held answer's buffer to heldBufs, emptied, unless it grew past 64 KB.
+func putHeld(buf *[]byte) {
 	if cap(*buf) <= 64<<10 {
 		*buf = (*buf)[:0]
 		heldBufs.Put(buf)
